@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up ssm-spark on a fresh machine, idempotently: system packages (Java 17, Maven) when missing,
+# a virtualenv in .venv with the pinned Python packages, and the Sedona jars from Maven Central.
+# A second run with nothing changed takes a second or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${SSM_VENV:-$ROOT/.venv}
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# 1. System packages: a JDK 17 for Spark, Maven for the jars.
+need=()
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${need[*]} with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "[setup] error: missing ${need[*]}; install them (Debian: apt-get install ${need[*]})" >&2
+    exit 2
+  fi
+fi
+
+# 2. The virtualenv, reinstalled only when the pins or setup.py change.
+[ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
+stamp="$VENV/.ssm-spark-setup"
+want=$(cat requirements/constraints.txt setup.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing Python packages (pinned in requirements/constraints.txt)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3" "setuptools==80.9.0" wheel
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[ee,test]"
+  "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 2; }
+  echo "$want" > "$stamp"
+fi
+
+# 3. The Sedona jars (fetched once, verified every time).
+"$VENV/bin/python" -m ssm_spark.jars fetch >/dev/null
+say "ready: $VENV ($("$VENV/bin/python" -c 'import pyspark, sedona, xgboost; print("pyspark", pyspark.__version__, "sedona", sedona.version, "xgboost", xgboost.__version__)'))"

@@ -1,0 +1,43 @@
+"""ssm-spark: surface soil moisture from Sentinel-1, radar physics and XGBoost on Spark + Sedona."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "ssm_spark" / "__init__.py").read_text(), re.M).group(1)
+
+setup(
+    name="ssm-spark",
+    version=VERSION,
+    description="Surface soil moisture from Sentinel-1 SAR: WCM/Oh physics + per-environment XGBoost on Spark and Sedona",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ssm_spark", "ssm_spark.*"]),
+    include_package_data=True,
+    install_requires=[
+        # exact versions live in requirements/constraints.txt; these are the supported ranges
+        "pyspark>=4.0,<4.1",
+        "apache-sedona>=1.8.0,<1.9",
+        "pandas>=2.2,<3",
+        "numpy>=1.26",
+        "pyarrow>=15",
+        "xgboost>=2.1",
+        "rasterio>=1.4",
+        "pyproj>=3.6",
+        "shapely>=2.0",
+        "scipy>=1.11",
+        "pydantic>=2.5,<3",
+        "PyYAML>=6",
+        "matplotlib>=3.8",
+        "tqdm>=4.60",
+        "ismn>=1.5",
+    ],
+    extras_require={
+        "ee": ["earthengine-api>=1.7"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytesmo>=0.18"],
+    },
+    entry_points={"console_scripts": ["ssm-spark=ssm_spark.cli:main"]},
+)

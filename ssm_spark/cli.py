@@ -1,0 +1,118 @@
+"""The ``ssm-spark`` command and the ``jobs/*.py`` spark-submit entry points share this module.
+
+``ssm-spark <job> ARGS`` and ``spark-submit jobs/<job>.py ARGS`` take the same arguments: each job
+is declared once here (its arguments and the library function it calls). Only this module configures
+logging (``-v``/``-q``). Exit codes: 0 success, 2 a user error (:class:`~ssm_spark.errors.SSMError`:
+bad config, bad input, missing jars), 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ssm_spark import __version__
+from ssm_spark.config import Config, load_config
+from ssm_spark.errors import SSMError
+
+log = logging.getLogger("ssm_spark.cli")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Config], int]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", metavar="FILE",
+                        help="YAML configuration file; repeat to layer files (default: conf/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one configuration key, e.g. --set spark.master=local[1]; repeatable")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+
+
+def configure_logging(verbose: int = 0, quiet: int = 0) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+def _args_none(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+def _run_config(args: argparse.Namespace, cfg: Config) -> int:
+    print(cfg.to_yaml(), end="")
+    print(f"# config hash: {cfg.hash()}")
+    return 0
+
+
+def _args_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default="out/demo", help="folder for the demo's outputs (default: out/demo)")
+
+
+def _run_demo(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.pipeline import run_demo
+
+    summary = run_demo(cfg, Path(args.output))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+JOBS: dict[str, Job] = {
+    j.name: j
+    for j in [
+        Job("demo", "run the whole pipeline end to end on the embedded demo region", _args_demo, _run_demo),
+        Job("config", "print the resolved configuration and its hash", _args_none, _run_config),
+    ]
+}
+
+
+def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
+    jobs = jobs or JOBS
+    parser = argparse.ArgumentParser(prog="ssm-spark", description="Surface soil moisture from Sentinel-1 on Spark + Sedona")
+    parser.add_argument("--version", action="version", version=f"ssm-spark {__version__}")
+    sub = parser.add_subparsers(dest="job", required=True, metavar="JOB")
+    for job in jobs.values():
+        p = sub.add_parser(job.name, help=job.help, description=job.help)
+        _common(p)
+        job.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ssm-spark``."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    job = JOBS[args.job]
+    t0 = time.perf_counter()
+    try:
+        cfg = load_config(args.config, args.overrides)
+        log.info("ssm-spark %s %s, config hash %s", __version__, job.name, cfg.hash())
+        rc = job.run(args, cfg)
+    except SSMError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    log.info("%s finished in %.1f s", job.name, time.perf_counter() - t0)
+    return rc
+
+
+def run_job(name: str, argv: list[str] | None = None) -> int:
+    """Entry point of ``jobs/<name>.py`` (``spark-submit jobs/<name>.py ARGS``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return main([name, *argv])

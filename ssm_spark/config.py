@@ -1,0 +1,267 @@
+"""Typed configuration: pydantic models loaded from YAML files in ``conf/`` plus ``--set`` overrides.
+
+Files are deep-merged in the order given (a later file overrides an earlier one), then each
+``key=value`` override is applied (the value is parsed as YAML, so ``--set spark.master='local[1]'``,
+``--set simulate.n_stations=40`` and ``--set region.bbox='[1, 2, 3, 4]'`` do what they look like).
+Unknown keys and bad values fail at start-up with a :class:`~ssm_spark.errors.ConfigError` naming
+the key and the file (or the override) it came from.
+
+:meth:`Config.hash` is a stable hash of the resolved configuration for provenance: equal resolved
+configurations hash equally, whatever files and overrides produced them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ssm_spark.errors import ConfigError
+from ssm_spark.grid import Grid
+
+log = logging.getLogger(__name__)
+
+#: Repository root when running from a checkout (editable install); conf/ and jars/ live there.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "default.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class GridConfig(_Strict):
+    """The product grid: ``ease2_<1|3|9|36>km`` or ``geo_<deg>deg``, and the tile size in cells."""
+
+    name: str = "ease2_1km"
+    tile_size: int = Field(256, ge=16, le=4096)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        Grid.from_name(v)  # raises GridError (a ValueError) with the accepted forms
+        return v
+
+    def build(self) -> Grid:
+        return Grid.from_name(self.name, self.tile_size)
+
+
+class RegionConfig(_Strict):
+    """A region of the grid: either ``center`` + ``size_km`` or a lon/lat ``bbox``.
+
+    ``center`` + ``size_km`` gives a window of whole cells centred on the point, snapped to tile
+    corners when ``snap_to_tiles`` (the demo region: 512 x 512 km on EASE-Grid 2.0 1 km = 2 x 2 tiles).
+    """
+
+    name: str = "demo"
+    center: Optional[tuple[float, float]] = (2.5, 44.0)
+    size_km: Optional[tuple[float, float]] = (512.0, 512.0)
+    bbox: Optional[tuple[float, float, float, float]] = None
+    snap_to_tiles: bool = True
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "RegionConfig":
+        if self.bbox is not None:
+            lon0, lat0, lon1, lat1 = self.bbox
+            if not (-180 <= lon0 < lon1 <= 180 and -90 <= lat0 < lat1 <= 90):
+                raise ValueError(f"bbox must be [lon_min, lat_min, lon_max, lat_max] in degrees, got {self.bbox}")
+        elif self.center is None or self.size_km is None:
+            raise ValueError("give either bbox or both center and size_km")
+        else:
+            lon, lat = self.center
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                raise ValueError(f"center must be [lon, lat] in degrees, got {self.center}")
+            if min(self.size_km) <= 0:
+                raise ValueError(f"size_km must be positive, got {self.size_km}")
+        return self
+
+    def window(self, grid: Grid):
+        """The region's window (global cells) on ``grid``."""
+        if self.bbox is not None:
+            return grid.window_for_bbox(*self.bbox)
+        cell_km = grid.cell / 1000.0 if not grid.is_geographic else grid.cell * 111.32
+        n_rows = max(1, int(round(self.size_km[1] / cell_km)))
+        n_cols = max(1, int(round(self.size_km[0] / cell_km)))
+        return grid.window_around(self.center[0], self.center[1], n_rows, n_cols, self.snap_to_tiles)
+
+
+class JarsConfig(_Strict):
+    """Where the Sedona jars come from.
+
+    ``local``: the jars fetched by ``python -m ssm_spark.jars fetch`` into ``dir`` (default: the
+    project's ``jars/``), passed with ``spark.jars``. ``packages``: Maven coordinates passed with
+    ``spark.jars.packages`` (the cluster resolves them). ``cluster``: the jars are already installed
+    on the cluster (Databricks libraries, ``$SPARK_HOME/jars``); nothing is added.
+    """
+
+    mode: Literal["local", "packages", "cluster"] = "local"
+    dir: Optional[str] = None
+
+
+class SparkConfig(_Strict):
+    """Spark session settings. Resources (memory, cores) belong to spark-submit or the cluster."""
+
+    master: Optional[str] = "local[2]"
+    app_name: str = "ssm-spark"
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
+    arrow_batch_size: int = Field(10_000, ge=100)
+    shuffle_partitions: int = Field(8, ge=1)
+    jars: JarsConfig = JarsConfig()
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): (str(x).lower() if isinstance(x, bool) else str(x)) for k, x in v.items()}
+        return v
+
+
+class SimulateConfig(_Strict):
+    """The built-in physically based simulator (the embedded demo region)."""
+
+    seed: int = 20250615
+    start: dt.date = dt.date(2024, 4, 1)
+    end: dt.date = dt.date(2024, 9, 30)
+    revisit_days: int = Field(6, ge=1)
+    n_stations: int = Field(150, ge=0)
+    looks: float = Field(4.4, gt=0, description="equivalent number of looks of the speckle")
+    noise_floor_db: float = Field(-25.0, le=0, description="noise-equivalent sigma0")
+
+
+class Config(_Strict):
+    """The resolved configuration of a run."""
+
+    grid: GridConfig = GridConfig()
+    region: RegionConfig = RegionConfig()
+    spark: SparkConfig = SparkConfig()
+    simulate: SimulateConfig = SimulateConfig()
+
+    def hash(self) -> str:
+        """Stable 16-hex-digit hash of the resolved configuration (sorted-key JSON, sha256)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# -- loading --------------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, new: dict, source: str, origin: dict[str, str], prefix: str = "") -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, source, origin, key + ".")
+        else:
+            out[k] = v
+            origin[key] = source
+            if isinstance(v, dict):
+                for sub in _flatten_keys(v, key + "."):
+                    origin[sub] = source
+    return out
+
+
+def _flatten_keys(d: dict, prefix: str) -> list[str]:
+    keys = []
+    for k, v in d.items():
+        keys.append(prefix + str(k))
+        if isinstance(v, dict):
+            keys.extend(_flatten_keys(v, f"{prefix}{k}."))
+    return keys
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], parsed value).
+
+    Raises
+    ------
+    ConfigError
+        If the override has no ``=`` or an empty key.
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected key=value with a dotted key, e.g. spark.master=local[1]")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _where(loc: tuple, origin: dict[str, str]) -> str:
+    parts = [str(p) for p in loc]
+    for n in range(len(parts), 0, -1):
+        src = origin.get(".".join(parts[:n]))
+        if src:
+            return src
+    return "defaults"
+
+
+def load_config(paths: Optional[list[str | Path]] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Load, merge and validate configuration files and overrides.
+
+    Parameters
+    ----------
+    paths : list of paths, optional
+        YAML files merged in order. Default: ``conf/default.yaml`` of the project when it exists,
+        else the built-in defaults alone.
+    overrides : list of str, optional
+        ``key=value`` items applied after the files.
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and the file or override for unknown keys and bad values.
+    """
+    if paths is None:
+        paths = [DEFAULT_CONFIG] if DEFAULT_CONFIG.exists() else []
+    origin: dict[str, str] = {}
+    data: dict = {}
+    for p in paths:
+        p = Path(p)
+        data = _merge(data, _read_yaml(p), str(p), origin)
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        data = _merge(data, nested, f"--set {item}", origin)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (misspelt, or in the wrong section?)"
+            lines.append(f"{_where(err['loc'], origin)}: {key}: {msg}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Sources of feature stacks: the built-in simulator, GeoTIFF stacks on disk, Earth Engine."""

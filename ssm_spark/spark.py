@@ -1,0 +1,162 @@
+"""The Spark session, with Apache Sedona registered.
+
+:func:`session` is the one place a SparkSession is built. It adds the Sedona jars (``spark.jars``
+from the project's verified ``jars/`` folder, or ``spark.jars.packages``, or nothing when the cluster
+has them installed: ``spark.jars.mode``), the Kryo serializer with Sedona's registrator, Arrow for
+pandas UDFs, the JVM options GeoTools needs, and registers Sedona's ST_ and RS_ functions.
+
+Resources (driver/executor memory, cores) are deliberately not set here: they belong to spark-submit
+or the cluster's configuration. ``spark.master`` is set only when the configuration gives one, so a
+``spark-submit --master ...`` wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from ssm_spark import jars as _jars
+from ssm_spark.config import SparkConfig
+from ssm_spark.errors import SparkSetupError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+#: JVM options for driver and executors. GeoTools reads rasters through Java AWT imaging: run it
+#: headless (no X server on executors) and let it reach the JDK internals it reflects on under Java 17.
+JVM_OPTIONS = " ".join([
+    "-Djava.awt.headless=true",
+    "-Dorg.geotools.referencing.forceXY=true",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "--add-opens=java.desktop/java.awt.image=ALL-UNNAMED",
+])
+
+
+def spark_conf(cfg: SparkConfig) -> dict[str, str]:
+    """The Spark properties :func:`session` sets, as a dict (also used by deploy scripts and tests).
+
+    Raises
+    ------
+    SparkSetupError
+        If ``jars.mode`` is ``local`` and the jars are missing or damaged (the message gives the
+        command that fetches them).
+    """
+    conf: dict[str, str] = {
+        "spark.app.name": cfg.app_name,
+        "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+        "spark.kryo.registrator": "org.apache.sedona.core.serde.SedonaKryoRegistrator",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.arrow_batch_size),
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": JVM_OPTIONS,
+        "spark.executor.extraJavaOptions": JVM_OPTIONS,
+        "spark.ui.showConsoleProgress": "true",
+    }
+    if cfg.master:
+        conf["spark.master"] = cfg.master
+    if cfg.jars.mode == "local":
+        conf["spark.jars"] = ",".join(str(p) for p in _jars.verify(cfg.jars.dir))
+    elif cfg.jars.mode == "packages":
+        conf["spark.jars.packages"] = _jars.maven_packages()
+    conf.update(cfg.conf)  # explicit user settings win
+    return conf
+
+
+def session(cfg: SparkConfig | None = None) -> "SparkSession":
+    """Build (or get) the SparkSession with Sedona registered.
+
+    Parameters
+    ----------
+    cfg : SparkConfig, optional
+        The ``spark`` section of the configuration; defaults to local mode with the project's jars.
+
+    Returns
+    -------
+    SparkSession
+        With Sedona's SQL functions (ST_*, RS_*) registered.
+
+    Raises
+    ------
+    SparkSetupError
+        If the jars are missing, or Sedona cannot be registered (typically a jar/Spark version
+        mismatch).
+    """
+    from pyspark.sql import SparkSession
+
+    cfg = cfg or SparkConfig()
+    conf = spark_conf(cfg)
+    # Executors must run the same Python as the driver (the project's virtualenv in local mode).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.log_level)
+    try:
+        from sedona.spark import SedonaContext
+
+        spark = SedonaContext.create(spark)
+        spark.sql("SELECT ST_Point(0.0, 0.0)").collect()
+    except Exception as exc:  # noqa: BLE001 - re-raised with the likely cause
+        hint = (f"Are the jars ({_jars.maven_packages()}) on the driver's classpath and built for this Spark "
+                f"(needs {_jars.SPARK_COMPAT}.x)? Under spark-submit the driver JVM starts before this code runs, so "
+                f"pass them on the command line: --jars $(python -m ssm_spark.jars jars) (deploy/submit.sh does).")
+        raise SparkSetupError(f"Sedona could not be registered on Spark {spark.version}: {exc}. {hint}") from exc
+    log.info("Spark %s session %s with Sedona %s (%s)", spark.version, cfg.app_name, _jars.SEDONA_VERSION,
+             conf.get("spark.master", "master from spark-submit"))
+    return spark
+
+
+def sedona_selfcheck(spark: "SparkSession", grid, tiles: list[tuple[int, int]]) -> dict:
+    """Prove on a live session that Sedona's ST_ and RS_ functions run, on a grid's tiles.
+
+    For every tile: the lon/lat polygon of the tile (from :mod:`ssm_spark.grid`) and the lon/lat of
+    its centre cell are joined with ``ST_Within`` (each centre must fall in its own tile and no
+    other), and an empty raster with the tile's shape and transform is made with
+    ``RS_MakeEmptyRaster`` and read back with ``RS_Width``/``RS_Height``/``RS_UpperLeftX``/
+    ``RS_ScaleX``.
+
+    Returns
+    -------
+    dict
+        ``{"tiles": n, "centres_in_own_tile": n, "centres_in_other_tiles": n, "rasters_match": n}``.
+
+    Raises
+    ------
+    SparkSetupError
+        If any check disagrees with the grid.
+    """
+    from pyspark.sql import functions as F
+
+    rows = []
+    for tr, tc in tiles:
+        w = grid.tile_window(tr, tc)
+        lon, lat = grid.to_lonlat(w.row_off + w.height // 2, w.col_off + w.width // 2)
+        left, _, _, top = grid.tile_bounds(tr, tc)
+        rows.append((tr, tc, grid.tile_polygon(tr, tc).wkt, float(lon), float(lat), int(w.width), int(w.height),
+                     float(left), float(top), float(grid.cell)))
+    df = spark.createDataFrame(rows, "tile_row int, tile_col int, wkt string, lon double, lat double, "
+                                     "width int, height int, left double, top double, cell double")
+    polys = df.select("tile_row", "tile_col", F.expr("ST_GeomFromWKT(wkt)").alias("poly"))
+    pts = df.select(F.col("tile_row").alias("p_row"), F.col("tile_col").alias("p_col"),
+                    F.expr("ST_Point(lon, lat)").alias("pt"))
+    hits = pts.join(polys, F.expr("ST_Within(pt, poly)")).select(
+        (F.col("p_row") == F.col("tile_row")) & (F.col("p_col") == F.col("tile_col"))).collect()
+    own = sum(1 for (h,) in hits if h)
+    rast = df.selectExpr("RS_MakeEmptyRaster(1, width, height, left, top, cell) AS r", "width", "height", "left", "cell")
+    checks = rast.selectExpr(
+        "RS_Width(r) = width AND RS_Height(r) = height AND abs(RS_UpperLeftX(r) - left) < 1e-6 * cell "
+        "AND abs(RS_ScaleX(r) - cell) < 1e-9 * cell AS ok").collect()
+    result = {"tiles": len(rows), "centres_in_own_tile": own, "centres_in_other_tiles": len(hits) - own,
+              "rasters_match": sum(1 for (ok,) in checks if ok)}
+    if own != len(rows) or len(hits) != len(rows) or result["rasters_match"] != len(rows):
+        raise SparkSetupError(f"Sedona self-check disagrees with grid {grid.name}: {result}")
+    return result

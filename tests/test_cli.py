@@ -1,0 +1,53 @@
+"""The ssm-spark command and the jobs/ entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssm_spark.cli import JOBS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_config_job_prints_resolved_config_and_hash(capsys):
+    assert main(["config", "-q", "--set", "simulate.n_stations=40"]) == 0
+    out = capsys.readouterr().out
+    assert "n_stations: 40" in out and out.strip().splitlines()[-1].startswith("# config hash: ")
+
+
+def test_user_errors_exit_2_with_the_key(capsys):
+    assert main(["config", "--set", "spark.mastr=local[1]"]) == 2
+    assert "spark.mastr: unknown key" in capsys.readouterr().err
+
+
+def test_every_job_has_a_spark_submit_entry_point():
+    for name in JOBS:
+        if name == "config":
+            continue
+        text = (ROOT / "jobs" / f"{name}.py").read_text()
+        assert f'run_job("{name}")' in text
+
+
+def test_console_script_is_installed():
+    res = subprocess.run([str(BIN / "ssm-spark"), "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("ssm-spark ")
+
+
+@pytest.mark.slow
+def test_demo_job_through_spark_submit(tmp_path: Path):
+    """``deploy/submit.sh demo`` (spark-submit jobs/demo.py, jars on the command line, the library as
+    --py-files) runs the same job as ``ssm-spark demo``, in its own JVM."""
+    env = dict(os.environ, MASTER="local[1]")
+    res = subprocess.run([str(ROOT / "deploy" / "submit.sh"), "demo", "-q", "--output", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "demo_summary.json").read_text())
+    assert summary["sedona_check"]["centres_in_own_tile"] == 4
+    assert summary["region"]["cells"] == 512 * 512 and len(summary["tiles"]) == 4
