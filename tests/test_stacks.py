@@ -1,0 +1,95 @@
+"""GeoTIFF stacks -> pixel table: round trip, grid checks, quarantine."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from ssm_spark.errors import GridMismatchError, InputError
+from ssm_spark.grid import Grid
+from ssm_spark.sources.stacks import DYNAMIC_BANDS, STATIC_BANDS, check_raster, discover, read_pixels
+
+GRID = Grid.ease2(1, tile_size=8)
+TILES = [(600, 2200), (600, 2201)]
+
+
+def _write(path: Path, data: np.ndarray, names, window_tile=None, crs=None, transform=None, dtype="float32", nodata=np.nan):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tr, tc = window_tile
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=dtype, crs=crs or GRID.crs, transform=transform or GRID.tile_transform(tr, tc),
+                       nodata=nodata) as dst:
+        dst.write(data.astype(dtype))
+        for i, n in enumerate(names, 1):
+            dst.set_band_description(i, n)
+
+
+@pytest.fixture()
+def stack_dir(tmp_path: Path):
+    rng = np.random.default_rng(11)
+    truth = {}
+    for tr, tc in TILES:
+        static = rng.uniform(1, 50, (len(STATIC_BANDS), 8, 8))
+        _write(tmp_path / "static" / f"t_{tr}_{tc}.tif", static, STATIC_BANDS, (tr, tc))
+        classes = np.stack([np.full((8, 8), 40), np.full((8, 8), 14)])
+        classes[0, 0, 0] = 80  # one water cell
+        _write(tmp_path / "static" / f"t_{tr}_{tc}_classes.tif", classes, ["landcover", "climate"], (tr, tc), dtype="uint8", nodata=0)
+        for date in ("2024-05-01", "2024-05-07"):
+            dyn = rng.uniform(-20, -5, (len(DYNAMIC_BANDS), 8, 8))
+            dyn[DYNAMIC_BANDS.index("lst_k")] = rng.uniform(280, 300, (8, 8))  # not frozen
+            dyn[0, 7, 7] = dyn[1, 7, 7] = np.nan  # no acquisition at one cell
+            _write(tmp_path / "stacks" / date / f"t_{tr}_{tc}.tif", dyn, DYNAMIC_BANDS, (tr, tc))
+            truth[(date, tr, tc)] = (dyn, static)
+    return tmp_path, truth
+
+
+def test_check_raster_names_the_mismatch(tmp_path: Path):
+    tr, tc = TILES[0]
+    _write(tmp_path / "geo.tif", np.zeros((1, 8, 8)), ["vv_db"], (tr, tc), crs="EPSG:4326")
+    with pytest.raises(GridMismatchError, match="geo.tif: CRS EPSG:4326 differs from grid ease2_1km"):
+        check_raster(tmp_path / "geo.tif", GRID)
+    shifted = GRID.tile_transform(tr, tc) * __import__("affine").Affine.translation(0.5, 0)
+    _write(tmp_path / "off.tif", np.zeros((1, 8, 8)), ["vv_db"], (tr, tc), transform=shifted)
+    with pytest.raises(GridMismatchError, match="not on a cell corner"):
+        check_raster(tmp_path / "off.tif", GRID)
+    (tmp_path / "trunc.tif").write_bytes((tmp_path / "geo.tif").read_bytes()[:200])
+    with pytest.raises(OSError, match="trunc.tif: cannot open"):
+        check_raster(tmp_path / "trunc.tif", GRID)
+
+
+@pytest.mark.spark
+def test_round_trip_and_quarantine(spark, stack_dir):
+    root, truth = stack_dir
+    tr, tc = TILES[0]
+    # a file on another CRS and a file without the required vv_db band, in a date folder
+    _write(root / "stacks" / "2024-05-07" / "bad_crs.tif", np.zeros((2, 8, 8)), ["vv_db", "ndvi"], (tr, tc), crs="EPSG:4326")
+    _write(root / "stacks" / "2024-05-07" / "no_vv.tif", np.zeros((1, 8, 8)), ["ndvi"], (tr, tc))
+    inv = discover(root / "stacks", GRID, root / "static")
+    assert len(inv.files) == 4 and inv.dates == ["2024-05-01", "2024-05-07"]
+    reasons = {Path(q["file"]).name: q["reason"] for q in inv.quarantine}
+    assert set(reasons) == {"bad_crs.tif", "no_vv.tif"}
+    assert "differs from grid" in reasons["bad_crs.tif"] and "required band(s) ['vv_db'] missing" in reasons["no_vv.tif"]
+
+    pix = read_pixels(spark, inv, GRID).toPandas()
+    assert len(pix) == 4 * (64 - 1)  # every cell but the one without an acquisition
+    for (date, tr, tc), (dyn, static) in truth.items():
+        w = GRID.tile_window(tr, tc)
+        sub = pix[(pix.date == dt.date.fromisoformat(date)) & (pix.tile_col == tc)].set_index(["row", "col"])
+        r, c = w.row_off + 3, w.col_off + 5
+        row = sub.loc[(r, c)]
+        lon, lat = GRID.to_lonlat(r, c)
+        assert (row.lon, row.lat) == pytest.approx((lon, lat), abs=1e-9)
+        assert GRID.to_cell(row.lon, row.lat) == (r, c)
+        for i, b in enumerate(DYNAMIC_BANDS):
+            assert row[b] == pytest.approx(float(np.float32(dyn[i, 3, 5])))
+        for i, b in enumerate(STATIC_BANDS):
+            assert row[b] == pytest.approx(float(np.float32(static[i, 3, 5])))
+        assert row.env == "cropland_C" and row.qc == 0
+        water = sub.loc[(w.row_off, w.col_off)]
+        assert water.env is None and water.qc & 8
+    with pytest.raises(InputError, match="no <YYYY-MM-DD>"):
+        discover(root / "static", GRID)
