@@ -188,15 +188,26 @@ class Grid:
     # -- cell <-> coordinates -------------------------------------------------------------------
     def to_xy(self, lon, lat):
         """Project lon/lat (degrees) to grid CRS coordinates (x, y)."""
-        if self.crs == "EPSG:4326":
-            return np.asarray(lon, dtype="f8") * 1.0, np.asarray(lat, dtype="f8") * 1.0
-        return _transformer("EPSG:4326", self.crs).transform(lon, lat)
+        return self._project("EPSG:4326", self.crs, lon, lat)
 
     def to_lonlat_xy(self, x, y):
         """Unproject grid CRS coordinates (x, y) to lon/lat (degrees)."""
-        if self.crs == "EPSG:4326":
-            return np.asarray(x, dtype="f8") * 1.0, np.asarray(y, dtype="f8") * 1.0
-        return _transformer(self.crs, "EPSG:4326").transform(x, y)
+        return self._project(self.crs, "EPSG:4326", x, y)
+
+    @staticmethod
+    def _project(src: str, dst: str, a, b):
+        a, b = np.broadcast_arrays(np.asarray(a, dtype="f8"), np.asarray(b, dtype="f8"))
+        if src == dst:
+            pa, pb = a.copy(), b.copy()
+        elif a.size == 1:  # pyproj's point path (it would warn, under numpy 2, on a size-1 array)
+            pa, pb = _transformer(src, dst).transform(float(a.ravel()[0]), float(b.ravel()[0]))
+            pa, pb = np.full(a.shape, pa), np.full(b.shape, pb)
+        else:
+            pa, pb = _transformer(src, dst).transform(a.ravel(), b.ravel())
+            pa, pb = np.asarray(pa).reshape(a.shape), np.asarray(pb).reshape(b.shape)
+        if pa.ndim == 0:
+            return float(pa), float(pb)
+        return pa, pb
 
     def xy_to_cell(self, x, y, strict: bool = True):
         """(row, col) of the cells containing CRS coordinates (x, y).
