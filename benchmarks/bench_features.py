@@ -69,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--batch", type=int, default=50_000)
     a = ap.parse_args()
     pdf = make_rows(a.rows)
     ref = [reference(pdf, a.batch) for _ in range(a.repeats)]

@@ -71,10 +71,60 @@ def _run_demo(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _args_simulate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, help="folder for the simulated region (stacks/, static/, insitu/, truth/)")
+
+
+def _run_simulate(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.sources.simulate import simulate
+
+    print(json.dumps(simulate(cfg, Path(args.output)).to_dict(), indent=2, default=str))
+    return 0
+
+
+def _args_stacks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stacks", required=True, help="folder of <YYYY-MM-DD>/ folders of feature-stack GeoTIFFs")
+    parser.add_argument("--static", default=None, help="folder of static layers (default: a static/ folder beside --stacks)")
+
+
+def _args_features(parser: argparse.ArgumentParser) -> None:
+    _args_stacks(parser)
+    parser.add_argument("--output", required=True, help="Parquet dataset of pixels with coupled features (by date)")
+
+
+def _run_features(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.pipeline import features_run
+    from ssm_spark.spark import session
+
+    summary = features_run(session(cfg.spark), cfg, Path(args.stacks), Path(args.output),
+                           Path(args.static) if args.static else None)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _args_matchups(parser: argparse.ArgumentParser) -> None:
+    _args_stacks(parser)
+    parser.add_argument("--insitu", required=True, help="ISMN download (header_values or CEOP format)")
+    parser.add_argument("--output", required=True, help="matchup table (Parquet)")
+
+
+def _run_matchups(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.pipeline import matchups_run
+    from ssm_spark.spark import session
+
+    summary = matchups_run(session(cfg.spark), cfg, Path(args.stacks), Path(args.insitu), Path(args.output),
+                           Path(args.static) if args.static else None)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 JOBS: dict[str, Job] = {
     j.name: j
     for j in [
         Job("demo", "run the whole pipeline end to end on the embedded demo region", _args_demo, _run_demo),
+        Job("simulate", "simulate the demo region: feature stacks, ISMN stations, truth", _args_simulate, _run_simulate),
+        Job("features", "feature stacks -> pixel table with the coupled physics features (Parquet)", _args_features, _run_features),
+        Job("matchups", "feature stacks + ISMN in situ -> matchup table (Parquet)", _args_matchups, _run_matchups),
         Job("config", "print the resolved configuration and its hash", _args_none, _run_config),
     ]
 }

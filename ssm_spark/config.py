@@ -110,7 +110,7 @@ class SparkConfig(_Strict):
     master: Optional[str] = "local[2]"
     app_name: str = "ssm-spark"
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
-    arrow_batch_size: int = Field(10_000, ge=100)
+    arrow_batch_size: int = Field(50_000, ge=100)
     shuffle_partitions: int = Field(8, ge=1)
     jars: JarsConfig = JarsConfig()
     conf: dict[str, str] = Field(default_factory=dict)
@@ -124,15 +124,75 @@ class SparkConfig(_Strict):
 
 
 class SimulateConfig(_Strict):
-    """The built-in physically based simulator (the embedded demo region)."""
+    """The built-in physically based simulator (the embedded demo region).
+
+    See :mod:`ssm_spark.sources.simulate` for the model behind each setting.
+    """
 
     seed: int = 20250615
     start: dt.date = dt.date(2024, 4, 1)
     end: dt.date = dt.date(2024, 9, 30)
     revisit_days: int = Field(6, ge=1)
     n_stations: int = Field(150, ge=0)
-    looks: float = Field(4.4, gt=0, description="equivalent number of looks of the speckle")
-    noise_floor_db: float = Field(-25.0, le=0, description="noise-equivalent sigma0")
+    looks: float = Field(4.4, gt=0, description="equivalent number of looks of the speckle of one native "
+                         "GRD pixel (Sentinel-1 IW GRDH: 4.4); a grid cell averages (cell / "
+                         "grd_resolution_m)^2 of them")
+    noise_floor_db: float = Field(-25.0, le=0, description="noise-equivalent sigma0 (NESZ), added as power")
+    grd_resolution_m: float = Field(20.0, gt=0, description="spatial resolution of the native GRD product (m): "
+                                    "sets how many independent looks a grid cell averages")
+    clutter_db: float = Field(0.5, ge=0, description="standard deviation (dB) of unmodelled multiplicative "
+                              "variability per cell and date (sub-cell heterogeneity, dew, wind, row "
+                              "direction), lognormal, partly correlated between VV and VH")
+    precip_window_days: int = Field(5, ge=1, description="days summed into the antecedent precip_mm band "
+                                    "(the date itself and the days before it)")
+    spinup_days: int = Field(30, ge=0, description="days the soil water balance runs before 'start' so that "
+                             "the first date does not depend on the initial state")
+    networks: tuple[str, ...] = Field(("SIMNET_A", "SIMNET_B"), min_length=1,
+                                      description="in-situ network names (stations split west to east)")
+    min_stations_per_env: int = Field(10, ge=1, description="stations wanted in every retrievable "
+                                      "environment (enough for station-grouped 5-fold CV); environments "
+                                      "too small for it get none")
+
+    @field_validator("networks")
+    @classmethod
+    def _network_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                raise ValueError(f"network name {name!r}: use letters, digits, '_' and '-' only (it names "
+                                 "folders and ISMN file names)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"network names must be unique, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _dates(self) -> "SimulateConfig":
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class IngestConfig(_Strict):
+    """Reading feature stacks."""
+
+    band_aliases: dict[str, str] = Field(default_factory=dict, description="other band names -> DESIGN names, e.g. {VV: vv_db}")
+    max_slope_deg: Optional[float] = Field(20.0, ge=0, le=90, description="steeper cells get the STEEP_SLOPE mask; null: no slope mask")
+
+
+class InSituConfig(_Strict):
+    """Reading ISMN in-situ data."""
+
+    max_depth_m: float = Field(0.05, gt=0, description="keep sensors with depth_to <= this")
+    depth_tolerance_m: float = Field(0.0008, ge=0, description="SCAN's 0.0508 m sensors count as 0.05 m")
+    good_flags: list[str] = Field(default_factory=lambda: ["G"])
+
+
+class MatchupsConfig(_Strict):
+    """Stations x cells x dates."""
+
+    window_days: int = Field(0, ge=0, description="in-situ days within this many days of the acquisition are averaged")
+    tolerance_m: float = Field(0.0, ge=0, description="> 0: nearest usable cell within this distance when the own cell is masked")
 
 
 class Config(_Strict):
@@ -142,6 +202,9 @@ class Config(_Strict):
     region: RegionConfig = RegionConfig()
     spark: SparkConfig = SparkConfig()
     simulate: SimulateConfig = SimulateConfig()
+    ingest: IngestConfig = IngestConfig()
+    insitu: InSituConfig = InSituConfig()
+    matchups: MatchupsConfig = MatchupsConfig()
 
     def hash(self) -> str:
         """Stable 16-hex-digit hash of the resolved configuration (sorted-key JSON, sha256)."""

@@ -42,6 +42,27 @@ def locate_stations(stations: pd.DataFrame, grid: Grid) -> tuple[pd.DataFrame, l
     return st[~outside].reset_index(drop=True), rejected
 
 
+def candidate_cells(stations: pd.DataFrame, grid: Grid, tolerance_m: float = 0.0) -> list[tuple]:
+    """Cells each located station may match: its own cell, and the ring of cells within ``tolerance_m``.
+
+    Returns ``(station_id, network, lon, lat, row, col, own)`` tuples; also what the stack reader is
+    told to explode, so a matchup run reads only the cells near stations.
+    """
+    if tolerance_m > 0:
+        cell_m = grid.cell if not grid.is_geographic else grid.cell * 111_320.0
+        k = int(math.ceil(tolerance_m / cell_m))
+    else:
+        k = 0
+    out = []
+    for s in stations.itertuples(index=False):
+        for dr in range(-k, k + 1):
+            for dc in range(-k, k + 1):
+                r, c = int(s.row + dr), int(s.col + dc)
+                if 0 <= r < grid.n_rows and 0 <= c < grid.n_cols:
+                    out.append((s.station_id, s.network, float(s.lon), float(s.lat), r, c, dr == 0 and dc == 0))
+    return out
+
+
 def build_matchups(spark: "SparkSession", pixels: "DataFrame", insitu_daily: pd.DataFrame, grid: Grid, *,
                    window_days: int = 0, tolerance_m: float = 0.0, usable_qc_mask: int = 0) -> tuple["DataFrame", dict]:
     """Match daily in-situ means to pixels.
@@ -78,14 +99,7 @@ def build_matchups(spark: "SparkSession", pixels: "DataFrame", insitu_daily: pd.
 
         raise InputError(f"in-situ table lacks column(s) {sorted(missing)}")
     stations, rejected = locate_stations(insitu_daily[["station_id", "network", "lon", "lat"]], grid)
-    k = int(math.ceil(tolerance_m / grid.cell)) if tolerance_m > 0 and not grid.is_geographic else (
-        int(math.ceil(tolerance_m / (grid.cell * 111_320.0))) if tolerance_m > 0 else 0)
-    cand = []
-    for s in stations.itertuples(index=False):
-        for dr in range(-k, k + 1):
-            for dc in range(-k, k + 1):
-                cand.append((s.station_id, s.network, float(s.lon), float(s.lat), int(s.row + dr), int(s.col + dc),
-                             dr == 0 and dc == 0))
+    cand = candidate_cells(stations, grid, tolerance_m)
     cand_df = spark.createDataFrame(cand, "station_id string, network string, s_lon double, s_lat double, "
                                           "row int, col int, own boolean")
     px = pixels.withColumnRenamed("lon", "p_lon").withColumnRenamed("lat", "p_lat")

@@ -1,41 +1,148 @@
-"""End-to-end runs that chain the jobs (the README's main command: ``ssm-spark demo``)."""
+"""Runs that chain the library into jobs: features, matchups, and the end-to-end demo.
+
+Outputs are written atomically: a Parquet dataset is written to a hidden sibling folder and renamed
+into place only when complete, so no half-written output is ever visible; a re-run replaces it.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
+import time
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ssm_spark.config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
-def run_demo(cfg: Config, output: Path) -> dict:
-    """Run what exists of the pipeline on the configured (demo) region and summarise it.
+def write_parquet_atomic(df: "DataFrame", path: Path, partition_by: list[str] | None = None) -> None:
+    """Write a DataFrame as a zstd Parquet dataset at ``path``, atomically (local or mounted paths).
 
-    Now: build the Spark session with Sedona, prove Sedona's ST_ and RS_ functions on the demo
-    region's tiles, and describe the region's grid and tiles.
+    The dataset is written to ``.<name>.<random>.tmp`` beside ``path`` and renamed over it when
+    Spark has committed every task; a previous dataset at ``path`` is removed only after that.
+    """
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    writer = df.write.mode("overwrite").option("compression", "zstd")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.parquet(str(tmp))
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _static_dir_for(stacks: Path) -> Path | None:
+    cand = Path(stacks).parent / "static"
+    return cand if cand.is_dir() else None
+
+
+def features_run(spark: "SparkSession", cfg: Config, stacks: Path, output: Path, static: Path | None = None,
+                 params=None) -> dict:
+    """Feature stacks -> pixel table -> coupled physics features -> Parquet (partitioned by date).
+
+    Returns
+    -------
+    dict
+        Files read and quarantined, pixel counts (total, masked, with a retrieval-ready WCM value).
+    """
+    from pyspark.sql import functions as F
+
+    from ssm_spark.environments import MASK_BITS
+    from ssm_spark.sources.stacks import discover, inventory_summary, read_pixels
+    from ssm_spark.transforms import add_coupled_features
+
+    grid = cfg.grid.build()
+    t0 = time.perf_counter()
+    inv = discover(stacks, grid, static or _static_dir_for(stacks), cfg.ingest.band_aliases)
+    pixels = read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg)
+    feats = add_coupled_features(pixels, params)
+    write_parquet_atomic(feats, output, ["date"])
+    written = spark.read.parquet(str(output))
+    counts = written.agg(
+        F.count(F.lit(1)).alias("pixels"),
+        F.sum((F.col("qc").bitwiseAND(F.lit(MASK_BITS)) != 0).cast("long")).alias("masked"),
+        F.sum(F.col("mv_wcm").isNotNull().cast("long")).alias("with_mv_wcm"),
+    ).first().asDict()
+    secs = time.perf_counter() - t0
+    summary = {"stacks": inventory_summary(inv), **{k: int(v or 0) for k, v in counts.items()},
+               "output": str(output), "seconds": round(secs, 1),
+               "pixels_per_s": round(counts["pixels"] / secs) if secs else None}
+    log.info("features: %d pixels (%d masked) in %.1f s -> %s", summary["pixels"], summary["masked"], secs, output)
+    return summary
+
+
+def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path, output: Path,
+                 static: Path | None = None, params=None) -> dict:
+    """Stacks + ISMN in situ -> matchup table (Parquet), with the coupled features of each pixel."""
+    from ssm_spark.environments import MASK_BITS
+    from ssm_spark.insitu.ismn import daily_means, read_ismn
+    from ssm_spark.matchups import build_matchups, candidate_cells, locate_stations
+    from ssm_spark.sources.stacks import discover, inventory_summary, read_pixels
+    from ssm_spark.transforms import add_coupled_features
+
+    grid = cfg.grid.build()
+    t0 = time.perf_counter()
+    ins = read_ismn(insitu, max_depth_m=cfg.insitu.max_depth_m, depth_tolerance_m=cfg.insitu.depth_tolerance_m,
+                    good_flags=tuple(cfg.insitu.good_flags))
+    daily = daily_means(ins.observations)
+    inv = discover(stacks, grid, static or _static_dir_for(stacks), cfg.ingest.band_aliases)
+    located, _ = locate_stations(daily[["station_id", "network", "lon", "lat"]], grid)
+    cells = [(r, c) for *_, r, c, _own in candidate_cells(located, grid, cfg.matchups.tolerance_m)]
+    pixels = add_coupled_features(read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg, cells=cells), params)
+    m, report = build_matchups(spark, pixels, daily, grid, window_days=cfg.matchups.window_days,
+                               tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
+    write_parquet_atomic(m, output)
+    n = spark.read.parquet(str(output)).count()
+    summary = {"insitu": ins.report, "stacks": inventory_summary(inv), "matchups": report, "rows": n,
+               "output": str(output), "seconds": round(time.perf_counter() - t0, 1)}
+    log.info("matchups: %d rows from %d stations -> %s", n, report["stations_located"], output)
+    return summary
+
+
+def run_demo(cfg: Config, output: Path) -> dict:
+    """The whole pipeline on the configured (demo) region, as far as it exists.
+
+    simulate -> feature stacks -> pixel table + coupled physics features (Parquet) -> ISMN stations ->
+    matchups (Parquet); plus a proof that Sedona's ST_ and RS_ functions run on the region's tiles.
 
     Returns
     -------
     dict
         The run summary, also written to ``output/demo_summary.json``.
     """
+    from ssm_spark.sources.simulate import simulate
     from ssm_spark.spark import sedona_selfcheck, session
 
+    output = Path(output)
     grid = cfg.grid.build()
     window = cfg.region.window(grid)
     tiles = grid.tiles_for_window(window)
+    t0 = time.perf_counter()
+    sim = simulate(cfg, output / "sim")
+    t_sim = time.perf_counter() - t0
     spark = session(cfg.spark)
     summary = {
         "config_hash": cfg.hash(),
@@ -43,11 +150,13 @@ def run_demo(cfg: Config, output: Path) -> dict:
         "grid": grid.describe(),
         "region": {"name": cfg.region.name, "window": {"row_off": window.row_off, "col_off": window.col_off,
                                                        "height": window.height, "width": window.width},
-                   "cells": window.height * window.width},
-        "tiles": [{"tile_row": tr, "tile_col": tc, "bounds_lonlat": [round(v, 5) for v in grid.tile_polygon(tr, tc).bounds]}
-                  for tr, tc in tiles],
+                   "cells": window.height * window.width, "tiles": [list(t) for t in tiles]},
         "sedona_check": sedona_selfcheck(spark, grid, tiles),
+        "simulate": {"seconds": round(t_sim, 1), **sim.to_dict()},
     }
+    summary["features"] = features_run(spark, cfg, output / "sim" / "stacks", output / "features")
+    summary["matchups"] = matchups_run(spark, cfg, output / "sim" / "stacks", output / "sim" / "insitu",
+                                       output / "matchups.parquet")
     write_json_atomic(output / "demo_summary.json", summary)
     log.info("demo summary written to %s", output / "demo_summary.json")
     return summary

@@ -28,10 +28,11 @@ def test_user_errors_exit_2_with_the_key(capsys):
 
 
 def test_every_job_has_a_spark_submit_entry_point():
+    files = {"matchups": "build_matchups"}  # DESIGN.md: `matchups` is jobs/build_matchups.py
     for name in JOBS:
         if name == "config":
             continue
-        text = (ROOT / "jobs" / f"{name}.py").read_text()
+        text = (ROOT / "jobs" / f"{files.get(name, name)}.py").read_text()
         assert f'run_job("{name}")' in text
 
 

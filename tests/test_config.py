@@ -84,7 +84,7 @@ def test_hash_is_stable_and_sensitive(tmp_path: Path):
         return {k: rev(v) if isinstance(v, dict) else v for k, v in reversed(list(d.items()))}
 
     reordered.write_text(yaml.safe_dump(rev(a.model_dump(mode="json")), sort_keys=False))
-    assert reordered.read_text().splitlines()[0].startswith("simulate")
+    assert reordered.read_text().splitlines()[0].startswith(list(a.model_dump())[-1])
     b = load_config([reordered])
     assert a.hash() == b.hash() and re.fullmatch(r"[0-9a-f]{16}", a.hash())
     assert load_config(overrides=["simulate.seed=1"]).hash() != a.hash()

@@ -182,11 +182,13 @@ def pixel_schema(grid: Grid) -> str:
     return ", ".join(cols)
 
 
-def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None) -> pd.DataFrame:
+def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None,
+                    cells: np.ndarray | None = None) -> pd.DataFrame:
     """Explode one stack file (and its static companions) into pixel rows (executor side).
 
     Cells whose backscatter is missing in every polarisation are not pixels of that date (no
     acquisition); every other cell is kept, masked classes included (their QC bits say so).
+    ``cells`` (an (n, 2) array of global row, col) limits the rows to those cells.
     """
     h, w = f.height, f.width
     cols: dict[str, np.ndarray] = {}
@@ -204,6 +206,12 @@ def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None
     for name in CLASS_BANDS:
         cols[name] = np.where(np.isfinite(cols[name]), cols[name], 0)
     valid = np.isfinite(cols["vv_db"]) | np.isfinite(cols["vh_db"])
+    if cells is not None:
+        wanted = np.zeros((h, w), dtype=bool)
+        r, c = cells[:, 0] - f.row_off, cells[:, 1] - f.col_off
+        inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+        wanted[r[inside], c[inside]] = True
+        valid &= wanted
     rr, cc = np.nonzero(valid)
     rows, colsg = rr + f.row_off, cc + f.col_off
     lon, lat = grid.to_lonlat(rows, colsg)
@@ -224,21 +232,29 @@ def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None
 
 
 def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, max_slope_deg: float | None = None,
-                partitions: int | None = None) -> "DataFrame":
+                partitions: int | None = None, cells: np.ndarray | None = None) -> "DataFrame":
     """The pixel table of every checked stack file, read in parallel on the executors.
 
     One Spark task reads one file (a tile on a date), so a file is opened once, its bands in one
-    batch; the table's columns and order are :func:`pixel_schema`.
+    batch; the table's columns and order are :func:`pixel_schema`. With ``cells`` (an (n, 2) array
+    of global row, col: e.g. the cells under stations) only files holding some of them are read and
+    only those cells are exploded.
     """
     if not inventory.files:
         raise InputError("no readable stack file: every file was quarantined (see the quarantine records)")
-    payload = [(i, f.path) for i, f in enumerate(inventory.files)]
     files = inventory.files
+    if cells is not None:
+        cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+        files = [f for f in files if np.any((cells[:, 0] >= f.row_off) & (cells[:, 0] < f.row_off + f.height)
+                                            & (cells[:, 1] >= f.col_off) & (cells[:, 1] < f.col_off + f.width))]
+        if not files:
+            return spark.createDataFrame([], pixel_schema(grid))
+    payload = [(i, f.path) for i, f in enumerate(files)]
 
     def _read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for i in batch["i"]:
-                yield read_file_cells(files[int(i)], grid, max_slope_deg)
+                yield read_file_cells(files[int(i)], grid, max_slope_deg, cells)
 
     n = partitions or min(len(payload), max(spark.sparkContext.defaultParallelism * 4, 1))
     tasks = spark.createDataFrame(payload, "i int, path string").repartition(n, "path")
