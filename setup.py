@@ -34,6 +34,7 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.60",
         "ismn>=1.5",
+        "scikit-learn>=1.4",
     ],
     extras_require={
         "ee": ["earthengine-api>=1.7"],

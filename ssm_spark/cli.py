@@ -19,7 +19,7 @@ from typing import Callable
 
 from ssm_spark import __version__
 from ssm_spark.config import Config, load_config
-from ssm_spark.errors import SSMError
+from ssm_spark.errors import ConfigError, SSMError
 
 log = logging.getLogger("ssm_spark.cli")
 
@@ -103,17 +103,26 @@ def _run_features(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _args_matchups(parser: argparse.ArgumentParser) -> None:
-    _args_stacks(parser)
-    parser.add_argument("--insitu", required=True, help="ISMN download (header_values or CEOP format)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--stacks", help="folder of <YYYY-MM-DD>/ folders of feature-stack GeoTIFFs (with --insitu)")
+    src.add_argument("--table", help="a user's own matchup table, CSV or Parquet (column mapping: the table section of the config)")
+    parser.add_argument("--static", default=None, help="folder of static layers (default: a static/ folder beside --stacks)")
+    parser.add_argument("--insitu", help="ISMN download (header_values or CEOP format); with --stacks")
     parser.add_argument("--output", required=True, help="matchup table (Parquet)")
 
 
 def _run_matchups(args: argparse.Namespace, cfg: Config) -> int:
-    from ssm_spark.pipeline import matchups_run
-    from ssm_spark.spark import session
+    from ssm_spark.pipeline import matchups_run, table_matchups_run
 
-    summary = matchups_run(session(cfg.spark), cfg, Path(args.stacks), Path(args.insitu), Path(args.output),
-                           Path(args.static) if args.static else None)
+    if args.table:
+        summary = table_matchups_run(cfg, Path(args.table), Path(args.output))
+    else:
+        if not args.insitu:
+            raise ConfigError("matchups --stacks needs --insitu (an ISMN download)")
+        from ssm_spark.spark import session
+
+        summary = matchups_run(session(cfg.spark), cfg, Path(args.stacks), Path(args.insitu), Path(args.output),
+                               Path(args.static) if args.static else None)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

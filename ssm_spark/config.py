@@ -195,6 +195,47 @@ class MatchupsConfig(_Strict):
     tolerance_m: float = Field(0.0, ge=0, description="> 0: nearest usable cell within this distance when the own cell is masked")
 
 
+class TableConfig(_Strict):
+    """A user's own matchup table: column mapping (ours -> theirs) and units."""
+
+    columns: dict[str, str] = Field(default_factory=dict, description="our column name -> the table's, e.g. {ssm: sm}")
+    backscatter_unit: Literal["db", "linear"] = "db"
+    ssm_unit: Literal["fraction", "percent"] = "fraction"
+    texture_unit: Literal["percent", "fraction"] = "percent"
+    nominal_incidence_deg: Optional[float] = Field(39.0, gt=0, lt=90, description="used when the table has no incidence angle")
+    network: str = "user"
+    default_env: str = Field("all", description="environment of rows without land cover")
+    date_format: Optional[str] = None
+
+
+class XGBConfig(_Strict):
+    """XGBoost hyper-parameters shared by the tree candidates (native Booster, ``hist``)."""
+
+    n_estimators: int = Field(300, ge=1)
+    max_depth: int = Field(6, ge=1, le=16)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    min_child_weight: float = Field(3.0, ge=0)
+    reg_lambda: float = Field(1.0, ge=0)
+    nthread: int = Field(0, ge=0, description="threads per model; 0: the cores of the task (spark.task.cpus)")
+
+
+class TrainConfig(_Strict):
+    """Training, model selection and uncertainty."""
+
+    k_folds: int = Field(5, ge=2, description="station-grouped cross-validation folds")
+    seed: int = 42
+    candidates: list[Literal["physics", "xgb_raw", "xgb_coupled", "xgb_residual", "global"]] = Field(
+        default_factory=lambda: ["physics", "xgb_raw", "xgb_coupled", "xgb_residual", "global"])
+    min_stations: int = Field(8, ge=2, description="fewer stations in an environment: fall back to its land-cover group, then global")
+    min_samples: int = Field(150, ge=1, description="fewer matchups in an environment: fall back likewise")
+    calib_min_samples: int = Field(30, ge=1, description="WCM calibration: minimum matchups per environment")
+    calib_min_stations: int = Field(3, ge=1, description="WCM calibration: minimum stations per environment")
+    quantiles: tuple[float, float] = (0.05, 0.95)
+    xgb: XGBConfig = XGBConfig()
+
+
 class Config(_Strict):
     """The resolved configuration of a run."""
 
@@ -205,6 +246,8 @@ class Config(_Strict):
     ingest: IngestConfig = IngestConfig()
     insitu: InSituConfig = InSituConfig()
     matchups: MatchupsConfig = MatchupsConfig()
+    table: TableConfig = TableConfig()
+    train: TrainConfig = TrainConfig()
 
     def hash(self) -> str:
         """Stable 16-hex-digit hash of the resolved configuration (sorted-key JSON, sha256)."""

@@ -122,6 +122,32 @@ def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path,
     return summary
 
 
+def write_table_atomic(df, path: Path) -> None:
+    """Write a pandas DataFrame as one zstd Parquet file, through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    df.to_parquet(tmp, compression="zstd", index=False)
+    if path.is_dir():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def table_matchups_run(cfg: Config, table: Path, output: Path, params=None) -> dict:
+    """A user's matchup table -> the matchup contract with the coupled physics features (no Spark:
+    user tables are small). Features that need an absent column (VV, incidence) are dropped."""
+    from ssm_spark.physics.features import coupled_features
+    from ssm_spark.sources.table import import_table
+
+    df, report = import_table(table, cfg.table)
+    feats = coupled_features(df, params)
+    write_table_atomic(feats, output)
+    added = [c for c in feats.columns if c not in df.columns]
+    summary = {"table": report, "rows": len(feats), "features_added": added, "output": str(output)}
+    log.info("matchups from table %s: %d rows, %d stations -> %s", table, len(feats), report["stations"], output)
+    return summary
+
+
 def run_demo(cfg: Config, output: Path) -> dict:
     """The whole pipeline on the configured (demo) region, as far as it exists.
 
