@@ -93,3 +93,45 @@ def test_round_trip_and_quarantine(spark, stack_dir):
         assert water.env is None and water.qc & 8
     with pytest.raises(InputError, match="no <YYYY-MM-DD>"):
         discover(root / "static", GRID)
+
+
+@pytest.mark.spark
+def test_corrupt_file_is_quarantined_at_read_time(spark, stack_dir, tmp_path):
+    root, truth = stack_dir
+    from ssm_spark.sources.stacks import inventory_summary
+
+    victim = root / "stacks" / "2024-05-07" / f"t_{TILES[1][0]}_{TILES[1][1]}.tif"
+    # rewrite it deflate-compressed (as real exports are), then garble its compressed data blocks:
+    # the header and tag directory stay intact, so only reading the pixels finds the damage
+    import rasterio as rio
+
+    with rio.open(victim) as src:
+        arr, profile, names = src.read(), src.profile, src.descriptions
+    profile.update(compress="deflate")
+    with rio.open(victim, "w", **profile) as dst:
+        dst.write(arr)
+        dst.descriptions = names
+    with rio.open(victim) as src:
+        spans = [(int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=b)), int(src.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=b)))
+                 for b in range(1, src.count + 1)]
+    data = bytearray(victim.read_bytes())
+    for off, size in spans:
+        data[off:off + size] = bytes([0xFF]) * size
+    victim.write_bytes(bytes(data))
+    inv = discover(root / "stacks", GRID, root / "static")
+    assert len(inv.files) == 4 and not inv.quarantine  # the header is intact: only reading finds it
+    pix = read_pixels(spark, inv, GRID).toPandas()
+    assert len(pix) == 3 * 63  # the three good files all arrive
+    summary = inventory_summary(inv)
+    assert [q["file"] for q in summary["quarantined"]] == [str(victim)]
+    assert "cannot read its data" in summary["quarantined"][0]["reason"] and summary["files_read"] == 3
+
+
+@pytest.mark.spark
+def test_read_only_station_cells(spark, stack_dir):
+    root, _ = stack_dir
+    inv = discover(root / "stacks", GRID, root / "static")
+    w = GRID.tile_window(*TILES[0])
+    cells = [(w.row_off + 1, w.col_off + 2), (w.row_off + 7, w.col_off + 7), (0, 0)]  # (7,7) has no acquisition
+    pix = read_pixels(spark, inv, GRID, cells=cells).toPandas()
+    assert sorted(set(zip(pix.row, pix.col))) == [(w.row_off + 1, w.col_off + 2)] and len(pix) == 2  # two dates

@@ -69,11 +69,32 @@ class StackFile:
 @dataclass
 class StackInventory:
     files: list[StackFile]
-    quarantine: list[dict]  # {"file", "reason"}
+    quarantine: list[dict]  # {"file", "reason"}: found bad on the driver
+    read_errors: object = None  # Spark accumulator of {"file", "reason"}: found bad while reading
 
     @property
     def dates(self) -> list[str]:
         return sorted({f.date for f in self.files})
+
+    def all_quarantined(self) -> list[dict]:
+        """Driver-side and read-time quarantine records (read-time ones once the data were read)."""
+        seen, out = set(), []
+        for q in list(self.quarantine) + list(self.read_errors.value if self.read_errors is not None else []):
+            if q["file"] not in seen:
+                seen.add(q["file"])
+                out.append(q)
+        return out
+
+
+class _ListParam:
+    """AccumulatorParam for lists of records (a task retried twice adds twice: readers dedupe)."""
+
+    def zero(self, value):
+        return []
+
+    def addInPlace(self, a, b):
+        a.extend(b)
+        return a
 
 
 def check_raster(path: str | Path, grid: Grid) -> tuple[tuple[int, int, int, int], dict[str, int]]:
@@ -250,11 +271,20 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
         if not files:
             return spark.createDataFrame([], pixel_schema(grid))
     payload = [(i, f.path) for i, f in enumerate(files)]
+    if inventory.read_errors is None:
+        inventory.read_errors = spark.sparkContext.accumulator([], _ListParam())
+    errors = inventory.read_errors
 
     def _read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for i in batch["i"]:
-                yield read_file_cells(files[int(i)], grid, max_slope_deg, cells)
+                f = files[int(i)]
+                try:
+                    yield read_file_cells(f, grid, max_slope_deg, cells)
+                except (rasterio.errors.RasterioError, OSError, ValueError) as exc:
+                    # a file whose header was fine on the driver but whose data are damaged
+                    # (truncated, corrupt blocks): recorded, the other files go on
+                    errors.add([{"file": f.path, "reason": f"{f.path}: cannot read its data ({exc}); truncated or corrupt?"}])
 
     n = partitions or min(len(payload), max(spark.sparkContext.defaultParallelism * 4, 1))
     tasks = spark.createDataFrame(payload, "i int, path string").repartition(n, "path")
@@ -262,7 +292,10 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
 
 
 def inventory_summary(inv: StackInventory) -> dict:
-    return {"files": len(inv.files), "dates": len(inv.dates), "quarantined": inv.quarantine,
+    """Files found good, dates, quarantine records (call after the pixels were read), cells covered."""
+    bad = inv.all_quarantined()
+    return {"files": len(inv.files), "files_read": len(inv.files) - (len(bad) - len(inv.quarantine)),
+            "dates": len(inv.dates), "quarantined": bad,
             "cells_in_files": int(sum(f.height * f.width for f in inv.files))}
 
 
