@@ -218,6 +218,7 @@ class XGBConfig(_Strict):
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     min_child_weight: float = Field(3.0, ge=0)
     reg_lambda: float = Field(1.0, ge=0)
+    max_bin: int = Field(256, ge=2, description="histogram bins per feature (tree_method='hist')")
     nthread: int = Field(0, ge=0, description="threads per model; 0: the cores of the task (spark.task.cpus)")
 
 
@@ -233,7 +234,27 @@ class TrainConfig(_Strict):
     calib_min_samples: int = Field(30, ge=1, description="WCM calibration: minimum matchups per environment")
     calib_min_stations: int = Field(3, ge=1, description="WCM calibration: minimum stations per environment")
     quantiles: tuple[float, float] = (0.05, 0.95)
+    interval_calibration: Literal["none", "conformal"] = Field(
+        "conformal", description="'conformal': shift each quantile bound by the split-conformal correction "
+        "measured on out-of-fold predictions so that held-out tail rates match the nominal ones; "
+        "'none': raw XGBoost quantiles")
+    group_models: bool = Field(True, description="also train a pooled model per qualifying land-cover group "
+                               "(serves under-sampled and unseen environments before the global model)")
+    min_prediction_coverage: float = Field(0.95, ge=0, le=1, description="a candidate predicting (non-NaN) "
+                                           "fewer than this fraction of an environment's matchups cannot be "
+                                           "selected (the physics candidate is NaN where vegetation dominates)")
+    tie_tolerance: float = Field(1e-4, ge=0, description="ubRMSE differences (m3/m3) below this are ties, "
+                                 "broken by the higher R")
+    nominal_incidence_deg: Optional[float] = Field(None, gt=0, lt=90, description="incidence angle used "
+                                                   "when the matchups have no incidence_deg column")
     xgb: XGBConfig = XGBConfig()
+
+    @model_validator(mode="after")
+    def _quantiles_ordered(self) -> "TrainConfig":
+        lo, hi = self.quantiles
+        if not 0 < lo < hi < 1:
+            raise ValueError(f"quantiles must be (low, high) with 0 < low < high < 1, got {self.quantiles}")
+        return self
 
 
 class Config(_Strict):

@@ -32,39 +32,45 @@ FROZEN_LST_K = 273.15
 GROUPS = ("forest", "shrubgrass", "cropland", "bare", "wetland")
 CLIMATE_MAIN = ("A", "B", "C", "D", "E")
 
-# Koppen-Geiger class (1..30) -> main class letter; index 0 (nodata) -> "".
-_KG_MAIN = np.array([""] + ["A"] * 3 + ["B"] * 4 + ["C"] * 9 + ["D"] * 12 + ["E"] * 2, dtype=object)
+
+
+# Lookup tables: WorldCover code (0..255) -> group index (0 = none); Koppen class (0..30) -> main index.
+_GROUP_INDEX = np.zeros(256, dtype=np.int64)
+for _code, _group in LANDCOVER_GROUPS.items():
+    _GROUP_INDEX[_code] = GROUPS.index(_group) + 1
+_MAIN_INDEX = np.array([0] + [1] * 3 + [2] * 4 + [3] * 9 + [4] * 12 + [5] * 2, dtype=np.int64)
+_MAIN_LETTER = np.array([""] + list(CLIMATE_MAIN), dtype=object)
+# environment key of (group index, main index); None where there is no group
+_ENV_KEYS = np.array([None] + [None] * len(CLIMATE_MAIN) + [
+    g if m == "" else f"{g}_{m}" for g in GROUPS for m in ("",) + CLIMATE_MAIN], dtype=object)
+
+
+def _codes(a: npt.ArrayLike, n: int) -> np.ndarray:
+    """Integer codes of an array that may hold NaN or out-of-range values (-> 0)."""
+    f = np.asarray(a, dtype="f8")
+    c = np.where(np.isfinite(f), f, 0).astype(np.int64)
+    return np.where((c >= 0) & (c < n), c, 0)
 
 
 def climate_main(climate: npt.ArrayLike) -> np.ndarray:
     """Main Koppen-Geiger class letter of classes 1-30 ("" for 0/nodata or out of range)."""
-    c = np.asarray(climate)
-    c = np.where(np.isfinite(c.astype("f8")), c, 0).astype(np.int64)
-    c = np.where((c >= 1) & (c <= 30), c, 0)
-    return _KG_MAIN[c]
+    return _MAIN_LETTER[_MAIN_INDEX[_codes(climate, 31)]]
 
 
 def landcover_group(landcover: npt.ArrayLike) -> np.ndarray:
     """Land-cover group of WorldCover codes ("" for masked classes, nodata and unknown codes)."""
-    lc = np.asarray(landcover).astype("f8")
-    out = np.full(lc.shape, "", dtype=object)
-    for code, group in LANDCOVER_GROUPS.items():
-        out[lc == code] = group
-    return out
+    return np.array([""] + list(GROUPS), dtype=object)[_GROUP_INDEX[_codes(landcover, 256)]]
 
 
 def environment(landcover: npt.ArrayLike, climate: npt.ArrayLike | None = None) -> np.ndarray:
     """Environment keys ``"<group>_<climate main>"`` (or the group alone without climate).
 
-    Cells with no group (masked classes, nodata) get None.
+    Cells with no group (masked classes, nodata) get None. Vectorised through lookup tables (this
+    runs on every pixel of every tile).
     """
-    group = landcover_group(landcover)
-    if climate is None:
-        env = group.copy()
-    else:
-        main = climate_main(climate)
-        env = np.where(main != "", group + "_" + main, group)
-    return np.where(group == "", None, env).astype(object)
+    g = _GROUP_INDEX[_codes(landcover, 256)]
+    m = _MAIN_INDEX[_codes(climate, 31)] if climate is not None else np.zeros_like(g)
+    return _ENV_KEYS[np.where(g > 0, g * (len(CLIMATE_MAIN) + 1) + m, 0)]
 
 
 def mask_bits(landcover: npt.ArrayLike, lst_k: npt.ArrayLike | None = None, slope_deg: npt.ArrayLike | None = None,

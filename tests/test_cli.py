@@ -46,9 +46,13 @@ def test_demo_job_through_spark_submit(tmp_path: Path):
     """``deploy/submit.sh demo`` (spark-submit jobs/demo.py, jars on the command line, the library as
     --py-files) runs the same job as ``ssm-spark demo``, in its own JVM."""
     env = dict(os.environ, MASTER="local[1]")
-    res = subprocess.run([str(ROOT / "deploy" / "submit.sh"), "demo", "-q", "--output", str(tmp_path)],
+    small = ["--set", "region.size_km=[64, 64]", "--set", "grid.tile_size=32", "--set", "simulate.n_stations=12",
+             "--set", "simulate.end=2024-05-01", "--set", "simulate.min_stations_per_env=3"]
+    res = subprocess.run([str(ROOT / "deploy" / "submit.sh"), "demo", "-q", *small, "--output", str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["sedona_check"]["centres_in_own_tile"] == 4
-    assert summary["region"]["cells"] == 512 * 512 and len(summary["tiles"]) == 4
+    assert summary["region"]["cells"] == 64 * 64 and len(summary["region"]["tiles"]) == 4
+    assert summary["features"]["pixels"] > 0 and summary["matchups"]["rows"] > 0
+    assert (tmp_path / "features").is_dir() and (tmp_path / "matchups.parquet").exists()
