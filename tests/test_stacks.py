@@ -33,14 +33,14 @@ def stack_dir(tmp_path: Path):
     rng = np.random.default_rng(11)
     truth = {}
     for tr, tc in TILES:
-        static = rng.uniform(1, 50, (len(STATIC_BANDS), 8, 8))
+        static = np.stack([rng.uniform(lo, hi, (8, 8)) for lo, hi in [(5, 50), (5, 50), (1.1, 1.6), (0, 500), (0, 15)]])
         _write(tmp_path / "static" / f"t_{tr}_{tc}.tif", static, STATIC_BANDS, (tr, tc))
         classes = np.stack([np.full((8, 8), 40), np.full((8, 8), 14)])
         classes[0, 0, 0] = 80  # one water cell
         _write(tmp_path / "static" / f"t_{tr}_{tc}_classes.tif", classes, ["landcover", "climate"], (tr, tc), dtype="uint8", nodata=0)
         for date in ("2024-05-01", "2024-05-07"):
-            dyn = rng.uniform(-20, -5, (len(DYNAMIC_BANDS), 8, 8))
-            dyn[DYNAMIC_BANDS.index("lst_k")] = rng.uniform(280, 300, (8, 8))  # not frozen
+            dyn = np.stack([rng.uniform(lo, hi, (8, 8))  # vv, vh, incidence, ndvi, lst (not frozen), precip
+                            for lo, hi in [(-20, -5), (-28, -12), (30, 45), (0, 0.9), (280, 300), (0, 30)]])
             dyn[0, 7, 7] = dyn[1, 7, 7] = np.nan  # no acquisition at one cell
             _write(tmp_path / "stacks" / date / f"t_{tr}_{tc}.tif", dyn, DYNAMIC_BANDS, (tr, tc))
             truth[(date, tr, tc)] = (dyn, static)
@@ -135,3 +135,25 @@ def test_read_only_station_cells(spark, stack_dir):
     cells = [(w.row_off + 1, w.col_off + 2), (w.row_off + 7, w.col_off + 7), (0, 0)]  # (7,7) has no acquisition
     pix = read_pixels(spark, inv, GRID, cells=cells).toPandas()
     assert sorted(set(zip(pix.row, pix.col))) == [(w.row_off + 1, w.col_off + 2)] and len(pix) == 2  # two dates
+
+
+@pytest.mark.spark
+def test_out_of_range_values_are_set_missing_and_counted(spark, stack_dir):
+    root, truth = stack_dir
+    from ssm_spark.sources.stacks import inventory_summary
+
+    tr, tc = TILES[0]
+    dyn, _ = truth[("2024-05-01", tr, tc)]
+    bad = dyn.copy()
+    bad[0, 0, 1] = 12.0      # vv_db +12 dB
+    bad[3, 0, 2] = 1.7       # ndvi 1.7
+    bad[0, 0, 3] = bad[1, 0, 3] = -60.0  # both polarisations below -40 dB: no usable acquisition
+    _write(root / "stacks" / "2024-05-01" / f"t_{tr}_{tc}.tif", bad, DYNAMIC_BANDS, (tr, tc))
+    inv = discover(root / "stacks", GRID, root / "static")
+    pix = read_pixels(spark, inv, GRID).toPandas()
+    w = GRID.tile_window(tr, tc)
+    day = pix[(pix.date == dt.date(2024, 5, 1)) & (pix.tile_col == tc)].set_index(["row", "col"])
+    assert np.isnan(day.loc[(w.row_off, w.col_off + 1), "vv_db"]) and np.isfinite(day.loc[(w.row_off, w.col_off + 1), "vh_db"])
+    assert np.isnan(day.loc[(w.row_off, w.col_off + 2), "ndvi"])
+    assert (w.row_off, w.col_off + 3) not in day.index
+    assert inventory_summary(inv)["values_out_of_range_set_missing"] == {"vv_db": 2, "vh_db": 1, "ndvi": 1}

@@ -47,6 +47,12 @@ CLASS_BANDS = ("landcover", "climate")
 REQUIRED_BANDS = ("vv_db", "ndvi")
 FEATURE_BANDS = DYNAMIC_BANDS + STATIC_BANDS + CLASS_BANDS
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: Physically possible values (inclusive); outside them a value is rejected (set missing, counted).
+VALID_RANGES: dict[str, tuple[float, float]] = {
+    "vv_db": (-40.0, 5.0), "vh_db": (-40.0, 5.0), "ndvi": (-1.0, 1.0), "ssm": (0.0, 1.0),
+    "incidence_deg": (0.0, 90.0), "clay_pct": (0.0, 100.0), "sand_pct": (0.0, 100.0), "lst_k": (150.0, 360.0),
+    "bulk_density": (0.1, 2.65), "slope_deg": (0.0, 90.0), "precip_mm": (0.0, 10_000.0),
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class StackInventory:
     files: list[StackFile]
     quarantine: list[dict]  # {"file", "reason"}: found bad on the driver
     read_errors: object = None  # Spark accumulator of {"file", "reason"}: found bad while reading
+    value_rejections: object = None  # Spark accumulator of {"file", "band", "n", "range"}
 
     @property
     def dates(self) -> list[str]:
@@ -204,12 +211,14 @@ def pixel_schema(grid: Grid) -> str:
 
 
 def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None,
-                    cells: np.ndarray | None = None) -> pd.DataFrame:
+                    cells: np.ndarray | None = None, rejected: list | None = None) -> pd.DataFrame:
     """Explode one stack file (and its static companions) into pixel rows (executor side).
 
     Cells whose backscatter is missing in every polarisation are not pixels of that date (no
     acquisition); every other cell is kept, masked classes included (their QC bits say so).
-    ``cells`` (an (n, 2) array of global row, col) limits the rows to those cells.
+    ``cells`` (an (n, 2) array of global row, col) limits the rows to those cells. Values outside
+    :data:`VALID_RANGES` are set missing and, when ``rejected`` is a list, recorded there as
+    ``{"file", "band", "n", "range"}``.
     """
     h, w = f.height, f.width
     cols: dict[str, np.ndarray] = {}
@@ -226,6 +235,14 @@ def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None
                 src.close()
     for name in CLASS_BANDS:
         cols[name] = np.where(np.isfinite(cols[name]), cols[name], 0)
+    for name, (lo, hi) in VALID_RANGES.items():
+        if name in cols:
+            bad = np.isfinite(cols[name]) & ((cols[name] < lo) | (cols[name] > hi))
+            n_bad = int(bad.sum())
+            if n_bad:
+                cols[name][bad] = np.nan
+                if rejected is not None:
+                    rejected.append({"file": f.path, "band": name, "n": n_bad, "range": [lo, hi]})
     valid = np.isfinite(cols["vv_db"]) | np.isfinite(cols["vh_db"])
     if cells is not None:
         wanted = np.zeros((h, w), dtype=bool)
@@ -274,13 +291,20 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
     if inventory.read_errors is None:
         inventory.read_errors = spark.sparkContext.accumulator([], _ListParam())
     errors = inventory.read_errors
+    if inventory.value_rejections is None:
+        inventory.value_rejections = spark.sparkContext.accumulator([], _ListParam())
+    value_acc = inventory.value_rejections
 
     def _read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for i in batch["i"]:
                 f = files[int(i)]
                 try:
-                    yield read_file_cells(f, grid, max_slope_deg, cells)
+                    rejected: list = []
+                    out = read_file_cells(f, grid, max_slope_deg, cells, rejected)
+                    if rejected:
+                        value_acc.add(rejected)
+                    yield out
                 except (rasterio.errors.RasterioError, OSError, ValueError) as exc:
                     # a file whose header was fine on the driver but whose data are damaged
                     # (truncated, corrupt blocks): recorded, the other files go on
@@ -294,8 +318,15 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
 def inventory_summary(inv: StackInventory) -> dict:
     """Files found good, dates, quarantine records (call after the pixels were read), cells covered."""
     bad = inv.all_quarantined()
+    values: dict[str, int] = {}
+    seen = set()
+    for r in inv.value_rejections.value if inv.value_rejections is not None else []:
+        key = (r["file"], r["band"])
+        if key not in seen:  # a retried task reports twice
+            seen.add(key)
+            values[r["band"]] = values.get(r["band"], 0) + int(r["n"])
     return {"files": len(inv.files), "files_read": len(inv.files) - (len(bad) - len(inv.quarantine)),
-            "dates": len(inv.dates), "quarantined": bad,
+            "dates": len(inv.dates), "quarantined": bad, "values_out_of_range_set_missing": values,
             "cells_in_files": int(sum(f.height * f.width for f in inv.files))}
 
 

@@ -23,16 +23,13 @@ import pandas as pd
 from ssm_spark.config import TableConfig
 from ssm_spark.environments import environment
 from ssm_spark.errors import InputError, InputIOError
-from ssm_spark.sources.stacks import CLASS_BANDS, DYNAMIC_BANDS, STATIC_BANDS
+from ssm_spark.sources.stacks import CLASS_BANDS, DYNAMIC_BANDS, STATIC_BANDS, VALID_RANGES
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("station_id", "date", "lon", "lat", "ssm")
 KNOWN = REQUIRED + ("network", "env") + DYNAMIC_BANDS + STATIC_BANDS + CLASS_BANDS
-RANGES = {  # column -> (low, high) inclusive, after unit conversion
-    "vv_db": (-40.0, 5.0), "vh_db": (-40.0, 5.0), "ndvi": (-1.0, 1.0), "ssm": (0.0, 1.0),
-    "incidence_deg": (0.0, 90.0), "clay_pct": (0.0, 100.0), "sand_pct": (0.0, 100.0), "lst_k": (150.0, 360.0),
-}
+RANGES = VALID_RANGES  # column -> (low, high) inclusive, after unit conversion
 
 
 def _read(path: Path) -> pd.DataFrame:

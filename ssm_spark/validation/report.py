@@ -111,7 +111,10 @@ def _fmt(x: Any, digits: int = 3) -> str:
         f = float(x)
     except (TypeError, ValueError):
         return _esc(x)
-    return "\u2014" if not math.isfinite(f) else f"{f:.{digits}f}"
+    if not math.isfinite(f):
+        return "\u2014"
+    txt = f"{f:.{digits}f}"
+    return txt[1:] if txt.startswith("-") and float(txt) == 0 else txt
 
 
 def figure_png(fig: Any, dpi: int = 110) -> bytes:
@@ -241,34 +244,49 @@ def plot_timeseries(df: pd.DataFrame, stations: Sequence[Any], cols: Mapping[str
 
 
 def plot_selection_map(sel: pd.DataFrame, lon: str = "lon", lat: str = "lat", selected: str = "selected",
-                       max_points: int = 200_000, seed: int = 0, title: str = "") -> Any:
-    """Scatter of lon/lat coloured by the selected candidate (a categorical legend with counts).
-    More than ``max_points`` rows are thinned by a seeded random sample, for drawing only.
+                       env: str = "env", max_points: int = 200_000, seed: int = 0, title: str = "") -> Any:
+    """Scatter of lon/lat coloured by the selected candidate (legend with counts); with an ``env``
+    column of at most 10 environments, the marker shows the environment. More than ``max_points``
+    rows are thinned by a seeded random sample, for drawing only (the counts are of all rows).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    d = sel[[lon, lat, selected]].dropna(subset=[lon, lat])
-    total = d[selected].fillna("(none)").astype(str).value_counts()
+    from matplotlib.lines import Line2D
+
+    keep = [lon, lat, selected] + ([env] if env in sel.columns else [])
+    d = sel[keep].dropna(subset=[lon, lat]).copy()
+    d["_sel"] = d[selected].fillna("(none)").astype(str)
+    total = d["_sel"].value_counts()
     if len(d) > max_points:
-        d = d.sample(max_points, random_state=np.random.default_rng(seed).integers(2**31))
+        d = d.sample(max_points, random_state=int(np.random.default_rng(seed).integers(2**31)))
     cats = sorted(total.index)
-    fig = _fig(8.0, 5.0)
+    colour = {c: f"C{i % 10}" for i, c in enumerate(cats)}
+    envs = sorted(d[env].dropna().astype(str).unique()) if env in d.columns else []
+    markers = "osD^vPX*<>"
+    marker = {e: markers[i] for i, e in enumerate(envs)} if 0 < len(envs) <= len(markers) else {}
+    d["_env"] = d[env].astype(str) if marker else ""
+    fig = _fig(8.5, 5.2)
     ax = fig.add_subplot()
-    size = 26 if len(d) < 2000 else (8 if len(d) < 50_000 else 2)
-    lab = d[selected].fillna("(none)").astype(str)
-    for i, c in enumerate(cats):
-        pts = d[lab == c]
-        ax.scatter(pts[lon], pts[lat], s=size, color=f"C{i % 10}", label=f"{c} ({total[c]:,})",
-                   edgecolors="white" if size > 10 else "none", linewidths=0.4)
+    size = 30 if len(d) < 2000 else (8 if len(d) < 50_000 else 2)
+    edge = "white" if size > 10 else "none"
+    for (c, e), pts in d.groupby(["_sel", "_env"], sort=True):
+        ax.scatter(pts[lon], pts[lat], s=size, color=colour[c], marker=marker.get(e, "o"), edgecolors=edge,
+                   linewidths=0.4)
     mean_lat = float(np.clip(np.nanmean(d[lat]), -80, 80)) if len(d) else 0.0
     ax.set_aspect(1.0 / math.cos(math.radians(mean_lat)))
     ax.set_xlabel("longitude (\u00b0)")
     ax.set_ylabel("latitude (\u00b0)")
     ax.grid(True, lw=0.4, alpha=0.5)
-    ax.legend(title="selected candidate", fontsize=8.5, title_fontsize=9, loc="center left",
-              bbox_to_anchor=(1.01, 0.5), markerscale=max(1.0, 20 / size) ** 0.5)
+    handles = [Line2D([], [], ls="none", marker="s", ms=8, color=colour[c]) for c in cats]
+    leg = ax.legend(handles, [f"{c} ({total[c]:,})" for c in cats], title="selected candidate", fontsize=8.5,
+                    title_fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if marker:
+        ax.add_artist(leg)
+        eh = [Line2D([], [], ls="none", marker=marker[e], ms=7, color="#555") for e in envs]
+        ax.legend(eh, envs, title="environment", fontsize=8.5, title_fontsize=9, loc="lower left",
+                  bbox_to_anchor=(1.01, 0.0))
     if title:
         ax.set_title(title, fontsize=11)
     return fig
@@ -303,9 +321,9 @@ def plot_coverage(cov: pd.DataFrame, nominal: float = 0.90, title: str = "") -> 
                 fontsize=8, color="white" if inside else "black")
     ax.set_xticks(x, [str(e) for e in cov["env"]], rotation=35 if len(cov) > 5 else 0, ha="right" if len(cov) > 5 else "center",
                   fontsize=8.5)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.2)
     ax.set_ylabel("fraction of in situ within p05\u2013p95")
-    ax.legend(loc="lower right", fontsize=8.5)
+    ax.legend(loc="upper right", fontsize=8.5)
     ax.grid(True, axis="y", lw=0.4, alpha=0.5)
     if title:
         ax.set_title(title, fontsize=11)

@@ -3,10 +3,11 @@
 One aggregation pass per call: for each group, the additive sums over the valid pairs
 (``n, sum e, sum o, sum e^2, sum o^2, sum eo`` and, for full precision of bias and RMSE when the
 estimate is close to the observation, ``sum d, sum d^2`` with ``d = e - o``). The sums of each group
-(one small row) are turned into metrics by the same numpy function as the no-Spark path,
-:func:`ssm_spark.validation.scores.metrics_from_sums`, through ``mapInPandas``, so the formulas
-exist once (Entekhabi et al. 2010: ``bias = mean(e - o)``, ``RMSE``, ``ubRMSE = sqrt(RMSE^2 -
-bias^2)``, Pearson ``R``).
+become metrics through Spark SQL expressions that mirror
+:func:`ssm_spark.validation.scores.metrics_from_sums` term by term (Entekhabi et al. 2010:
+``bias = mean(e - o)``, ``RMSE``, ``ubRMSE = sqrt(RMSE^2 - bias^2)``, Pearson ``R``), so nothing
+leaves the JVM; ``tests/test_validation.py`` holds the two equal per group. :func:`metrics` and
+:func:`summary` bring the (small) sums to the driver and use the numpy function itself.
 
 Numerically, the sums form subtracts ``mean^2`` from ``mean of squares``; for soil moisture
 (values 0-0.6 m3/m3, variances 1e-4-1e-1) the loss is a few units in the 13th digit, far below what
@@ -21,13 +22,10 @@ moisture retrievals and application requirements. Journal of Hydrometeorology 11
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ssm_spark.errors import InputError
-from ssm_spark.validation.scores import METRICS, SUM_COLUMNS, metrics_from_sums, summary_from_sums
+from ssm_spark.validation.scores import _REL_VAR_EPS, METRICS, SUM_COLUMNS, metrics_from_sums, summary_from_sums
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -92,10 +90,35 @@ def sums_by(df: "DataFrame", by: str | Sequence[str] | None = None, est: str = "
     return out.select(*by, *SUM_COLUMNS)
 
 
+def _metric_columns(min_n: int) -> list:
+    """Spark column expressions of R, ubRMSE, bias, RMSE over the sum columns: the formulas of
+    :func:`ssm_spark.validation.scores._from_moments` (same NaN rules and zero-variance threshold),
+    written out in Spark SQL so the aggregation never leaves the JVM."""
+    from pyspark.sql import functions as F
+
+    n = F.col("n").cast("double")
+    nan = F.lit(float("nan"))
+    me, mo, md = F.col("s_e") / n, F.col("s_o") / n, F.col("s_d") / n
+    var_e = F.col("s_ee") / n - me * me
+    var_o = F.col("s_oo") / n - mo * mo
+    cov = F.col("s_eo") / n - me * mo
+    mse = F.col("s_dd") / n
+    flat_e = var_e <= F.lit(_REL_VAR_EPS) * (var_e + me * me)
+    flat_o = var_o <= F.lit(_REL_VAR_EPS) * (var_o + mo * mo)
+    r = F.greatest(F.least(cov / F.sqrt(var_e * var_o), F.lit(1.0)), F.lit(-1.0))
+    few = F.col("n") < F.lit(max(int(min_n), 1))
+    return [
+        F.when(few | (F.col("n") < 3) | flat_e | flat_o, nan).otherwise(r).alias("R"),
+        F.when(few | (F.col("n") < 2), nan).otherwise(F.sqrt(F.greatest(mse - md * md, F.lit(0.0)))).alias("ubRMSE"),
+        F.when(few, nan).otherwise(md).alias("bias"),
+        F.when(few, nan).otherwise(F.sqrt(F.greatest(mse, F.lit(0.0)))).alias("RMSE"),
+    ]
+
+
 def metrics_by(df: "DataFrame", by: str | Sequence[str] | None = None, est: str = "ssm_est",
                obs: str = "ssm", min_n: int = 10) -> "DataFrame":
     """Spark twin of :func:`ssm_spark.validation.scores.metrics_by`: ``n, R, ubRMSE, bias, RMSE``
-    per group, from one aggregation of sums.
+    per group, from one aggregation of sums (pure Spark SQL; no Python worker).
 
     Parameters
     ----------
@@ -111,27 +134,11 @@ def metrics_by(df: "DataFrame", by: str | Sequence[str] | None = None, est: str 
     Returns
     -------
     pyspark.sql.DataFrame
-        The ``by`` columns then ``n`` (long), ``R, ubRMSE, bias, RMSE`` (double); unordered.
+        The ``by`` columns then ``n`` (long), ``R, ubRMSE, bias, RMSE`` (double, NaN where undefined);
+        unordered.
     """
-    from pyspark.sql.types import DoubleType, LongType, StructField, StructType
-
     by = _as_list(by)
-    sums = sums_by(df, by, est, obs)
-    key_fields = [sums.schema[c] for c in by]
-    schema = StructType(key_fields + [StructField("n", LongType(), False)] +
-                        [StructField(k, DoubleType(), True) for k in METRICS])
-
-    def _apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            m = metrics_from_sums(pdf)
-            out = pdf[by].copy()
-            out["n"] = m["n"]
-            few = m["n"] < min_n
-            for k in METRICS:
-                out[k] = np.where(few, np.nan, m[k])
-            yield out
-
-    return sums.mapInPandas(_apply, schema)
+    return sums_by(df, by, est, obs).select(*by, "n", *_metric_columns(min_n))
 
 
 def metrics(df: "DataFrame", est: str = "ssm_est", obs: str = "ssm") -> dict[str, float | int]:
