@@ -16,6 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """main() configures the root logger (as a job should); give the next tests theirs back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 def test_config_job_prints_resolved_config_and_hash(capsys):
     assert main(["config", "-q", "--set", "simulate.n_stations=40"]) == 0
     out = capsys.readouterr().out
