@@ -227,12 +227,23 @@ def test_to_jsonable() -> None:
 def test_spark_metrics_equal_numpy_per_group(spark) -> None:
     from ssm_spark.validation import spark_scores
 
+    from pyspark.sql import functions as F
+
     df = _table()
-    df.loc[5, "ssm_est"] = None           # becomes null in Spark, NaN elsewhere
-    sdf = spark.createDataFrame(df)
-    for by in (["station_id"], ["network", "env"], None):
-        got = spark_scores.metrics_by(sdf, by, min_n=10).toPandas()
-        ref = metrics_by(df, by, min_n=10)
+    df.loc[7, "ssm"] = np.inf
+    extra = pd.DataFrame({"station_id": ["FLAT"] * 12 + ["TWO"] * 2, "network": "NET_C", "env": "bare_B",
+                          "ssm_est": [0.3] * 12 + [0.2, 0.25], "ssm": np.linspace(0.1, 0.3, 14)})
+    df = pd.concat([df, extra], ignore_index=True)   # R undefined: constant estimate, n < 3
+    sdf = spark.createDataFrame(df)       # pandas NaN arrives as null; make the missing in situ real NaN
+    sdf = sdf.withColumn("ssm", F.when(F.col("ssm").isNull(), F.lit(float("nan"))).otherwise(F.col("ssm")))
+    nans, nulls = sdf.agg(F.sum(F.isnan("ssm").cast("int")), F.sum(F.col("ssm_est").isNull().cast("int"))).first()
+    assert nans > 0 and nulls > 0
+    for by, min_n in ((["env", "station_id"], 0), (None, 10)):
+        got = spark_scores.metrics_by(sdf, by, min_n=min_n).toPandas()
+        ref = metrics_by(df, by, min_n=min_n)
+        if by:
+            flat = ref.set_index("station_id").loc[["FLAT", "TWO"]]
+            assert flat["R"].isna().all() and flat["RMSE"].notna().all()
         if by:
             got = got.sort_values(by).reset_index(drop=True)
         assert list(got.columns) == list(ref.columns)

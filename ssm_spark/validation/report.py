@@ -132,22 +132,26 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def _table(header: Sequence[str], rows: Iterable[tuple[Sequence[str], str]], left: int = 1) -> str:
-    """HTML table; each row is (cells already escaped/formatted, css class)."""
+def _table(header: Sequence[str], rows: Iterable[tuple[Sequence[str], str] | str], left: int = 1) -> str:
+    """HTML table; each row is (cells already escaped/formatted, css class) or a ready ``<tr>``."""
     th = "".join(f'<th class="l">{_esc(h)}</th>' if i < left else f"<th>{_esc(h)}</th>"
                  for i, h in enumerate(header))
     body = []
-    for cells, cls in rows:
+    for row in rows:
+        if isinstance(row, str):
+            body.append(row)
+            continue
+        cells, cls = row
         tds = "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(cells))
         body.append(f'<tr class="{cls}">{tds}</tr>' if cls else f"<tr>{tds}</tr>")
     return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _reference_row(n_left: int, n_right_after: int, reference: Mapping[str, Any]) -> tuple[list[str], str]:
-    """Reference row: label over the left cells, then R, ubRMSE, bias, RMSE, then blanks."""
-    cells = [_esc(reference.get("label", "reference"))] + [""] * (n_left - 1)
-    cells += [_fmt(reference.get(k)) for k in METRICS] + [""] * n_right_after
-    return cells, "ref"
+def _reference_row(n_left: int, n_right_after: int, reference: Mapping[str, Any]) -> str:
+    """Reference row: the label across the left columns, then R, ubRMSE, bias, RMSE, then blanks."""
+    tds = f'<td class="l" colspan="{n_left}">{_esc(reference.get("label", "reference"))}</td>'
+    tds += "".join(f"<td>{_fmt(reference.get(k))}</td>" for k in METRICS) + "<td></td>" * n_right_after
+    return f'<tr class="ref">{tds}</tr>'
 
 
 def _fig(width: float, height: float) -> Any:
@@ -319,7 +323,8 @@ def plot_coverage(cov: pd.DataFrame, nominal: float = 0.90, title: str = "") -> 
         inside = v > 0.25
         ax.text(xi, v - 0.03 if inside else v + 0.02, txt, ha="center", va="top" if inside else "bottom",
                 fontsize=8, color="white" if inside else "black")
-    ax.set_xticks(x, [str(e) for e in cov["env"]], rotation=35 if len(cov) > 5 else 0, ha="right" if len(cov) > 5 else "center",
+    tilt = len(cov) > 5
+    ax.set_xticks(x, [str(e) for e in cov["env"]], rotation=35 if tilt else 0, ha="right" if tilt else "center",
                   fontsize=8.5)
     ax.set_ylim(0, 1.2)
     ax.set_ylabel("fraction of in situ within p05\u2013p95")
@@ -354,12 +359,12 @@ def _metric_cells(m: Mapping[str, Any]) -> list[str]:
 def _cv_table(cv: Mapping[str, Any], reference: Mapping[str, Any] | None) -> str:
     header = ["environment", "model", "role", "R", f"ubRMSE ({UNIT})", f"bias ({UNIT})", f"RMSE ({UNIT})", "n",
               "stations", "coverage p05\u2013p95"]
-    rows: list[tuple[list[str], str]] = []
+    rows: list[tuple[list[str], str] | str] = []
 
     def block(name: str, ent: Mapping[str, Any], env_level: bool) -> None:
         sel = ent.get("selected")
         runner = ent.get("runner_up")
-        role = "framework"
+        role = "framework" if env_level else "selected model per environment"
         if sel:
             role += f" (selected: {sel}"
             role += f", level: {ent['level']})" if ent.get("level") else ")"
@@ -382,8 +387,7 @@ def _cv_table(cv: Mapping[str, Any], reference: Mapping[str, Any] | None) -> str
     for env in sorted(cv.get("environments") or {}):
         block(env, cv["environments"][env], env_level=True)
     if reference:
-        cells, cls = _reference_row(3, 3, reference)
-        rows.append((cells, cls))
+        rows.append(_reference_row(3, 3, reference))
     cap = ("Station-grouped cross-validation (out-of-fold predictions; no station in both training and test "
            "folds). <i>framework</i>: the model-selection module's result (the selected candidate per "
            "environment); the other rows are every candidate scored on the same folds. Coverage: fraction "
@@ -398,7 +402,7 @@ def _insitu_table(summ: Mapping[str, Any], reference: Mapping[str, Any] | None) 
     header = ["group", "name", "R", f"ubRMSE ({UNIT})", f"bias ({UNIT})", f"RMSE ({UNIT})", "n", "stations",
               "R (station median)", "ubRMSE (station median)", "bias (station median)", "RMSE (station median)",
               f"stations with n \u2265 {summ['min_n']}"]
-    rows: list[tuple[list[str], str]] = []
+    rows: list[tuple[list[str], str] | str] = []
 
     def add(group: str, name: str, ent: Mapping[str, Any], first: bool) -> None:
         p, md = ent["pooled"], ent["per_station_median"]
@@ -411,8 +415,7 @@ def _insitu_table(summ: Mapping[str, Any], reference: Mapping[str, Any] | None) 
         for i, name in enumerate(sorted(summ.get(key) or {})):
             add(label, name, summ[key][name], i == 0)
     if reference:
-        cells, cls = _reference_row(2, 7, reference)
-        rows.append((cells, cls))
+        rows.append(_reference_row(2, 7, reference))
     cap = ("Pooled: every pair of the group at once. Station median: the median over stations (with at least "
            f"{summ['min_n']} pairs) of each station's own metric, Entekhabi et al. (2010) conventions: "
            "bias = mean(estimate \u2212 in situ), ubRMSE = \u221a(RMSE\u00b2 \u2212 bias\u00b2).")
@@ -553,9 +556,11 @@ def render_report(predictions: pd.DataFrame | None = None, cv_metrics: Mapping[s
         if chosen:
             fig = plot_timeseries(ts, chosen, cols, cand)
             band = "with its p05\u2013p95 band, " if cols["p05"] in pred.columns and cols["p95"] in pred.columns else ""
+            how = ("the stations asked for" if stations is not None
+                   else "chosen as the best-sampled station of each environment")
             parts.append(_section("timeseries", _img(figure_png(fig), "station time series") +
                                   f'<p class="cap">Estimate {band}and in situ at {len(chosen)} station(s), '
-                                  "chosen as the best-sampled station of each environment.</p>"))
+                                  f"{how}.</p>"))
     sel = _selection_frame(selected_map, pred, cols, cv_metrics)
     if sel is not None:
         frame, source = sel
