@@ -127,6 +127,19 @@ def _run_matchups(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _args_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matchups", required=True, help="matchup table (Parquet or CSV in the matchup contract)")
+    parser.add_argument("--output", required=True, help="model registry folder (manifest.json, cv_metrics.json, models/, report.html)")
+
+
+def _run_train(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.pipeline import train_run
+    from ssm_spark.spark import session
+
+    print(json.dumps(train_run(session(cfg.spark), cfg, Path(args.matchups), Path(args.output)), indent=2, default=str))
+    return 0
+
+
 JOBS: dict[str, Job] = {
     j.name: j
     for j in [
@@ -134,6 +147,7 @@ JOBS: dict[str, Job] = {
         Job("simulate", "simulate the demo region: feature stacks, ISMN stations, truth", _args_simulate, _run_simulate),
         Job("features", "feature stacks -> pixel table with the coupled physics features (Parquet)", _args_features, _run_features),
         Job("matchups", "feature stacks + ISMN in situ -> matchup table (Parquet)", _args_matchups, _run_matchups),
+        Job("train", "matchups -> per-environment candidates, CV selection, model registry and report", _args_train, _run_train),
         Job("config", "print the resolved configuration and its hash", _args_none, _run_config),
     ]
 }

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -67,6 +67,7 @@ __all__ = [
     "add_physics",
     "env_encoding",
     "resolve_features",
+    "resolve_quantile_features",
     "offset",
     "feature_matrix",
     "xgb_params",
@@ -75,6 +76,7 @@ __all__ = [
     "fit_quantiles",
     "predict_quantiles",
     "resolve_nthread",
+    "booster_from_bytes",
 ]
 
 CANDIDATES: tuple[str, ...] = ("physics", "xgb_raw", "xgb_coupled", "xgb_residual", "global")
@@ -310,7 +312,6 @@ class FittedModel:
     base_fallback: Optional[float] = None
     quantiles: Optional[tuple[float, float]] = None
     n_train: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> Optional[bytes]:
         """The booster in XGBoost's UBJ format (None without a booster)."""

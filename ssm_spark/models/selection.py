@@ -51,8 +51,10 @@ import concurrent.futures as cf
 import logging
 import math
 import multiprocessing
+import os
+import pickle
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -76,11 +78,13 @@ __all__ = [
     "MIN_STATION_SAMPLES",
     "TrainingContext",
     "UnitResult",
+    "UNIT_RESULT_SCHEMA",
     "TrainingResult",
     "clean_matchups",
     "assign_folds",
     "fold_assignments",
     "leakage_report",
+    "calibrate_fold",
     "calibrate_folds",
     "plan_levels",
     "prepare_training",
@@ -105,6 +109,8 @@ CONTRACT_ENV_KEYS: tuple[str, ...] = ("framework", "candidates", "selected", "ru
 MIN_STATION_SAMPLES = 10
 
 LEVELS = ("environment", "group", "global")
+#: Spark schema of :meth:`UnitResult.to_frame`.
+UNIT_RESULT_SCHEMA = "key string, payload binary"
 
 
 def _train_cfg(cfg: Any) -> Any:
@@ -198,8 +204,9 @@ def clean_matchups(
     """Training rows of a matchup table and the number of rows dropped per reason.
 
     Dropped: no finite in-situ value; no environment (masked land cover); a mask bit in ``qc``
-    (:data:`ssm_spark.environments.MASK_BITS`). The result has a fresh ``_row`` column (0..n-1), the
-    key that out-of-fold predictions are aligned on.
+    (:data:`ssm_spark.environments.MASK_BITS`). The rest is sorted by station and date (models do not
+    depend on the input row order) and gets a ``_row`` column (0..n-1): the canonical order that
+    every unit trains in and the key that out-of-fold predictions are aligned on.
 
     Raises
     ------
@@ -213,7 +220,8 @@ def clean_matchups(
             "env comes from ssm_spark.environments.environment(landcover, climate)")
     ssm = pd.to_numeric(matchups[ssm_col], errors="coerce").to_numpy(dtype=float)
     env = matchups[env_col]
-    qc = matchups["qc"].fillna(0).to_numpy().astype(np.int64) if "qc" in matchups.columns else np.zeros(len(matchups), np.int64)
+    qc = (matchups["qc"].fillna(0).to_numpy().astype(np.int64) if "qc" in matchups.columns
+          else np.zeros(len(matchups), np.int64))
     reasons = {
         "no_insitu": ~np.isfinite(ssm),
         "no_environment": env.isna().to_numpy() | (env.astype(str) == "").to_numpy(),
@@ -224,7 +232,10 @@ def clean_matchups(
     for reason, mask in reasons.items():
         dropped[reason] = int((mask & ~drop).sum())
         drop |= mask
-    df = matchups.loc[~drop].reset_index(drop=True)
+    df = matchups.loc[~drop]
+    # a canonical row order (Spark gives none): models depend on it through row subsampling
+    order = [station_col] + [c for c in ("date", "time") if c in df.columns]
+    df = df.sort_values(order, kind="stable").reset_index(drop=True)
     if df.empty:
         raise InputError(f"training: no usable matchup left of {len(matchups)} (dropped: {dropped})")
     df[env_col] = df[env_col].astype(str)
@@ -298,7 +309,8 @@ def assign_folds(
     return pd.Series(folds, name="fold", dtype=np.int64).sort_index()
 
 
-def fold_assignments(df: pd.DataFrame, cfg: Any, *, station_col: str = "station_id", env_col: str = "env") -> pd.DataFrame:
+def fold_assignments(df: pd.DataFrame, cfg: Any, *, station_col: str = "station_id",
+                     env_col: str = "env") -> pd.DataFrame:
     """The fold of every station as a table (``station_id, env, fold, n``), from the configuration's
     ``k_folds`` and ``seed``: the leakage-check helper."""
     t = _train_cfg(cfg)
@@ -319,8 +331,8 @@ def leakage_report(df: pd.DataFrame, fold_col: str = "fold", station_col: str = 
     return pd.DataFrame(rows)
 
 
-def calibrate_folds(df: pd.DataFrame, cfg: Any, *, fold_col: str = "fold") -> dict[Any, dict[str, Any]]:
-    """Calibrate the WCM on each fold's training stations and on all data.
+def calibrate_fold(df: pd.DataFrame, cfg: Any, fold: Any, *, fold_col: str = "fold") -> dict[str, Any]:
+    """Calibrate the WCM on the stations *outside* ``fold`` (``fold="all"``: on everything).
 
     Parameters
     ----------
@@ -328,23 +340,42 @@ def calibrate_folds(df: pd.DataFrame, cfg: Any, *, fold_col: str = "fold") -> di
         Clean matchups with a ``fold`` column.
     cfg : TrainConfig
         ``calib_min_samples``, ``calib_min_stations``, ``nominal_incidence_deg``.
+    fold : int or "all"
 
     Returns
     -------
     dict
-        ``{fold: to_dict(table), ..., "all": to_dict(table)}``; each table's ``settings`` records
-        ``calibration_fold`` (the fold *left out*, or "all") and ``calibration_stations``.
+        :func:`ssm_spark.physics.calibrate.to_dict` of the table; its ``settings`` record
+        ``calibration_fold`` (the fold left out, or "all") and ``calibration_stations``.
     """
     t = _train_cfg(cfg)
-    out: dict[Any, dict[str, Any]] = {}
-    for f in [*sorted(int(x) for x in df[fold_col].unique()), "all"]:
-        train = df if f == "all" else df.loc[df[fold_col] != f]
-        table = cal.calibrate_wcm(train, min_samples=t.calib_min_samples, min_stations=t.calib_min_stations,
-                                  nominal_incidence_deg=t.nominal_incidence_deg)
-        table.attrs["calibration_fold"] = f
-        table.attrs["calibration_stations"] = int(train["station_id"].nunique())
-        out[f] = cal.to_dict(table)
-    return out
+    train = df if fold == "all" else df.loc[df[fold_col] != fold]
+    table = cal.calibrate_wcm(train, min_samples=t.calib_min_samples, min_stations=t.calib_min_stations,
+                              nominal_incidence_deg=t.nominal_incidence_deg)
+    table.attrs["calibration_fold"] = fold
+    table.attrs["calibration_stations"] = int(train["station_id"].nunique())
+    return cal.to_dict(table)
+
+
+def _calibrate_job(args: tuple[pd.DataFrame, Any, Any]) -> dict[str, Any]:
+    return calibrate_fold(*args)
+
+
+def calibrate_folds(df: pd.DataFrame, cfg: Any, *, fold_col: str = "fold", max_workers: int = 1
+                    ) -> dict[Any, dict[str, Any]]:
+    """:func:`calibrate_fold` for every fold and for all data: ``{0: ..., 1: ..., "all": ...}``.
+
+    ``max_workers > 1`` runs them in spawned processes (the results do not depend on it).
+    """
+    keys: list[Any] = [*sorted(int(x) for x in df[fold_col].unique()), "all"]
+    cols = [c for c in df.columns if not c.startswith("pred_")]
+    jobs = [(df[cols], cfg, k) for k in keys]
+    if max_workers > 1:
+        with cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            tables = list(ex.map(_calibrate_job, jobs))
+    else:
+        tables = [_calibrate_job(j) for j in jobs]
+    return dict(zip(keys, tables))
 
 
 def plan_levels(df: pd.DataFrame, cfg: Any, *, station_col: str = "station_id", env_col: str = "env"
@@ -435,7 +466,7 @@ def training_summary(df: pd.DataFrame, dropped: Optional[Mapping[str, int]] = No
     }
 
 
-def prepare_training(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int] = None
+def prepare_training(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int] = None, max_workers: int = 1
                      ) -> tuple[TrainingContext, pd.DataFrame]:
     """Clean, fold, calibrate per fold, resolve features and plan levels (the driver's part).
 
@@ -446,6 +477,8 @@ def prepare_training(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int]
     cfg : Config or TrainConfig
     nthread : int, optional
         XGBoost threads per model (default: ``cfg.xgb.nthread``, 0 -> all cores).
+    max_workers : int, default 1
+        Processes for the K + 1 WCM calibrations.
 
     Returns
     -------
@@ -459,7 +492,7 @@ def prepare_training(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int]
     df["fold"] = df["station_id"].map(folds).astype(np.int64)
     k = int(folds.max()) + 1
     t1 = time.perf_counter()
-    fold_params = calibrate_folds(df, t)
+    fold_params = calibrate_folds(df, t, max_workers=max_workers)
     t2 = time.perf_counter()
     feats_all = candidates.add_physics(df, fold_params["all"], nominal_incidence_deg=t.nominal_incidence_deg)
     cands = [c for c in t.candidates if c in CANDIDATES]
@@ -509,6 +542,22 @@ class UnitResult:
     def uses_global(self) -> bool:
         """True when the unit serves the global model (its files are the global unit's)."""
         return self.level != "global" and self.selected == "global"
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row (``key``, ``payload``) for the return value of a Spark ``applyInPandas`` (schema
+        :data:`UNIT_RESULT_SCHEMA`); :meth:`from_frame` restores the results on the driver. The payload
+        is a pickle *in flight* between the workers and the driver of one job (same code, same
+        versions); what is persisted is only the registry's JSON and UBJ."""
+        return pd.DataFrame({"key": [self.key], "payload": [pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)]})
+
+    @staticmethod
+    def from_frame(frame: pd.DataFrame) -> dict[str, "UnitResult"]:
+        """``{key: UnitResult}`` from the rows of :meth:`to_frame` (e.g. ``spark_df.toPandas()``)."""
+        out = {}
+        for key, payload in zip(frame["key"], frame["payload"]):
+            res = pickle.loads(bytes(payload))
+            out[str(key)] = res
+        return out
 
 
 def _by_fold(d: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
@@ -696,7 +745,7 @@ def train_unit(key: str, df_unit: pd.DataFrame, ctx: TrainingContext) -> UnitRes
 def _train(key: str, level: str, df_unit: pd.DataFrame, ctx: TrainingContext, names: list[str]) -> UnitResult:
     t0 = time.perf_counter()
     t = ctx.cfg
-    d = df_unit.reset_index(drop=True)
+    d = df_unit.sort_values("_row", kind="stable").reset_index(drop=True)
     y = d["ssm"].to_numpy(dtype=float)
     st = d["station_id"].to_numpy()
     audit: list[dict[str, Any]] = []
@@ -873,15 +922,17 @@ def train_models(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int] = N
     nthread : int, optional
         XGBoost threads per model (default ``cfg.xgb.nthread``; 0 -> all cores).
     max_workers : int, default 1
-        > 1: units are trained in that many spawned processes (give ``nthread`` = cores / workers).
-        Results do not depend on it.
+        > 1: the WCM calibrations and the units run in that many spawned processes (give ``nthread``
+        = cores / workers). Results do not depend on it.
 
     Returns
     -------
     TrainingResult
     """
     t0 = time.perf_counter()
-    ctx, df = prepare_training(matchups, cfg, nthread=nthread)
+    if nthread is None and max_workers > 1 and not _train_cfg(cfg).xgb.nthread:
+        nthread = max(1, (os.cpu_count() or 1) // max_workers)
+    ctx, df = prepare_training(matchups, cfg, nthread=nthread, max_workers=max_workers)
     t1 = time.perf_counter()
     glob = train_global(df, ctx)
     t2 = time.perf_counter()

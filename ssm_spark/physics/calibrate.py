@@ -22,8 +22,11 @@ B         [0, 2]          attenuation per unit V; with NDVI 0.9 at 40 deg, B = 2
                           two-way loss (opaque). Non-negative: a canopy cannot amplify.
 C         [-40, 0] dB     soil backscatter at mv = 0; dry-soil C-band sigma0 lies around -15 to
                           -30 dB (VH lowest); 0 dB would be a specular-bright dry soil.
-D         [0, 80] dB/     soil sensitivity; C band shows 0.1-0.5 dB per vol. %, i.e. 10-50 dB per
-          (m3/m3)         m3/m3; 80 leaves room; >= 0 because backscatter rises with moisture.
+D         [5, 80] dB/     soil sensitivity; C band shows 0.1-0.5 dB per vol. %, i.e. 10-50 dB per
+          (m3/m3)         m3/m3; 80 leaves room. The floor of 5 (half the weakest reported
+                          sensitivity) keeps the closed-form inversion mv = (soil - C) / D finite:
+                          with D free down to 0, fits on vegetated environments whose soil signal
+                          is swamped ran D to 1e-68 and mv_wcm to 1e55 (seen on the demo region).
 ========  ==============  =================================================================
 
 Hierarchy (the same as the model-selection module): an environment (``env``, e.g. ``"cropland_C"``)
@@ -83,7 +86,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "A": (0.0, 1.0),
     "B": (0.0, 2.0),
     "C": (-40.0, 0.0),
-    "D": (0.0, 80.0),
+    "D": (5.0, 80.0),
 }
 #: Starting values of B tried by the multi-start (A and B trade off; the cost is not convex).
 _B_STARTS: tuple[float, ...] = (0.1, 0.5, 1.2)

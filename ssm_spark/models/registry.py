@@ -1,0 +1,550 @@
+"""The model registry: a folder with ``manifest.json``, ``cv_metrics.json`` and XGBoost UBJ models.
+
+Layout (DESIGN.md "Model registry")::
+
+    REGISTRY/
+      manifest.json                       versions, git revision, config hash, features, WCM parameters,
+                                          environments (level, selected, CV metrics, fallback chain),
+                                          served models, file checksums, training data summary
+      cv_metrics.json                     the cross-validation figures (DESIGN "Public interfaces")
+      models/<unit>/<candidate>.ubj            point model (none for ``physics``: it is the WCM)
+      models/<unit>/<candidate>_quantiles.ubj  multi-quantile model (q_lo, q_hi)
+
+``<unit>`` is an environment (``cropland_C``), a land-cover group (``cropland``) or ``global``. An
+environment served by the global candidate points at ``models/global/``. Models are XGBoost's own
+UBJ (``Booster.save_raw("ubj")``), never pickled.
+
+:func:`save_registry` writes into a temporary sibling folder and renames it into place, so a reader
+never sees a half-written registry. :func:`load_registry` refuses (:class:`ModelRegistryError`) a
+registry whose schema version, package major.minor version, feature lists or files do not match
+this code. The returned :class:`Registry` predicts for rows of any environment (unseen ones fall
+back to their land-cover group, then to global); Boosters are built once, on first use, and kept.
+For Spark: broadcast ``(registry.manifest, registry.model_bytes())`` and rebuild on the executors
+with :meth:`Registry.from_bytes` (or :func:`cached_registry`, which keeps one per Python worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+import ssm_spark
+from ssm_spark.environments import CLIMATE_MAIN, GROUPS, MASK_BITS
+from ssm_spark.errors import ModelRegistryError
+from ssm_spark.models import candidates
+from ssm_spark.models.candidates import (
+    CANDIDATES,
+    ENV_FEATURES,
+    FEATURE_SCHEMA,
+    QUANTILE_FEATURE_SCHEMA,
+    FittedModel,
+)
+from ssm_spark.physics.calibrate import GLOBAL_KEY, group_of
+from ssm_spark.physics.features import MV_PLAUSIBLE
+from ssm_spark.validation import to_jsonable
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Registry",
+    "build_manifest",
+    "save_registry",
+    "load_registry",
+    "cached_registry",
+    "validate_manifest",
+]
+
+#: Version of the manifest layout; bump on any incompatible change.
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+CV_METRICS = "cv_metrics.json"
+OUTPUT_COLUMNS = ("ssm", "ssm_p05", "ssm_p95", "env", "model_id")
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def _git_revision() -> tuple[Optional[str], Optional[bool]]:
+    root = Path(ssm_spark.__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return None, None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() or None, (bool(dirty.stdout.strip()) if dirty.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def _sha256(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _safe_key(key: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", key):
+        raise ModelRegistryError(f"unit key {key!r} cannot name a model folder (letters, digits, '_', '.', '-')")
+    return key
+
+
+def _metrics_for_manifest(block: Mapping[str, Any]) -> dict[str, Any]:
+    keep = ("framework", "candidates", "coverage_p05_p95", "coverage_p05_p95_raw", "framework_insample_selection")
+    return {k: block[k] for k in keep if k in block}
+
+
+def build_manifest(result: Any, cfg: Any, training_summary: Optional[Mapping[str, Any]] = None
+                   ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and the model files (relative path -> UBJ bytes) of a training result.
+
+    Parameters
+    ----------
+    result : TrainingResult
+        From :func:`ssm_spark.models.selection.train_models` / ``finalize_training``.
+    cfg : Config or TrainConfig
+        The configuration of the run (its ``hash()`` is recorded; a TrainConfig is hashed alone).
+    training_summary : mapping, optional
+        Rows, stations, date range, per-environment counts; default: the one computed in training.
+
+    Returns
+    -------
+    (dict, dict)
+        The manifest (strict-JSON-ready, with ``manifest_id``) and ``{relpath: bytes}``.
+    """
+    ctx = result.ctx
+    t = ctx.cfg
+    files: dict[str, bytes] = {}
+    serving: dict[str, dict[str, Any]] = {}
+    glob = result.units[GLOBAL_KEY]
+
+    def paths(unit_key: str, cand: str) -> tuple[str, str]:
+        base = f"models/{_safe_key(unit_key)}/{cand}"
+        return f"{base}.ubj", f"{base}_quantiles.ubj"
+
+    g_point, g_quant = paths(GLOBAL_KEY, "global")
+    files[g_point] = glob.point_model
+    files[g_quant] = glob.quantile_model
+    for key, u in sorted(result.units.items()):
+        entry: dict[str, Any] = {"level": u.level, "candidate": u.selected, "runner_up": u.runner_up,
+                                 "interval_shift": list(u.interval_shift), "n": u.n, "stations": u.stations}
+        if u.level == "global" or u.uses_global:
+            entry.update(point_model=g_point, quantile_model=g_quant, features=list(glob.features),
+                         quantile_features=list(glob.quantile_features), base_fallback=None)
+        else:
+            p_path, q_path = paths(key, u.selected)
+            if u.point_model is not None:
+                files[p_path] = u.point_model
+            files[q_path] = u.quantile_model
+            entry.update(point_model=p_path if u.point_model is not None else None, quantile_model=q_path,
+                         features=list(u.features), quantile_features=list(u.quantile_features),
+                         base_fallback=u.base_fallback)
+        entry["selected_by_fold"] = {str(k): v for k, v in u.selected_by_fold.items()}
+        entry["ranking"] = u.ranking
+        entry["feature_importance"] = u.feature_importance
+        serving[key] = entry
+
+    envs: dict[str, Any] = {}
+    for env, plan in sorted(ctx.plan.items()):
+        block = result.cv_metrics["environments"].get(env, {})
+        unit = plan["unit"]
+        envs[env] = {"level": plan["level"], "unit": unit, "selected": serving[unit]["candidate"],
+                     "runner_up": serving[unit]["runner_up"], "fallback_chain": plan["fallback_chain"],
+                     "n": plan["n"], "stations": plan["stations"], "cv": _metrics_for_manifest(block)}
+
+    rev, dirty = _git_revision()
+    config_hash = cfg.hash() if hasattr(cfg, "hash") else hashlib.sha256(
+        _canonical_json(t.model_dump(mode="json")).encode()).hexdigest()[:16]
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "package": {"name": "ssm_spark", "version": ssm_spark.__version__},
+        "libraries": {"xgboost": xgb.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+                      "python": platform.python_version()},
+        "git": {"revision": rev, "dirty": dirty},
+        "config_hash": config_hash,
+        "train_config": t.model_dump(mode="json"),
+        "features": {
+            "schema": {c: list(FEATURE_SCHEMA[c]) for c in CANDIDATES},
+            "quantile_schema": {c: list(QUANTILE_FEATURE_SCHEMA[c]) for c in CANDIDATES},
+            "candidates": {c: list(ctx.features[c]) for c in CANDIDATES if c in ctx.features},
+            "quantiles": {c: list(ctx.quantile_features[c]) for c in CANDIDATES if c in ctx.quantile_features},
+            "env_encoding": {"groups": list(GROUPS), "climates": list(CLIMATE_MAIN), "columns": list(ENV_FEATURES)},
+        },
+        "physics": {"wcm": ctx.wcm_params, "mv_plausible": list(MV_PLAUSIBLE), "vegetation_descriptor": "ndvi",
+                    "nominal_incidence_deg": t.nominal_incidence_deg},
+        "quantiles": list(t.quantiles),
+        "interval_calibration": t.interval_calibration,
+        "cv": {"k_folds": ctx.k, "selection": result.cv_metrics["overall"].get("selection"),
+               "overall": {k: result.cv_metrics["overall"][k] for k in ("framework", "candidates")}},
+        "environments": envs,
+        "serving": serving,
+        "files": {p: {"sha256": _sha256(b), "bytes": len(b)} for p, b in sorted(files.items())},
+        "training_data": dict(training_summary if training_summary is not None else ctx.summary),
+    }
+    manifest = to_jsonable(manifest)
+    manifest["manifest_id"] = hashlib.sha256(_canonical_json(manifest).encode()).hexdigest()[:16]
+    manifest["created_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return manifest, files
+
+
+def save_registry(path: str | os.PathLike, result: Any, cfg: Any,
+                  training_summary: Optional[Mapping[str, Any]] = None, *, overwrite: bool = True) -> dict[str, Any]:
+    """Write a model registry folder atomically.
+
+    Everything is written into a temporary sibling folder, then renamed to ``path``. An existing
+    registry at ``path`` is first renamed aside and removed after the new one is in place (POSIX
+    cannot rename a folder onto a non-empty one, so there is an instant with no folder at ``path``;
+    never one with a mixture of old and new files).
+
+    Parameters
+    ----------
+    path : path-like
+        The registry folder.
+    result : TrainingResult
+    cfg : Config or TrainConfig
+    training_summary : mapping, optional
+        Training data summary (default: the one of ``result``).
+    overwrite : bool, default True
+        Replace an existing registry; False raises if ``path`` exists.
+
+    Returns
+    -------
+    dict
+        The manifest written.
+
+    Raises
+    ------
+    ModelRegistryError
+        If ``path`` exists and ``overwrite`` is False, or it exists and is not a folder.
+    """
+    path = Path(path)
+    if path.exists() and (not overwrite or not path.is_dir()):
+        raise ModelRegistryError(f"{path} exists" + ("" if path.is_dir() else " and is not a folder")
+                                 + "; remove it or pass overwrite=True")
+    manifest, files = build_manifest(result, cfg, training_summary)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        for rel, blob in files.items():
+            f = tmp / rel
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(blob)
+        (tmp / CV_METRICS).write_text(json.dumps(to_jsonable(result.cv_metrics), indent=2, allow_nan=False) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("model registry %s written (manifest %s, %d model files)", path, manifest["manifest_id"], len(files))
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def _major_minor(v: str) -> tuple[str, ...]:
+    return tuple(str(v).split(".")[:2])
+
+
+def _check_subsequence(used: list[str], schema: tuple[str, ...], what: str) -> None:
+    unknown = [f for f in used if f not in schema]
+    if unknown:
+        raise ModelRegistryError(
+            f"{what}: feature(s) {unknown} are not features this code computes ({list(schema)}); the registry "
+            "was trained by a different version of ssm_spark: retrain, or use the matching version")
+    if used != [f for f in schema if f in used]:
+        raise ModelRegistryError(
+            f"{what}: features {used} are not in this code's order {[f for f in schema if f in used]}; retrain")
+
+
+def validate_manifest(manifest: Mapping[str, Any]) -> None:
+    """Check a manifest against this code: schema version, package major.minor, feature lists.
+
+    Raises
+    ------
+    ModelRegistryError
+        Naming the mismatch (versions found and expected, the offending features).
+    """
+    if not isinstance(manifest, Mapping) or "schema_version" not in manifest:
+        raise ModelRegistryError("manifest has no schema_version: not a registry written by ssm-spark train")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise ModelRegistryError(f"manifest schema version {manifest['schema_version']} but this code reads "
+                                 f"version {SCHEMA_VERSION}; retrain with this version")
+    pkg = manifest.get("package", {}).get("version", "?")
+    if _major_minor(pkg) != _major_minor(ssm_spark.__version__):
+        raise ModelRegistryError(f"registry written by ssm_spark {pkg}, this is {ssm_spark.__version__} "
+                                 "(major.minor must match); retrain or install the matching version")
+    feats = manifest.get("features", {})
+    enc = feats.get("env_encoding", {})
+    if list(enc.get("columns", [])) != list(ENV_FEATURES):
+        raise ModelRegistryError(f"environment encoding {enc.get('columns')} differs from this code's "
+                                 f"{list(ENV_FEATURES)}")
+    for c, used in feats.get("candidates", {}).items():
+        if c not in FEATURE_SCHEMA:
+            raise ModelRegistryError(f"unknown candidate {c!r} in the manifest (this code knows {list(CANDIDATES)})")
+        _check_subsequence(list(used), FEATURE_SCHEMA[c], f"candidate {c!r}")
+    for c, used in feats.get("quantiles", {}).items():
+        if c not in QUANTILE_FEATURE_SCHEMA:
+            raise ModelRegistryError(f"unknown candidate {c!r} in the manifest (this code knows {list(CANDIDATES)})")
+        _check_subsequence(list(used), QUANTILE_FEATURE_SCHEMA[c], f"quantile model of {c!r}")
+    serving = manifest.get("serving")
+    if not serving or GLOBAL_KEY not in serving:
+        raise ModelRegistryError("manifest has no served global model")
+    for key, e in serving.items():
+        c = e.get("candidate")
+        if c not in CANDIDATES:
+            raise ModelRegistryError(f"unit {key!r}: unknown candidate {c!r}")
+        _check_subsequence(list(e.get("features", [])), FEATURE_SCHEMA[c], f"unit {key!r} ({c})")
+        _check_subsequence(list(e.get("quantile_features", [])), QUANTILE_FEATURE_SCHEMA[c],
+                           f"unit {key!r} ({c} quantiles)")
+        for f in (e.get("point_model"), e.get("quantile_model")):
+            if f is not None and f not in manifest.get("files", {}):
+                raise ModelRegistryError(f"unit {key!r}: model file {f} is not listed in the manifest")
+    if "wcm" not in manifest.get("physics", {}):
+        raise ModelRegistryError("manifest has no WCM parameters (physics.wcm)")
+
+
+def load_registry(path: str | os.PathLike, *, nthread: Optional[int] = None) -> "Registry":
+    """Open a model registry folder written by :func:`save_registry`.
+
+    Parameters
+    ----------
+    path : path-like
+        The registry folder.
+    nthread : int, optional
+        XGBoost threads for prediction (default 1: one row or one Spark partition per thread).
+
+    Returns
+    -------
+    Registry
+
+    Raises
+    ------
+    ModelRegistryError
+        No manifest, incompatible schema/package version or feature lists, a missing model file, or a
+        file whose checksum differs from the manifest's.
+    """
+    path = Path(path)
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise ModelRegistryError(f"{mf} not found: is {path} a model registry written by 'ssm-spark train'?")
+    try:
+        manifest = json.loads(mf.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelRegistryError(f"{mf}: cannot read the manifest ({exc})") from exc
+    validate_manifest(manifest)
+    blobs: dict[str, bytes] = {}
+    for rel, info in manifest["files"].items():
+        f = path / rel
+        if not f.is_file():
+            raise ModelRegistryError(f"{f} listed in the manifest is missing (incomplete copy of the registry?)")
+        b = f.read_bytes()
+        if _sha256(b) != info.get("sha256"):
+            raise ModelRegistryError(f"{f}: checksum differs from the manifest's (file changed or corrupt)")
+        blobs[rel] = b
+    return Registry(manifest, blobs, nthread=nthread, source=str(path), validated=True)
+
+
+# ------------------------------------------------------------------------------------------ predicting
+
+
+class Registry:
+    """Prediction with a model registry (any environment; unseen ones fall back to group, global).
+
+    Build with :func:`load_registry`, or :meth:`from_bytes` from a manifest and the raw model bytes
+    (the Spark broadcast). Boosters are built on first use and kept; the object is safe to share
+    between threads.
+    """
+
+    def __init__(self, manifest: Mapping[str, Any], model_bytes: Mapping[str, bytes], *,
+                 nthread: Optional[int] = None, source: Optional[str] = None, validated: bool = False) -> None:
+        if not validated:
+            validate_manifest(manifest)
+        missing = [p for p in manifest["files"] if p not in model_bytes]
+        if missing:
+            raise ModelRegistryError(f"model bytes missing for {missing}")
+        self.manifest = dict(manifest)
+        self._bytes = dict(model_bytes)
+        self.nthread = int(nthread) if nthread else 1
+        self.source = source
+        self._boosters: dict[str, xgb.Booster] = {}
+        self._lock = threading.Lock()
+        self.manifest_id: str = self.manifest.get("manifest_id", "")
+        self.serving: dict[str, dict[str, Any]] = self.manifest["serving"]
+        self.environments: dict[str, dict[str, Any]] = self.manifest.get("environments", {})
+        self.wcm_params = self.manifest["physics"]["wcm"]
+        self.nominal_incidence_deg = self.manifest["physics"].get("nominal_incidence_deg")
+        self._route_cache: dict[Any, str] = {}
+        self._warned_missing: set[tuple[str, ...]] = set()
+
+    @classmethod
+    def from_bytes(cls, manifest: Mapping[str, Any], model_bytes: Mapping[str, bytes], *,
+                   nthread: Optional[int] = None) -> "Registry":
+        """A registry from a manifest and ``{relpath: UBJ bytes}`` (e.g. a Spark broadcast value);
+        validated like :func:`load_registry`."""
+        return cls(manifest, model_bytes, nthread=nthread)
+
+    def model_bytes(self) -> dict[str, bytes]:
+        """``{relative path: UBJ bytes}`` of every model file (what to broadcast)."""
+        return dict(self._bytes)
+
+    def __repr__(self) -> str:
+        return (f"Registry({self.source or 'in memory'}, manifest {self.manifest_id}, "
+                f"{len(self.serving)} units, {len(self._bytes)} models)")
+
+    # -- internals
+    def _booster(self, rel: str, features: list[str]) -> xgb.Booster:
+        b = self._boosters.get(rel)
+        if b is None:
+            with self._lock:
+                b = self._boosters.get(rel)
+                if b is None:
+                    b = candidates.booster_from_bytes(self._bytes[rel], self.nthread)
+                    self._boosters[rel] = b
+        names = b.feature_names or []
+        if list(names) != list(features):
+            raise ModelRegistryError(f"{rel}: the model's features {list(names)} differ from the manifest's "
+                                     f"{list(features)}")
+        return b
+
+    def route(self, env: Any) -> str:
+        """The unit serving an environment: its own entry, its land-cover group's, else global."""
+        key = None if env is None or (isinstance(env, float) and np.isnan(env)) else str(env)
+        hit = self._route_cache.get(key)
+        if hit is not None:
+            return hit
+        unit = GLOBAL_KEY
+        if key is not None:
+            if key in self.environments and self.environments[key]["unit"] in self.serving:
+                unit = self.environments[key]["unit"]
+            elif key in self.serving:
+                unit = key
+            elif group_of(key) in self.serving:
+                unit = group_of(key)
+        self._route_cache[key] = unit
+        return unit
+
+    def _fitted(self, unit: str) -> tuple[FittedModel, FittedModel]:
+        e = self.serving[unit]
+        c = e["candidate"]
+        point_rel = e.get("point_model")
+        point = FittedModel(c, "point", tuple(e.get("features", [])),
+                            self._booster(point_rel, e["features"]) if point_rel else None, e.get("base_fallback"))
+        quant = FittedModel(c, "quantiles", tuple(e["quantile_features"]),
+                            self._booster(e["quantile_model"], e["quantile_features"]), e.get("base_fallback"),
+                            tuple(self.manifest["quantiles"]))
+        return point, quant
+
+    def warm(self) -> "Registry":
+        """Build every Booster now (instead of on first use)."""
+        for unit in self.serving:
+            self._fitted(unit)
+        return self
+
+    def _warn_missing_inputs(self, df: pd.DataFrame) -> None:
+        used = {f for e in self.serving.values() for f in (*e.get("features", []), *e.get("quantile_features", []))}
+        missing = tuple(sorted(f for f in used & set(candidates.RAW_FEATURES) if f not in df.columns))
+        if missing and missing not in self._warned_missing:
+            self._warned_missing.add(missing)
+            log.warning("predict: input column(s) %s absent; the models see them as missing values "
+                        "(estimates may degrade)", list(missing))
+
+    # -- public
+    def predict(self, df: pd.DataFrame, *, env_col: str = "env", with_features: bool = False) -> pd.DataFrame:
+        """Soil moisture with its 5th/95th percentiles for rows of any environment.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            Rows with the raw inputs (``vv_db``, ``vh_db``, ``incidence_deg``, ``ndvi``, ... as in
+            training; absent optional inputs are missing values) and ``env``. A missing or null
+            ``env`` is served by the global model. Rows whose ``qc`` carries a mask bit (water,
+            built-up, snow/ice, frozen, steep slope) get NaN.
+        env_col : str, default 'env'
+        with_features : bool, default False
+            Also return the physics features and ``qc`` (the product's QC bits).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Same index as ``df``: ``ssm, ssm_p05, ssm_p95`` (m3/m3, float64), ``env`` (as given),
+            ``model_id`` (``"<manifest_id>/<unit>/<candidate>"``), then the features if asked.
+            Predictions are not clipped: the physics candidate can leave the physical range (its
+            ``qc`` then has WCM_MV_OUT_OF_RANGE); NaN where the served candidate cannot predict.
+        """
+        n = len(df)
+        self._warn_missing_inputs(df)
+        feats = candidates.add_physics(df, self.wcm_params, env_col=env_col,
+                                       nominal_incidence_deg=self.nominal_incidence_deg)
+        envs = df[env_col].to_numpy(dtype=object) if env_col in df.columns else np.full(n, None, dtype=object)
+        codes, uniq = pd.factorize(pd.Series(envs, dtype=object), use_na_sentinel=True)
+        unit_of_code = np.array([self.route(u) for u in uniq] + [self.route(None)], dtype=object)
+        units = unit_of_code[np.where(codes < 0, len(uniq), codes)]
+        ssm = np.full(n, np.nan)
+        lo = np.full(n, np.nan)
+        hi = np.full(n, np.nan)
+        model_id = np.empty(n, dtype=object)
+        for unit in pd.unique(units):
+            idx = np.flatnonzero(units == unit)
+            sub = feats.iloc[idx] if len(idx) < n else feats
+            point, quant = self._fitted(unit)
+            e = self.serving[unit]
+            ssm[idx] = candidates.predict_candidate(point, sub)
+            q_lo, q_hi = candidates.predict_quantiles(quant, sub)
+            s_lo, s_hi = e.get("interval_shift", (0.0, 0.0))
+            a, b = q_lo - s_lo, q_hi + s_hi
+            lo[idx], hi[idx] = np.minimum(a, b), np.maximum(a, b)
+            model_id[idx] = f"{self.manifest_id}/{unit}/{e['candidate']}"
+        masked = (feats["qc"].to_numpy().astype(np.int64) & MASK_BITS) != 0
+        if masked.any():
+            ssm[masked] = lo[masked] = hi[masked] = np.nan
+        out = pd.DataFrame({"ssm": ssm, "ssm_p05": lo, "ssm_p95": hi, "env": envs, "model_id": model_id},
+                           index=df.index)
+        if with_features:
+            extra = [c for c in (*candidates.PHYSICS_FEATURES, "qc") if c in feats.columns]
+            out = pd.concat([out, feats[extra].set_axis(df.index)], axis=1)
+        return out
+
+
+_CACHE: dict[str, Registry] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_registry(manifest: Mapping[str, Any], model_bytes: Mapping[str, bytes], *,
+                    nthread: Optional[int] = None) -> Registry:
+    """One :class:`Registry` per manifest id per Python process (for Spark executors: call it inside
+    ``mapInPandas`` with the broadcast value; Boosters are then built once per worker)."""
+    key = f"{manifest.get('manifest_id')}:{nthread}"
+    with _CACHE_LOCK:
+        reg = _CACHE.get(key)
+        if reg is None:
+            reg = Registry.from_bytes(manifest, model_bytes, nthread=nthread)
+            _CACHE[key] = reg
+    return reg
