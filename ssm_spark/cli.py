@@ -140,6 +140,22 @@ def _run_train(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _args_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--product", required=True, help="product Parquet (row, col, date, ssm[, ssm_p05, ssm_p95, env, qc])")
+    parser.add_argument("--insitu", required=True, help="ISMN download (header_values or CEOP format)")
+    parser.add_argument("--output", required=True, help="folder for metrics.json, pairs.parquet, report.html")
+    parser.add_argument("--estimate", default="ssm", help="the product's estimate column (default: ssm)")
+
+
+def _run_validate(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.pipeline import validate_run
+    from ssm_spark.spark import session
+
+    res = validate_run(session(cfg.spark), cfg, Path(args.product), Path(args.insitu), Path(args.output), args.estimate)
+    print(json.dumps({"overall": res["overall"], "pairs": res["pairs"], "output": args.output}, indent=2, default=str))
+    return 0
+
+
 JOBS: dict[str, Job] = {
     j.name: j
     for j in [
@@ -148,6 +164,7 @@ JOBS: dict[str, Job] = {
         Job("features", "feature stacks -> pixel table with the coupled physics features (Parquet)", _args_features, _run_features),
         Job("matchups", "feature stacks + ISMN in situ -> matchup table (Parquet)", _args_matchups, _run_matchups),
         Job("train", "matchups -> per-environment candidates, CV selection, model registry and report", _args_train, _run_train),
+        Job("validate", "a product (or any estimates on the grid) against ISMN in situ: metrics and report", _args_validate, _run_validate),
         Job("config", "print the resolved configuration and its hash", _args_none, _run_config),
     ]
 }

@@ -209,6 +209,61 @@ def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path) 
     return summary
 
 
+def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path, output: Path,
+                 estimate: str = "ssm") -> dict:
+    """A product (or any estimates on the grid) against ISMN in situ: metrics JSON + HTML report.
+
+    The product is Parquet with at least ``row, col, date`` and the estimate column (the product
+    contract: ``ssm``, and ``ssm_p05``/``ssm_p95`` when present). Stations are matched to their cell
+    (or the nearest usable one, ``matchups.tolerance_m``), in time by ``matchups.window_days``, as
+    for training. Writes ``output/metrics.json``, ``output/pairs.parquet`` and ``output/report.html``.
+    """
+    from pyspark.sql import functions as F
+
+    from ssm_spark.environments import MASK_BITS
+    from ssm_spark.errors import InputError
+    from ssm_spark.insitu.ismn import daily_means, read_ismn
+    from ssm_spark.matchups import build_matchups
+    from ssm_spark.validation import scores
+    from ssm_spark.validation.report import write_report
+
+    grid = cfg.grid.build()
+    t0 = time.perf_counter()
+    prod = spark.read.parquet(str(product))
+    missing = {"row", "col", "date", estimate} - set(prod.columns)
+    if missing:
+        raise InputError(f"{product}: the product lacks column(s) {sorted(missing)} (needs row, col, date and {estimate!r})")
+    prod = prod.withColumnRenamed(estimate, "ssm_est")
+    for c in ("qc", "env", "lon", "lat", "grid", "tile_row", "tile_col"):
+        if c not in prod.columns:
+            prod = prod.withColumn(c, F.lit(0) if c == "qc" else F.lit(None).cast("string" if c in ("env", "grid") else "double"))
+    ins = read_ismn(insitu, max_depth_m=cfg.insitu.max_depth_m, depth_tolerance_m=cfg.insitu.depth_tolerance_m,
+                    good_flags=tuple(cfg.insitu.good_flags))
+    daily = daily_means(ins.observations)
+    pairs_df, mrep = build_matchups(spark, prod, daily, grid, window_days=cfg.matchups.window_days,
+                                    tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
+    pairs = pairs_df.toPandas()
+    masked = (pairs["qc"].fillna(0).astype(int) & MASK_BITS) != 0
+    scored = pairs[~masked]
+    result = scores.to_jsonable(scores.summary(scored, est="ssm_est", obs="ssm"))
+    result.update({"product": str(product), "insitu": str(insitu), "pairs": int(len(pairs)),
+                   "pairs_masked": int(masked.sum()), "matchups": mrep, "insitu_report": ins.report,
+                   "config_hash": cfg.hash()})
+    Path(output).mkdir(parents=True, exist_ok=True)
+    write_table_atomic(pairs, Path(output) / "pairs.parquet")
+    write_json_atomic(Path(output) / "metrics.json", result)
+    cols = {"est": "ssm_est", "time": "date"}
+    if "ssm_p05" in scored and "ssm_p95" in scored:
+        cols.update(p05="ssm_p05", p95="ssm_p95")
+    write_report(Path(output) / "report.html", predictions=scored, title="ssm-spark validation against in situ",
+                 provenance={"product": str(product), "config_hash": cfg.hash()}, columns=cols)
+    pooled = result["overall"]["pooled"]
+    log.info("validation: R=%s ubRMSE=%s on %d pairs, %d stations -> %s", pooled["R"], pooled["ubRMSE"],
+             pooled["n"], pooled["stations"], output)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
 def run_demo(cfg: Config, output: Path) -> dict:
     """The whole pipeline on the configured (demo) region, as far as it exists.
 

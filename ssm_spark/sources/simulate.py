@@ -1141,3 +1141,25 @@ def _write_stations_csv(path: Path, grid: Grid, window: Window, st: _Static, sta
 def iter_dates(cfg: Config) -> Iterator[dt.date]:
     """The stack dates of a configuration (``start`` to ``end`` every ``revisit_days``)."""
     yield from _dates(cfg.simulate)
+
+
+def truth_table(output: str | Path, grid: Grid) -> "pd.DataFrame":
+    """The simulated truth as a product-shaped table: ``row, col, date, ssm`` for every land cell.
+
+    For evaluating products and in situ against the truth kept apart in ``output/truth/`` (small
+    regions: it holds every cell of every date in memory).
+    """
+    import pandas as pd
+
+    frames = []
+    for day_dir in sorted(p for p in (Path(output) / "truth").iterdir() if p.is_dir() and p.name[:2].isdigit()):
+        for tif in sorted(day_dir.glob("*.tif")):
+            with rasterio.open(tif) as src:
+                a = src.read(1)
+                t = src.transform
+            r0 = round((grid.y0 - t.f) / grid.cell)
+            c0 = round((t.c - grid.x0) / grid.cell)
+            rr, cc = np.nonzero(np.isfinite(a))
+            frames.append(pd.DataFrame({"row": (rr + r0).astype("int32"), "col": (cc + c0).astype("int32"),
+                                        "date": dt.date.fromisoformat(day_dir.name), "ssm": a[rr, cc].astype("f8")}))
+    return pd.concat(frames, ignore_index=True)
