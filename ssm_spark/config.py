@@ -257,6 +257,48 @@ class TrainConfig(_Strict):
         return self
 
 
+class ProduceConfig(_Strict):
+    """Regional products (``ssm-spark produce``): named regions, COG/VRT/quicklook settings.
+
+    Every setting here except ``nthread``, ``tile_grouping`` and ``regions`` changes the product's
+    bytes, so it enters the product hash that decides whether a finished date is skipped on re-run.
+    """
+
+    regions: dict[str, tuple[float, float, float, float] | str] = Field(
+        default_factory=dict, description="named regions for --region: name -> "
+        "[lon_min, lat_min, lon_max, lat_max] or a GeoJSON file path")
+    cog: bool = Field(True, description="write one Cloud-Optimized GeoTIFF per tile and a VRT mosaic per date")
+    cog_bands: list[Literal["ssm", "ssm_p05", "ssm_p95", "qc"]] = Field(
+        default_factory=lambda: ["ssm", "qc"], description="bands of the COGs (float32; qc holds the uint16 "
+        "bits exactly)")
+    cog_compress: Literal["deflate", "zstd", "lzw", "none"] = "deflate"
+    cog_blocksize: int = Field(0, ge=0, description="internal tile size (multiple of 16); 0: half the grid "
+                               "tile (at most 512), so every COG has at least one overview")
+    overview_resampling: Literal["nearest", "average", "mode"] = Field(
+        "nearest", description="one resampling for every band: 'nearest' keeps the QC bits valid")
+    quicklook: bool = Field(True, description="a PNG of each date's SSM with a colour bar (needs cog)")
+    quicklook_max_px: int = Field(1024, ge=64, le=8192, description="longest side of the quicklook image")
+    quicklook_range: tuple[float, float] = Field((0.0, 0.5), description="colour bar range (m3/m3)")
+    tile_grouping: Literal["auto", "shuffle"] = Field(
+        "auto", description="auto: when every stack file lies in one grid tile (one file per tile and date), "
+        "read, predict and write a tile in one task; shuffle: always regroup the rows by tile")
+    nthread: int = Field(0, ge=0, description="XGBoost threads per task; 0: the task's cores (spark.task.cpus)")
+
+    @field_validator("cog_blocksize")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v % 16:
+            raise ValueError(f"cog_blocksize must be a multiple of 16 (GeoTIFF tiles), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> "ProduceConfig":
+        lo, hi = self.quicklook_range
+        if not lo < hi:
+            raise ValueError(f"quicklook_range must be (low, high) with low < high, got {self.quicklook_range}")
+        return self
+
+
 class Config(_Strict):
     """The resolved configuration of a run."""
 
@@ -269,6 +311,7 @@ class Config(_Strict):
     matchups: MatchupsConfig = MatchupsConfig()
     table: TableConfig = TableConfig()
     train: TrainConfig = TrainConfig()
+    produce: ProduceConfig = ProduceConfig()
 
     def hash(self) -> str:
         """Stable 16-hex-digit hash of the resolved configuration (sorted-key JSON, sha256)."""

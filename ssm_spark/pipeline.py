@@ -71,14 +71,14 @@ def features_run(spark: "SparkSession", cfg: Config, stacks: Path, output: Path,
     from pyspark.sql import functions as F
 
     from ssm_spark.environments import MASK_BITS
-    from ssm_spark.sources.stacks import discover, inventory_summary, read_pixels
-    from ssm_spark.transforms import add_coupled_features
+    from ssm_spark.sources.stacks import discover, inventory_summary, pixel_schema, read_pixels
+    from ssm_spark.transforms import features_fn
 
     grid = cfg.grid.build()
     t0 = time.perf_counter()
     inv = discover(stacks, grid, static or _static_dir_for(stacks), cfg.ingest.band_aliases)
-    pixels = read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg)
-    feats = add_coupled_features(pixels, params)
+    fn, ddl = features_fn(pixel_schema(grid), params)
+    feats = read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg, then=fn, schema=ddl)  # one Python stage
     write_parquet_atomic(feats, output, ["date"])
     written = spark.read.parquet(str(output))
     counts = written.agg(

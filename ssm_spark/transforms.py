@@ -16,18 +16,38 @@ from ssm_spark.physics.features import coupled_features
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructType
 
 _SPARK_TYPES = {"f": "double", "i": "int", "u": "int", "b": "boolean", "O": "string"}
 
 
-def _feature_columns(df: "DataFrame", params: Any, kwargs: dict) -> list[tuple[str, str]]:
-    """Names and Spark types of the columns :func:`coupled_features` adds for this input schema."""
-    probe = pd.DataFrame({f.name: pd.Series([], dtype="float64") for f in df.schema.fields})
-    for f in df.schema.fields:
-        if f.dataType.simpleString() == "string":
-            probe[f.name] = pd.Series([], dtype=object)
+def features_fn(input_schema: str | "StructType", params: Any = None, **kwargs: Any):
+    """The coupled-feature step as a pandas function and its output schema, for fusing into another
+    pandas stage (:func:`ssm_spark.sources.stacks.read_pixels` ``then=``).
+
+    Returns
+    -------
+    (callable, str)
+        ``fn(pdf) -> pdf`` and the Spark DDL of its output.
+    """
+    from pyspark.sql.types import StructType, _parse_datatype_string
+
+    st = input_schema if isinstance(input_schema, StructType) else _parse_datatype_string(input_schema)
+    probe = pd.DataFrame({f.name: pd.Series([], dtype=object if f.dataType.simpleString() == "string" else "float64")
+                          for f in st.fields})
     out = coupled_features(probe, params, **kwargs)
-    return [(c, _SPARK_TYPES[out[c].dtype.kind]) for c in out.columns if c not in df.columns]
+    added = [(c, _SPARK_TYPES[out[c].dtype.kind]) for c in out.columns if c not in probe.columns]
+    in_cols = [f.name for f in st.fields]
+    qc_col = kwargs.get("qc_col", "qc")
+    ddl = ", ".join([f"`{f.name}` {f.dataType.simpleString()}" for f in st.fields] + [f"`{c}` {t}" for c, t in added])
+
+    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
+        res = coupled_features(pdf, params, **kwargs)
+        if qc_col in res.columns:
+            res[qc_col] = res[qc_col].astype(np.int32)
+        return res[in_cols + [c for c, _ in added]]
+
+    return fn, ddl
 
 
 def add_coupled_features(df: "DataFrame", params: Any = None, **kwargs: Any) -> "DataFrame":
@@ -50,17 +70,10 @@ def add_coupled_features(df: "DataFrame", params: Any = None, **kwargs: Any) -> 
     pyspark.sql.DataFrame
         The input columns, then the feature columns; ``qc`` is an int column (uint16 bits).
     """
-    added = _feature_columns(df, params, kwargs)
-    in_cols = df.columns
-    qc_col = kwargs.get("qc_col", "qc")
-    schema = ", ".join([f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema.fields] +
-                       [f"`{c}` {t}" for c, t in added])
+    fn, ddl = features_fn(df.schema, params, **kwargs)
 
     def _apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
-            out = coupled_features(pdf, params, **kwargs)
-            if qc_col in out.columns:
-                out[qc_col] = out[qc_col].astype(np.int32)
-            yield out[in_cols + [c for c, _ in added]]
+            yield fn(pdf)
 
-    return df.mapInPandas(_apply, schema)
+    return df.mapInPandas(_apply, ddl)

@@ -371,3 +371,21 @@ def test_step_by_step_path_for_spark_equals_train_models():
     assert set(step.units) == {"cropland_C", "cropland_D", "cropland", "global"}
     for k in step.units:
         assert step.units[k].point_model == whole.units[k].point_model
+
+
+@pytest.mark.spark
+def test_training_units_on_spark_equal_the_single_process_training(spark):
+    """The units trained as Spark tasks (train_on_spark) give the models and CV figures of train_models."""
+    from ssm_spark.models.spark_train import train_on_spark
+
+    df = pd.concat([make_env("cropland_C", 6, 10, "precip", 93), make_env("bare_B", 6, 10, "wcm", 94)],
+                   ignore_index=True)
+    cfg = tiny_cfg(candidates=["physics", "xgb_coupled", "global"], **GLOBAL_WCM_ONLY)
+    whole = selection.train_models(df, cfg, nthread=1)
+    on_spark = train_on_spark(spark, df, cfg, driver_threads=1)
+    assert set(on_spark.units) == set(whole.units) and on_spark.seconds["units_on"] == "spark"
+    for k in whole.units:
+        assert on_spark.units[k].selected == whole.units[k].selected
+        assert on_spark.units[k].point_model == whole.units[k].point_model, k
+    fw_s, fw_w = on_spark.cv_metrics["overall"]["framework"], whole.cv_metrics["overall"]["framework"]
+    assert fw_s == pytest.approx(fw_w, rel=1e-12)

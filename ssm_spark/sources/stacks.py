@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -270,13 +270,16 @@ def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None
 
 
 def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, max_slope_deg: float | None = None,
-                partitions: int | None = None, cells: np.ndarray | None = None) -> "DataFrame":
+                partitions: int | None = None, cells: np.ndarray | None = None,
+                then: "Callable[[pd.DataFrame], pd.DataFrame] | None" = None, schema: str | None = None) -> "DataFrame":
     """The pixel table of every checked stack file, read in parallel on the executors.
 
     One Spark task reads one file (a tile on a date), so a file is opened once, its bands in one
     batch; the table's columns and order are :func:`pixel_schema`. With ``cells`` (an (n, 2) array
     of global row, col: e.g. the cells under stations) only files holding some of them are read and
-    only those cells are exploded.
+    only those cells are exploded. ``then`` (with its output ``schema``) is applied to each file's
+    rows in the same Python task, so a following pandas step (the physics, the models) costs no
+    extra round trip through the JVM.
     """
     if not inventory.files:
         raise InputError("no readable stack file: every file was quarantined (see the quarantine records)")
@@ -304,7 +307,7 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
                     out = read_file_cells(f, grid, max_slope_deg, cells, rejected)
                     if rejected:
                         value_acc.add(rejected)
-                    yield out
+                    yield then(out) if then is not None else out
                 except (rasterio.errors.RasterioError, OSError, ValueError) as exc:
                     # a file whose header was fine on the driver but whose data are damaged
                     # (truncated, corrupt blocks): recorded, the other files go on
@@ -312,7 +315,7 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
 
     n = partitions or min(len(payload), max(spark.sparkContext.defaultParallelism * 4, 1))
     tasks = spark.createDataFrame(payload, "i int, path string").repartition(n, "path")
-    return tasks.mapInPandas(_read, pixel_schema(grid))
+    return tasks.mapInPandas(_read, schema or pixel_schema(grid))
 
 
 def inventory_summary(inv: StackInventory) -> dict:
