@@ -178,6 +178,8 @@ def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path) 
     result = train_on_spark(spark, table, cfg)
     manifest = save_registry(output, result, cfg)
     cvm = result.cv_metrics
+    oof_cols = [c for c in result.oof.columns if not c.startswith("_")]
+    write_table_atomic(result.oof[oof_cols], Path(output) / "oof_predictions.parquet")
     notes = []
     if "incidence_nominal" in table and bool(table["incidence_nominal"].any()):
         notes.append(f"{int(table['incidence_nominal'].sum())} matchups have no incidence angle: the configured nominal "
@@ -264,6 +266,23 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
     return result
 
 
+def _oof_vs_truth(output: Path, grid) -> dict:
+    """Cross-validated estimates at the stations against the simulated truth of their cells (and the
+    stations' own in-situ readings against that truth: the floor set by representativeness error)."""
+    import pandas as pd
+
+    from ssm_spark.sources.simulate import truth_table
+    from ssm_spark.validation import metrics
+
+    oof = pd.read_parquet(output / "models" / "oof_predictions.parquet")
+    cells = pd.read_parquet(output / "matchups.parquet", columns=["station_id", "date", "row", "col"])
+    truth = truth_table(output / "sim", grid, cells=set(zip(cells["row"], cells["col"])))
+    m = oof.merge(cells, on=["station_id", "date"]).merge(truth.rename(columns={"ssm": "truth"}), on=["row", "col", "date"])
+    out = {"framework_vs_truth": metrics(m["framework"], m["truth"]), "insitu_vs_truth": metrics(m["ssm"], m["truth"])}
+    out.update({f"{c[5:]}_vs_truth": metrics(m[c], m["truth"]) for c in m.columns if c.startswith("pred_")})
+    return out
+
+
 def run_demo(cfg: Config, output: Path) -> dict:
     """The whole pipeline on the configured (demo) region, as far as it exists.
 
@@ -301,6 +320,7 @@ def run_demo(cfg: Config, output: Path) -> dict:
     summary["matchups"] = matchups_run(spark, cfg, output / "sim" / "stacks", output / "sim" / "insitu",
                                        output / "matchups.parquet")
     summary["train"] = train_run(spark, cfg, output / "matchups.parquet", output / "models")
+    summary["train"]["vs_truth"] = _oof_vs_truth(output, grid)
     write_json_atomic(output / "demo_summary.json", summary)
     log.info("demo summary written to %s", output / "demo_summary.json")
     return summary

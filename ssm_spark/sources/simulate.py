@@ -1143,13 +1143,16 @@ def iter_dates(cfg: Config) -> Iterator[dt.date]:
     yield from _dates(cfg.simulate)
 
 
-def truth_table(output: str | Path, grid: Grid) -> "pd.DataFrame":
-    """The simulated truth as a product-shaped table: ``row, col, date, ssm`` for every land cell.
+def truth_table(output: str | Path, grid: Grid, cells: "Sequence[tuple[int, int]] | None" = None) -> "pd.DataFrame":
+    """The simulated truth as a product-shaped table: ``row, col, date, ssm`` for every land cell
+    (or only ``cells``, global (row, col) pairs).
 
-    For evaluating products and in situ against the truth kept apart in ``output/truth/`` (small
-    regions: it holds every cell of every date in memory).
+    For evaluating products and in situ against the truth kept apart in ``output/truth/`` (without
+    ``cells`` it holds every cell of every date in memory: small regions).
     """
     import pandas as pd
+
+    want = None if cells is None else {(int(r), int(c)) for r, c in cells}
 
     frames = []
     for day_dir in sorted(p for p in (Path(output) / "truth").iterdir() if p.is_dir() and p.name[:2].isdigit()):
@@ -1159,7 +1162,14 @@ def truth_table(output: str | Path, grid: Grid) -> "pd.DataFrame":
                 t = src.transform
             r0 = round((grid.y0 - t.f) / grid.cell)
             c0 = round((t.c - grid.x0) / grid.cell)
-            rr, cc = np.nonzero(np.isfinite(a))
+            keep = np.isfinite(a)
+            if want is not None:
+                sel = np.zeros_like(keep)
+                for r, c in want:
+                    if 0 <= r - r0 < a.shape[0] and 0 <= c - c0 < a.shape[1]:
+                        sel[r - r0, c - c0] = True
+                keep &= sel
+            rr, cc = np.nonzero(keep)
             frames.append(pd.DataFrame({"row": (rr + r0).astype("int32"), "col": (cc + c0).astype("int32"),
                                         "date": dt.date.fromisoformat(day_dir.name), "ssm": a[rr, cc].astype("f8")}))
     return pd.concat(frames, ignore_index=True)
