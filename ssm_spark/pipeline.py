@@ -277,7 +277,9 @@ def _oof_vs_truth(output: Path, grid) -> dict:
     oof = pd.read_parquet(output / "models" / "oof_predictions.parquet")
     cells = pd.read_parquet(output / "matchups.parquet", columns=["station_id", "date", "row", "col"])
     truth = truth_table(output / "sim", grid, cells=set(zip(cells["row"], cells["col"])))
-    m = oof.merge(cells, on=["station_id", "date"]).merge(truth.rename(columns={"ssm": "truth"}), on=["row", "col", "date"])
+    if not {"row", "col"} <= set(oof.columns):
+        oof = oof.merge(cells, on=["station_id", "date"])
+    m = oof.merge(truth.rename(columns={"ssm": "truth"}), on=["row", "col", "date"])
     out = {"framework_vs_truth": metrics(m["framework"], m["truth"]), "insitu_vs_truth": metrics(m["ssm"], m["truth"])}
     out.update({f"{c[5:]}_vs_truth": metrics(m[c], m["truth"]) for c in m.columns if c.startswith("pred_")})
     return out

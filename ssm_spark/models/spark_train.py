@@ -79,6 +79,10 @@ def train_on_spark(spark: "SparkSession", matchups: pd.DataFrame, cfg: Any,
             results[res.key] = res
     t3 = time.perf_counter()
     out = finalize_training(ctx, results)
+    # carry each out-of-fold row's date and place, for reports and evaluation
+    keep = [c for c in ("date", "lon", "lat", "network", "row", "col") if c in df.columns and c not in out.oof.columns]
+    if keep and "_row" in out.oof.columns:
+        out.oof = out.oof.merge(df[["_row", *keep]], on="_row", how="left")
     out.seconds.update(prepare=t1 - t0, global_model=t2 - t1, units_total=t3 - t2, total=time.perf_counter() - t0,
                        units_on="spark", task_cpus=_task_cpus(spark))
     log.info("trained %d units on Spark in %.1f s (global %.1f s on the driver)", len(results), t3 - t0, t2 - t1)
