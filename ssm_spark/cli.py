@@ -156,6 +156,18 @@ def _run_validate(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _args_produce(parser: argparse.ArgumentParser) -> None:
+    from ssm_spark.product.produce import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_produce(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.product.produce import run
+
+    return run(args, cfg)
+
+
 JOBS: dict[str, Job] = {
     j.name: j
     for j in [
@@ -164,6 +176,8 @@ JOBS: dict[str, Job] = {
         Job("features", "feature stacks -> pixel table with the coupled physics features (Parquet)", _args_features, _run_features),
         Job("matchups", "feature stacks + ISMN in situ -> matchup table (Parquet)", _args_matchups, _run_matchups),
         Job("train", "matchups -> per-environment candidates, CV selection, model registry and report", _args_train, _run_train),
+        Job("produce", "feature stacks + model registry -> regional SSM product (Parquet, tile COGs, VRT, quicklooks)",
+            _args_produce, _run_produce),
         Job("validate", "a product (or any estimates on the grid) against ISMN in situ: metrics and report", _args_validate, _run_validate),
         Job("config", "print the resolved configuration and its hash", _args_none, _run_config),
     ]

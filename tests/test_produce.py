@@ -1,0 +1,382 @@
+"""produce: regions, tile COGs and VRT, and the Spark run end to end on a small simulated region
+(contract, values against the no-Spark path, clipping checked with Sedona, resume after an
+interruption byte for byte, both tile groupings giving the same bytes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+import shapely
+from shapely.geometry import Polygon, box, mapping
+
+from ssm_spark.config import load_config
+from ssm_spark.environments import MASK_BITS
+from ssm_spark.errors import InputError
+from ssm_spark.grid import Grid
+from ssm_spark.product import produce as P
+from ssm_spark.product.cog import blocksize_for, tile_arrays, write_tile_cog, write_vrt
+
+SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-05-01",
+         "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3"]
+D1, D2 = "2024-04-01", "2024-04-07"
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _decoded(root: Path, date: str) -> dict[str, object]:
+    """Parquet rows and COG/VRT pixels of a date, without file metadata."""
+    out: dict[str, object] = {}
+    for p in sorted((root / "parquet" / f"date={date}").glob("*.parquet")):
+        out[p.name] = pq.read_table(p).replace_schema_metadata(None).to_pandas().to_json()
+    for p in sorted((root / "cog" / date).glob("*.tif")) + [root / "vrt" / f"{date}.vrt"]:
+        with rasterio.open(p) as src:
+            out[p.name] = (src.read().tobytes(), src.transform, src.descriptions)
+    return out
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------- no Spark
+
+
+def test_regions_bbox_geojson_named_and_config(tmp_path: Path):
+    cfg = load_config(overrides=SMALL + ["produce.regions={west: [2.0, 43.8, 2.45, 44.2]}"])
+    grid = cfg.grid.build()
+    conf = P.resolve_region(None, cfg, grid)
+    assert conf.kind == "config" and conf.window is not None and len(conf.tiles) == 4
+    assert conf.full_tiles == frozenset(conf.tiles)  # the demo window is whole tiles
+    assert P.resolve_region("demo", cfg, grid) == conf
+    bb = P.resolve_region("2.0,43.8,2.45,44.2", cfg, grid)
+    assert bb.kind == "bbox" and bb.geometry.equals(box(2.0, 43.8, 2.45, 44.2))
+    assert P.resolve_region("west", cfg, grid).tiles == bb.tiles
+    # a FeatureCollection of two polygons -> their union; tiles that only touch it partly are cell-tested
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": mapping(box(2.0, 43.8, 2.3, 44.0))},
+        {"type": "Feature", "properties": {}, "geometry": mapping(box(2.6, 44.0, 2.9, 44.2))}]}
+    (tmp_path / "r.geojson").write_text(json.dumps(fc))
+    gj = P.resolve_region(str(tmp_path / "r.geojson"), cfg, grid)
+    assert gj.kind == "geojson" and gj.geometry.geom_type == "MultiPolygon" and gj.name == "r"
+    assert set(gj.tiles) == set(grid.tiles_for_geometry(gj.geometry)) and gj.full_tiles < set(gj.tiles)
+    assert bb.key() != gj.key() and "wkb:" in gj.key()
+    for bad, msg in [("nowhere", "not a bbox"), ("3,44,2,45", "min < max")]:
+        with pytest.raises(InputError, match=msg):
+            P.resolve_region(bad, cfg, grid)
+    (tmp_path / "pt.geojson").write_text(json.dumps({"type": "Point", "coordinates": [2.5, 44.0]}))
+    with pytest.raises(InputError, match="Polygon or MultiPolygon, found Point"):
+        P.resolve_region(str(tmp_path / "pt.geojson"), cfg, grid)
+    (tmp_path / "m.geojson").write_text(json.dumps(mapping(box(600000, 4e6, 700000, 4.1e6))))
+    with pytest.raises(InputError, match="lon/lat"):
+        P.resolve_region(str(tmp_path / "m.geojson"), cfg, grid)
+
+
+def test_clip_mask_keeps_cells_whose_centre_is_in_the_polygon():
+    cfg = load_config(overrides=SMALL)
+    grid = cfg.grid.build()
+    tri = Polygon([(2.1, 43.75), (2.9, 43.8), (2.4, 44.25)])
+    region = P._geometry_region("tri", "geojson", "test", tri, grid)
+    r0, c0 = (min(t[0] for t in region.tiles) * 32, min(t[1] for t in region.tiles) * 32)
+    rows, cols = np.meshgrid(np.arange(r0, r0 + 64), np.arange(c0, c0 + 64), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    lon, lat = grid.to_lonlat(rows, cols)
+    px = pd.DataFrame({"row": rows, "col": cols, "tile_row": rows // 32, "tile_col": cols // 32, "lon": lon, "lat": lat})
+    keep = P.clip_mask(px, region)
+    want = np.array([tri.contains(shapely.Point(x, y)) for x, y in zip(lon, lat)])
+    np.testing.assert_array_equal(keep, want)
+    assert 0 < keep.sum() < len(keep)
+
+
+def test_tile_cog_and_vrt_round_trip(tmp_path: Path):
+    grid = Grid.ease2(1, tile_size=32)
+    tiles = [(70, 550), (70, 551), (71, 550)]
+    rng = np.random.default_rng(3)
+    frames = {}
+    for tr, tc in tiles:
+        w = grid.tile_window(tr, tc)
+        r, c = np.meshgrid(np.arange(w.row_off, w.row_off + 32), np.arange(w.col_off, w.col_off + 32), indexing="ij")
+        df = pd.DataFrame({"row": r.ravel(), "col": c.ravel(), "ssm": rng.uniform(0.05, 0.45, 1024),
+                           "qc": rng.choice([0, 1, 2, 8, 2048 | 2], 1024).astype("i4")})
+        df = df.sample(900, random_state=1)  # holes -> NaN
+        df.loc[df.index[:10], "ssm"] = np.nan
+        frames[(tr, tc)] = df
+        (tmp_path / "cog").mkdir(exist_ok=True)
+        data = tile_arrays(df, grid, tr, tc, ["ssm", "qc"])
+        write_tile_cog(tmp_path / "cog" / f"t_{tr}_{tc}.tif", data, grid, tr, tc, ["ssm", "qc"], {"manifest_id": "m1"})
+    with rasterio.open(tmp_path / "cog" / "t_70_550.tif") as src:
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert src.overviews(1) == [2] and src.block_shapes[0] == (blocksize_for(32),) * 2 == (16, 16)
+        assert src.descriptions == ("ssm", "qc") and src.dtypes == ("float32", "float32") and np.isnan(src.nodata)
+        assert src.transform == grid.tile_transform(70, 550) and src.crs.to_epsg() == 6933
+        assert src.tags()["manifest_id"] == "m1" and src.tags(1)["units"] == "m3/m3"
+        a = src.read()
+    df = frames[(70, 550)]
+    rr, cc = df["row"].to_numpy() - 70 * 32, df["col"].to_numpy() - 550 * 32
+    np.testing.assert_array_equal(a[0, rr, cc], df["ssm"].to_numpy().astype("f4"))
+    np.testing.assert_array_equal(a[1, rr, cc].astype(int), df["qc"].to_numpy())  # the bits, exactly
+    assert np.isnan(a[0]).sum() == 1024 - 900 + 10
+    (tmp_path / "vrt").mkdir()
+    write_vrt(tmp_path / "vrt" / "d.vrt", grid, [(tr, tc, f"../cog/t_{tr}_{tc}.tif") for tr, tc in tiles],
+              tiles + [(71, 551)], ["ssm", "qc"], {"manifest_id": "m1"})
+    with rasterio.open(tmp_path / "vrt" / "d.vrt") as v:
+        assert (v.width, v.height) == (64, 64) and v.transform == grid.tile_transform(70, 550)
+        assert v.tags()["manifest_id"] == "m1" and v.descriptions == ("ssm", "qc")
+        m = v.read()
+    for tr, tc in tiles:
+        with rasterio.open(tmp_path / "cog" / f"t_{tr}_{tc}.tif") as src:
+            dr, dc = (tr - 70) * 32, (tc - 550) * 32
+            np.testing.assert_array_equal(m[:, dr:dr + 32, dc:dc + 32], src.read())
+    assert np.isnan(m[:, 32:, 32:]).all()  # the extent tile without a COG is nodata
+
+
+def test_product_hash_follows_the_product_not_the_resources():
+    cfg = load_config(overrides=SMALL)
+    grid = cfg.grid.build()
+    region = P.resolve_region(None, cfg, grid)
+    h = P.product_hash(cfg, region, "m1")
+    same = load_config(overrides=SMALL + ["spark.master=local[1]", "produce.nthread=3", "produce.tile_grouping=shuffle"])
+    assert P.product_hash(same, region, "m1") == h and same.hash() != cfg.hash()
+    other = load_config(overrides=SMALL + ["produce.cog_bands=[ssm, ssm_p05, ssm_p95, qc]"])
+    assert P.product_hash(other, region, "m1") != h and P.product_hash(cfg, region, "m2") != h
+
+
+# ------------------------------------------------------------------------------------- Spark
+
+
+@pytest.fixture(scope="module")
+def small(spark, tmp_path_factory):
+    """A small simulated region (2 x 2 tiles of 32 cells, 6 dates) with a registry trained on it."""
+    from ssm_spark.pipeline import matchups_run, train_run
+    from ssm_spark.sources.simulate import simulate
+
+    root = tmp_path_factory.mktemp("produce")
+    cfg = load_config(overrides=SMALL)
+    simulate(cfg, root / "sim")
+    matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
+    summary = train_run(spark, cfg, root / "matchups.parquet", root / "models")
+    assert summary["stations"] == 12 and summary["manifest_id"]
+    return cfg, root
+
+
+@pytest.fixture(scope="module")
+def clean(spark, small):
+    """An uninterrupted run over two dates."""
+    cfg, root = small
+    out = root / "clean"
+    summary = P.produce(spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D2, out)
+    return summary, out
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_product_contract_values_and_provenance(spark, small, clean):
+    from ssm_spark.models.registry import load_registry
+    from ssm_spark.sources.stacks import discover
+
+    cfg, root = small
+    summary, out = clean
+    grid = cfg.grid.build()
+    mid = summary["manifest_id"]
+    assert summary["produced"] == 2 and summary["failed_files"] == [] and summary["pixels"] == 2 * 64 * 64
+    names = [f"ease2_1km_{tr}_{tc}" for tr, tc in P.resolve_region(None, cfg, grid).tiles]
+    for d in (D1, D2):
+        assert sorted(p.name for p in (out / "parquet" / f"date={d}").iterdir()) == sorted(
+            [f"{n}.parquet" for n in names] + ["_SUCCESS.json"])
+        assert sorted(p.name for p in (out / "cog" / d).iterdir()) == sorted(f"{n}.tif" for n in names)
+        assert (out / "vrt" / f"{d}.vrt").is_file() and (out / "quicklook" / f"{d}.png").is_file()
+        marker = json.loads((out / "parquet" / f"date={d}" / "_SUCCESS.json").read_text())
+        assert marker["manifest_id"] == mid and marker["config_hash"] == cfg.hash()
+        assert marker["counts"]["pixels"] == 4096 and marker["counts"]["grouping"] == "per tile task"
+    assert json.loads((out / "product.json").read_text())["dates"] == [D1, D2]
+    assert not (out / "_staging").exists()
+
+    # the dataset as Spark reads it: the product contract, partitioned by date
+    df = spark.read.parquet(str(out / "parquet"))
+    assert sorted(df.columns) == sorted(P.PRODUCT_COLUMNS)
+    assert dict(df.dtypes)["date"] == "date" and df.count() == 2 * 4096
+    prod = df.where(f"date = DATE'{D1}'").toPandas().sort_values(["row", "col"]).reset_index(drop=True)
+    w = cfg.region.window(grid)
+    assert prod["row"].between(w.row_off, w.row_off + w.height - 1).all()
+    masked = (prod["qc"] & MASK_BITS) != 0
+    assert masked.any() and prod.loc[masked, "ssm"].isna().all() and prod.loc[masked, "model_id"].isna().all()
+    assert prod.loc[~masked, "model_id"].str.startswith(mid + "/").all()
+    ok = prod["ssm"].notna()
+    assert ok.mean() > 0.8 and prod.loc[ok, "ssm"].between(0.0, 0.7).all()
+    assert (prod.loc[ok, "ssm_p05"] <= prod.loc[ok, "ssm"] + 1e-9).mean() > 0.9
+
+    # the same numbers as the no-Spark path (read a file, predict with the registry from disk)
+    reg = load_registry(root / "models")
+    inv = discover(root / "sim" / "stacks", grid, root / "sim" / "static")
+    job = P.DateJob(D1, grid, P.resolve_region(None, cfg, grid), str(out), cfg.ingest.max_slope_deg, {}, None)
+    ref = pd.concat([P.predict_rows(P.read_clipped(f, job)[0], reg) for f in inv.files if f.date == D1])
+    ref = ref.sort_values(["row", "col"]).reset_index(drop=True)
+    np.testing.assert_array_equal(prod["row"], ref["row"])
+    np.testing.assert_array_equal(prod["ssm"].to_numpy("f8"), ref["ssm"].to_numpy("f8"))
+    np.testing.assert_array_equal(prod["qc"], ref["qc"])
+    assert list(prod["model_id"].fillna("-")) == list(ref["model_id"].fillna("-"))
+
+    # COGs and the VRT hold the Parquet values; every output names the manifest and config
+    tr, tc = P.resolve_region(None, cfg, grid).tiles[0]
+    with rasterio.open(out / "cog" / D1 / f"ease2_1km_{tr}_{tc}.tif") as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and src.overviews(1)
+        assert src.transform == grid.tile_transform(tr, tc) and src.descriptions == ("ssm", "qc")
+        assert src.tags()["manifest_id"] == mid and src.tags()["config_hash"] == cfg.hash()
+    with rasterio.open(out / "vrt" / f"{D1}.vrt") as v:
+        assert v.transform == grid.window_transform(w) and (v.height, v.width) == (64, 64)
+        assert v.tags()["manifest_id"] == mid
+        mosaic = v.read()
+    r, c = (prod["row"] - w.row_off).to_numpy(), (prod["col"] - w.col_off).to_numpy()
+    np.testing.assert_array_equal(mosaic[0, r, c], prod["ssm"].to_numpy("f8").astype("f4"))
+    np.testing.assert_array_equal(mosaic[1, r, c], prod["qc"].to_numpy().astype("f4"))
+    kv = json.loads(pq.read_schema(out / "parquet" / f"date={D1}" / f"ease2_1km_{tr}_{tc}.parquet").metadata[b"ssm_spark"])
+    assert kv["manifest_id"] == mid and kv["config_hash"] == cfg.hash() and kv["date"] == D1
+    from PIL import Image
+
+    with Image.open(out / "quicklook" / f"{D1}.png") as im:
+        assert im.text["manifest_id"] == mid and im.text["config_hash"] == cfg.hash() and im.size[0] >= 500
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_bytes(spark, small, clean, caplog):
+    cfg, root = small
+    _, ref = clean
+    out = root / "interrupted"
+    args = (spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D2, out)
+
+    def stop_at(stage, date):
+        def hook(s, d):
+            if (s, d) == (stage, date):
+                raise _Interrupt(f"killed at {s} {d}")
+        return hook
+
+    with pytest.raises(_Interrupt):  # killed with the second date written to staging, not committed
+        P.produce(*args, hook=stop_at("staged", D2))
+    assert (out / "parquet" / f"date={D1}" / "_SUCCESS.json").is_file()
+    assert not (out / "parquet" / f"date={D2}").exists() and not (out / "cog" / D2).exists()
+    assert any((out / "_staging").iterdir())  # the half-done date, invisible to readers
+    with caplog.at_level(logging.INFO, logger="ssm_spark.product.produce"):
+        again = P.produce(*args)
+    assert again["dates"][D1]["status"] == "skipped" and again["dates"][D2]["status"] == "produced"
+    assert any("skipping" in r.getMessage() and D1 in r.getMessage() for r in caplog.records)
+    assert not (out / "_staging").exists()
+    assert _files(out) == _files(ref)
+
+    # killed in the middle of the commit: Parquet moved, COGs not, no marker -> recomputed, same bytes
+    with pytest.raises(_Interrupt):
+        P.produce(*args, force=True, hook=stop_at("partial", D1))
+    assert not (out / "parquet" / f"date={D1}" / "_SUCCESS.json").exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ssm_spark.product.produce"):
+        third = P.produce(*args)
+    assert third["dates"][D1]["status"] == "produced" and third["dates"][D2]["status"] == "skipped"
+    assert _files(out) == _files(ref)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_shuffle_grouping_same_bytes_and_changed_settings_recompute(spark, small, clean, caplog):
+    cfg, root = small
+    _, ref = clean
+    out = root / "regrouped"
+    shutil.copytree(ref, out)
+    shuffled = load_config(overrides=SMALL + ["produce.tile_grouping=shuffle"])
+    s = P.produce(spark, shuffled, root / "models", root / "sim" / "stacks", None, D1, D1, out, force=True)
+    assert s["dates"][D1]["grouping"] == "shuffle by tile"
+    # rows regrouped by Spark: the same rows and pixels (the files differ only in the recorded config hash)
+    assert _decoded(out, D1) == _decoded(ref, D1)
+
+    more = load_config(overrides=SMALL + ["produce.cog_bands=[ssm, ssm_p05, ssm_p95, qc]", "produce.quicklook=false"])
+    before_d2 = {k: v for k, v in _files(out).items() if D2 in k}
+    with caplog.at_level(logging.INFO, logger="ssm_spark.product.produce"):
+        s = P.produce(spark, more, root / "models", root / "sim" / "stacks", None, D1, D1, out)
+    assert s["dates"][D1]["status"] == "produced"
+    assert any("recomputing" in r.getMessage() and "product hash" in r.getMessage() for r in caplog.records)
+    assert not (out / "quicklook" / f"{D1}.png").exists()  # replaced as a whole: no stale quicklook
+    with rasterio.open(out / "vrt" / f"{D1}.vrt") as v:
+        assert v.descriptions == ("ssm", "ssm_p05", "ssm_p95", "qc")
+        lo, mid, hi = v.read(2), v.read(1), v.read(3)
+    ok = np.isfinite(mid)
+    assert ok.any() and (lo[ok] <= hi[ok]).all()
+    assert {k: v for k, v in _files(out).items() if D2 in k} == before_d2  # other dates untouched
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_geojson_region_clips_like_sedona(spark, small, tmp_path):
+    from ssm_spark.sources.stacks import discover, read_file_cells
+
+    cfg, root = small
+    grid = cfg.grid.build()
+    win = cfg.region.window(grid)
+    lon, lat = grid.to_lonlat(np.array([win.row_off, win.row_off + 63]), np.array([win.col_off, win.col_off + 63]))
+    # a triangle over part of the region: every tile partly covered
+    (x0, x1), (y1, y0) = lon, lat
+    tri = Polygon([(x0 + 0.05, y0 + 0.05), (x1 + 0.3, y0 + 0.1), (x0 + 0.2, y1 + 0.3)])
+    (tmp_path / "tri.geojson").write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": mapping(tri)}))
+    out = tmp_path / "tri"
+    s = P.produce(spark, cfg, root / "models", root / "sim" / "stacks", str(tmp_path / "tri.geojson"), D2, D2, out)
+    assert s["region"]["kind"] == "geojson" and s["region"]["tiles_partly_covered"] >= 1
+    got = spark.read.parquet(str(out / "parquet")).select("row", "col").toPandas()
+    # the expected cells by Sedona: every acquisition cell of the date whose centre intersects the polygon
+    inv = discover(root / "sim" / "stacks", grid, root / "sim" / "static")
+    px = pd.concat([read_file_cells(f, grid, cfg.ingest.max_slope_deg) for f in inv.files if f.date == D2])
+    want = (spark.createDataFrame(px[["row", "col", "lon", "lat"]])
+            .where(f"ST_Intersects(ST_GeomFromWKT('{tri.wkt}'), ST_Point(lon, lat))").select("row", "col").toPandas())
+    assert 200 < len(want) < len(px)
+    key = lambda d: sorted(zip(d["row"], d["col"]))  # noqa: E731
+    assert key(got) == key(want)
+    with rasterio.open(out / "vrt" / f"{D2}.vrt") as v:
+        a = v.read(1)
+    assert np.isfinite(a).sum() <= len(want) and np.isnan(a).sum() > 0
+
+
+@pytest.mark.spark
+def test_cli_run_skips_a_complete_product(spark, small, clean, capsys):
+    _, root = small
+    _, ref = clean
+    # the test session's own settings, so that session() hands back the shared session unchanged
+    cfg = load_config(overrides=SMALL + ["spark.shuffle_partitions=2", "spark.app_name=ssm-spark-tests"])
+    parser = argparse.ArgumentParser()
+    P.add_arguments(parser)
+    args = parser.parse_args(["--models", str(root / "models"), "--stacks", str(root / "sim" / "stacks"),
+                              "--start", D1, "--end", D2, "--output", str(ref)])
+    assert args.region is None and not args.force
+    before = _files(ref)
+    assert P.run(args, cfg) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["skipped"] == 2 and printed["produced"] == 0
+    assert _files(ref) == before
+    bad = parser.parse_args(["--models", str(root / "models"), "--stacks", str(root / "sim" / "stacks"),
+                             "--start", "2030-01-01", "--output", str(ref)])
+    with pytest.raises(InputError, match="no stack file dated 2030-01-01"):
+        P.run(bad, cfg)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_corrupt_tile_is_recorded_and_the_date_goes_on(spark, small, tmp_path):
+    cfg, root = small
+    stacks = tmp_path / "stacks"
+    shutil.copytree(root / "sim" / "stacks" / D1, stacks / D1)
+    bad = sorted((stacks / D1).glob("*.tif"))[0]
+    blob = bytearray(bad.read_bytes())
+    blob[200:len(blob) // 2] = b"\xff" * (len(blob) // 2 - 200)  # header intact, data blocks garbage
+    bad.write_bytes(bytes(blob))
+    s = P.produce(spark, cfg, root / "models", stacks, None, D1, D1, tmp_path / "out", static=root / "sim" / "static")
+    r = s["dates"][D1]
+    assert r["files_failed"] == 1 and r["tiles"] == 3 and r["pixels"] == 3 * 1024
+    assert len(s["failed_files"]) == 1 and bad.name in s["failed_files"][0]["reason"]
+    marker = json.loads((tmp_path / "out" / "parquet" / f"date={D1}" / "_SUCCESS.json").read_text())
+    assert marker["failed_files"][0]["file"] == str(bad) and len(list((tmp_path / "out" / "cog" / D1).iterdir())) == 3
