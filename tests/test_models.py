@@ -363,9 +363,9 @@ def test_step_by_step_path_for_spark_equals_train_models():
     ctx, table = selection.prepare_training(df, cfg)
     glob = selection.train_global(table, ctx)
     table = selection.attach_global_oof(table, glob)
-    shipped = pd.concat([selection.train_unit(k, d.sample(frac=1.0, random_state=0), ctx).to_frame()
-                         for k, d in selection.unit_frames(table, ctx).items()], ignore_index=True)
-    units = {"global": glob, **selection.UnitResult.from_frame(shipped)}
+    shipped = [selection.train_unit(k, d.sample(frac=1.0, random_state=0), ctx)
+               for k, d in selection.unit_frames(table, ctx).items()]
+    units = {"global": glob, **{r.key: r for r in shipped}}
     step = selection.finalize_training(ctx, units)
     assert step.cv_metrics == whole.cv_metrics
     assert set(step.units) == {"cropland_C", "cropland_D", "cropland", "global"}

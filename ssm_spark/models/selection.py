@@ -52,7 +52,6 @@ import logging
 import math
 import multiprocessing
 import os
-import pickle
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +77,6 @@ __all__ = [
     "MIN_STATION_SAMPLES",
     "TrainingContext",
     "UnitResult",
-    "UNIT_RESULT_SCHEMA",
     "TrainingResult",
     "clean_matchups",
     "assign_folds",
@@ -109,8 +107,6 @@ CONTRACT_ENV_KEYS: tuple[str, ...] = ("framework", "candidates", "selected", "ru
 MIN_STATION_SAMPLES = 10
 
 LEVELS = ("environment", "group", "global")
-#: Spark schema of :meth:`UnitResult.to_frame`.
-UNIT_RESULT_SCHEMA = "key string, payload binary"
 
 
 def _train_cfg(cfg: Any) -> Any:
@@ -542,22 +538,6 @@ class UnitResult:
     def uses_global(self) -> bool:
         """True when the unit serves the global model (its files are the global unit's)."""
         return self.level != "global" and self.selected == "global"
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row (``key``, ``payload``) for the return value of a Spark ``applyInPandas`` (schema
-        :data:`UNIT_RESULT_SCHEMA`); :meth:`from_frame` restores the results on the driver. The payload
-        is a pickle *in flight* between the workers and the driver of one job (same code, same
-        versions); what is persisted is only the registry's JSON and UBJ."""
-        return pd.DataFrame({"key": [self.key], "payload": [pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)]})
-
-    @staticmethod
-    def from_frame(frame: pd.DataFrame) -> dict[str, "UnitResult"]:
-        """``{key: UnitResult}`` from the rows of :meth:`to_frame` (e.g. ``spark_df.toPandas()``)."""
-        out = {}
-        for key, payload in zip(frame["key"], frame["payload"]):
-            res = pickle.loads(bytes(payload))
-            out[str(key)] = res
-        return out
 
 
 def _by_fold(d: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
