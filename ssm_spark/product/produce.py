@@ -497,17 +497,6 @@ def _worker_registry(bc, nthread: int) -> "Registry":
     return cached_registry(manifest, blobs, nthread=nthread)
 
 
-class _ListParam:
-    """AccumulatorParam for lists of records."""
-
-    def zero(self, value):
-        return []
-
-    def addInPlace(self, a, b):
-        a.extend(b)
-        return a
-
-
 def _tile_of_file(f: "StackFile", grid: Grid) -> tuple[int, int] | None:
     ts = grid.tile_size
     tr0, tc0 = f.row_off // ts, f.col_off // ts
@@ -565,8 +554,10 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, files: list, bc, nthread:
     """Files of any shape: read, clip and predict per file, regroup the rows by tile, write per tile."""
     read_errors = _read_errors()
     sc = spark.sparkContext
-    errors = sc.accumulator([], _ListParam())
-    rejections = sc.accumulator([], _ListParam())
+    from ssm_spark.sources.stacks import ListParam
+
+    errors = sc.accumulator([], ListParam())
+    rejections = sc.accumulator([], ListParam())
 
     def _rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reg = _worker_registry(bc, nthread)

@@ -93,7 +93,7 @@ class StackInventory:
         return out
 
 
-class _ListParam:
+class ListParam:
     """AccumulatorParam for lists of records (a task retried twice adds twice: readers dedupe)."""
 
     def zero(self, value):
@@ -292,10 +292,10 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
             return spark.createDataFrame([], pixel_schema(grid))
     payload = [(i, f.path) for i, f in enumerate(files)]
     if inventory.read_errors is None:
-        inventory.read_errors = spark.sparkContext.accumulator([], _ListParam())
+        inventory.read_errors = spark.sparkContext.accumulator([], ListParam())
     errors = inventory.read_errors
     if inventory.value_rejections is None:
-        inventory.value_rejections = spark.sparkContext.accumulator([], _ListParam())
+        inventory.value_rejections = spark.sparkContext.accumulator([], ListParam())
     value_acc = inventory.value_rejections
 
     def _read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
