@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from ssm_spark.errors import ConfigError
 from ssm_spark.grid import Grid
@@ -262,6 +263,8 @@ class ProduceConfig(_Strict):
 
     Every setting here except ``nthread``, ``tile_grouping`` and ``regions`` changes the product's
     bytes, so it enters the product hash that decides whether a finished date is skipped on re-run.
+    ``aggregate`` and ``aggregate_min_fraction`` are left out of the dump (so of both hashes) while
+    ``aggregate`` is empty: configurations from before multi-scale products hash as they did.
     """
 
     regions: dict[str, tuple[float, float, float, float] | str] = Field(
@@ -283,6 +286,46 @@ class ProduceConfig(_Strict):
         "auto", description="auto: when every stack file lies in one grid tile (one file per tile and date), "
         "read, predict and write a tile in one task; shuffle: always regroup the rows by tile")
     nthread: int = Field(0, ge=0, description="XGBoost threads per task; 0: the task's cores (spark.task.cpus)")
+    aggregate: list[str] = Field(
+        default_factory=list, description="coarser nested grids to aggregate each date onto (multi-scale "
+        "products): grid names (ease2_3km, ease2_9km, ease2_36km, geo_<deg>deg) or EASE-Grid 2.0 km numbers "
+        "(3, 9, 36); each must nest in the product grid (checked when produce starts); empty: off")
+    aggregate_min_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="a coarse cell has an ssm value when at least this fraction of its "
+        "f x f fine cells has one (at least one cell always)")
+
+    @field_validator("aggregate", mode="before")
+    @classmethod
+    def _grid_names(cls, v: Any) -> Any:
+        if not isinstance(v, (list, tuple)):
+            return v
+        out = []
+        for item in v:
+            name = str(item).strip()
+            if isinstance(item, int) and not isinstance(item, bool) or name.isdigit():
+                name = f"ease2_{int(name)}km"
+            elif isinstance(item, float):
+                name = f"ease2_{int(item)}km" if item.is_integer() else f"ease2_{item}km"
+            elif name.endswith("km") and name[:-2].isdigit():
+                name = f"ease2_{name}"
+            try:
+                Grid.from_name(name)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a grid: {exc} (EASE-Grid 2.0 km: 3, 9, 36)") from None
+            if name in out:
+                raise ValueError(f"{name} is listed twice")
+            out.append(name)
+        return sorted(out, key=lambda n: Grid.from_name(n).cell)  # finest first, whatever order given
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_aggregate(self, handler: Any) -> dict:
+        # off (the default) is not written, so configurations and product hashes from before these
+        # keys existed are unchanged
+        data = handler(self)
+        if not self.aggregate:
+            data.pop("aggregate", None)
+            data.pop("aggregate_min_fraction", None)
+        return data
 
     @field_validator("cog_blocksize")
     @classmethod

@@ -20,7 +20,7 @@ from shapely.geometry import Polygon, box, mapping
 
 from ssm_spark.config import load_config
 from ssm_spark.environments import MASK_BITS
-from ssm_spark.errors import InputError
+from ssm_spark.errors import ConfigError, InputError
 from ssm_spark.grid import Grid
 from ssm_spark.product import produce as P
 from ssm_spark.product.cog import blocksize_for, tile_arrays, write_tile_cog, write_vrt
@@ -380,3 +380,124 @@ def test_a_corrupt_tile_is_recorded_and_the_date_goes_on(spark, small, tmp_path)
     assert len(s["failed_files"]) == 1 and bad.name in s["failed_files"][0]["reason"]
     marker = json.loads((tmp_path / "out" / "parquet" / f"date={D1}" / "_SUCCESS.json").read_text())
     assert marker["failed_files"][0]["file"] == str(bad) and len(list((tmp_path / "out" / "cog" / D1).iterdir())) == 3
+
+
+# ------------------------------------------------------------------------- multi-scale products
+
+AGG = ["produce.aggregate=[3, 9, 36]", "produce.aggregate_min_fraction=0.5"]
+
+
+@pytest.fixture(scope="module")
+def agg(spark, small):
+    """One date aggregated onto 3, 9 and 36 km besides the 1 km product."""
+    _, root = small
+    cfg = load_config(overrides=SMALL + AGG)
+    out = root / "agg"
+    summary = P.produce(spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D1, out)
+    return cfg, summary, out
+
+
+def _agg_decoded(root: Path, date: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for p in sorted((root / "agg").glob(f"*/parquet/date={date}/*.parquet")):
+        out[p.name] = pq.read_table(p).replace_schema_metadata(None).to_pandas().to_json()
+    for p in sorted((root / "agg").glob(f"*/cog/{date}/*.tif")):
+        with rasterio.open(p) as src:
+            out[p.name] = (src.read().tobytes(), src.transform, src.descriptions)
+    return out
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_multiscale_products_are_block_means_with_provenance(spark, small, clean, agg):
+    _, ref = clean
+    cfg, summary, out = agg
+    grid = cfg.grid.build()
+    mid, chash, phash = summary["manifest_id"], cfg.hash(), summary["product_hash"]
+    r = summary["dates"][D1]
+    assert r["status"] == "produced" and set(r["aggregates"]) == {"ease2_3km", "ease2_9km", "ease2_36km"}
+    assert r["aggregate_seconds"] > 0
+    assert _decoded(out, D1) == _decoded(ref, D1)  # the 1 km product is the same with aggregation on
+    marker = json.loads((out / "parquet" / f"date={D1}" / "_SUCCESS.json").read_text())
+    info = json.loads((out / "product.json").read_text())
+    assert [g["grid"] for g in info["aggregates"]["grids"]] == ["ease2_3km", "ease2_9km", "ease2_36km"]
+
+    # known answer: 9 km block means of the 1 km Parquet, numpy (Grid.aggregate) against the written aggregate
+    win = cfg.region.window(grid)
+    fine = spark.read.parquet(str(out / "parquet")).where(f"date = DATE'{D1}'").select("row", "col", "ssm").toPandas()
+    arr = np.full((int(win.height), int(win.width)), np.nan)
+    arr[fine["row"] - win.row_off, fine["col"] - win.col_off] = fine["ssm"].to_numpy("f8")
+    for name, km in [("ease2_3km", 3), ("ease2_9km", 9), ("ease2_36km", 36)]:
+        coarse = Grid.ease2(km, tile_size=32)
+        got = spark.read.parquet(str(out / "agg" / name / "parquet")).toPandas().sort_values(["row", "col"])
+        assert sorted(got.columns) == sorted(P.AGG_COLUMNS) and (got["date"].astype(str) == D1).all()
+        min_count = int(np.ceil(0.5 * km * km))
+        mean, count, cwin = grid.aggregate(arr, win, coarse, min_count=min_count)
+        cr, cc = got["row"].to_numpy() - cwin.row_off, got["col"].to_numpy() - cwin.col_off
+        np.testing.assert_allclose(got["ssm"].to_numpy("f8"), mean[cr, cc], rtol=0, atol=1e-9, equal_nan=True)
+        np.testing.assert_array_equal(got["n_valid"], count[cr, cc])
+        assert len(got) == (mean.shape[0] * mean.shape[1]) and got["ssm"].notna().any()  # every coarse cell touched
+        assert r["aggregates"][name] == {"tiles": got.groupby(["tile_row", "tile_col"]).ngroups, "cells": len(got),
+                                         "valid": int(got["ssm"].notna().sum())}
+        assert set(f"{name}_{a}_{b}.parquet" for a, b in zip(got["tile_row"], got["tile_col"])) == {
+            p.name for p in (out / "agg" / name / "parquet" / f"date={D1}").iterdir()}
+        # each coarse tile COG holds its Parquet's values; every file names manifest, config and product
+        for (tr, tc), rows in got.groupby(["tile_row", "tile_col"]):
+            stem = f"{name}_{tr}_{tc}"
+            assert f"agg/{name}/cog/{D1}/{stem}.tif" in marker["outputs"]
+            with rasterio.open(out / "agg" / name / "cog" / D1 / f"{stem}.tif") as src:
+                assert src.descriptions == ("ssm", "qc", "frac_valid") and src.crs.to_epsg() == 6933
+                assert src.transform == coarse.tile_transform(tr, tc)
+                tags = src.tags()
+                assert (tags["manifest_id"], tags["config_hash"], tags["product_hash"]) == (mid, chash, phash)
+                assert tags["grid"] == name and tags["aggregated_from"] == "ease2_1km" and tags["nest_factor"] == str(km)
+                a = src.read()
+            w = coarse.tile_window(tr, tc)
+            rr, rc = rows["row"].to_numpy() - w.row_off, rows["col"].to_numpy() - w.col_off
+            np.testing.assert_array_equal(a[0, rr, rc], rows["ssm"].to_numpy("f8").astype("f4"))
+            np.testing.assert_array_equal(a[1, rr, rc].astype(int), rows["qc"].to_numpy())
+            np.testing.assert_array_equal(a[2, rr, rc], rows["frac_valid"].to_numpy().astype("f4"))
+            assert np.isnan(a[0]).sum() == a[0].size - rows["ssm"].notna().sum()
+            kv = json.loads(pq.read_schema(out / "agg" / name / "parquet" / f"date={D1}" / f"{stem}.parquet")
+                            .metadata[b"ssm_spark"])
+            assert (kv["manifest_id"], kv["config_hash"], kv["product_hash"], kv["date"]) == (mid, chash, phash, D1)
+        with rasterio.open(out / "agg" / name / "vrt" / f"{D1}.vrt") as v:
+            assert v.tags()["manifest_id"] == mid and v.tags()["grid"] == name and v.res == (coarse.cell, coarse.cell)
+            m = v.read(1)
+            left = round((v.transform.c - coarse.x0) / coarse.cell)  # the VRT's first cell, global coarse cells
+            top = round((coarse.y0 - v.transform.f) / coarse.cell)
+        np.testing.assert_array_equal(m[got["row"] - top, got["col"] - left], got["ssm"].to_numpy("f8").astype("f4"))
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_multiscale_resume_is_byte_identical_and_dropped_grids_go(spark, small, agg):
+    cfg, _, ref = agg
+    _, root = small
+    out = root / "agg_interrupted"
+    args = (spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D1, out)
+    assert P.produce(spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D1, ref)["skipped"] == 1
+
+    def hook(s, d):
+        if s == "partial":
+            raise _Interrupt("killed in the commit")
+
+    with pytest.raises(_Interrupt):  # 1 km Parquet moved, nothing else: no marker, no aggregate visible
+        P.produce(*args, hook=hook)
+    assert not (out / "agg").exists() and not (out / "parquet" / f"date={D1}" / "_SUCCESS.json").exists()
+    assert P.produce(*args)["produced"] == 1
+    assert _files(out) == _files(ref)
+
+    # fewer grids: the date is recomputed and the dropped grids' outputs of the date are removed
+    nine = load_config(overrides=SMALL + ["produce.aggregate=[9]"])
+    s = P.produce(spark, nine, root / "models", root / "sim" / "stacks", None, D1, D1, out)
+    assert s["produced"] == 1 and list(s["dates"][D1]["aggregates"]) == ["ease2_9km"]
+    assert sorted(p.name for p in (out / "agg").iterdir() if any(p.rglob("*.parquet"))) == ["ease2_9km"]
+    assert not (out / "agg" / "ease2_3km" / "parquet" / f"date={D1}").exists()
+    assert not (out / "agg" / "ease2_36km" / "vrt" / f"{D1}.vrt").exists()
+    assert {k: v for k, v in _agg_decoded(out, D1).items() if "9km" in k} == {
+        k: v for k, v in _agg_decoded(ref, D1).items() if "9km" in k}
+    with pytest.raises(ConfigError, match="produce.aggregate: 'ease2_3km'.*grid.name=ease2_9km"):
+        P.produce(spark, load_config(overrides=SMALL + ["grid.name=ease2_9km", "produce.aggregate=[3]"]),
+                  root / "models", root / "sim" / "stacks", None, D1, D1, tmp := root / "never")
+    assert not tmp.exists()

@@ -33,7 +33,8 @@ __all__ = ["BAND_UNITS", "blocksize_for", "tile_arrays", "write_tile_cog", "writ
 
 #: Units recorded in the band metadata.
 BAND_UNITS = {"ssm": "m3/m3", "ssm_p05": "m3/m3", "ssm_p95": "m3/m3",
-              "qc": "bit flags (uint16, see ssm_spark.physics.qc)"}
+              "qc": "bit flags (uint16, see ssm_spark.physics.qc)",
+              "frac_valid": "fraction of the cell's fine cells with a retrieval (aggregated products)"}
 
 
 def blocksize_for(tile_size: int, configured: int = 0) -> int:

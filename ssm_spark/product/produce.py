@@ -10,7 +10,11 @@ Per date (one Spark job per date, so memory is bounded by a date and a tile, nev
          UBJ bytes broadcast once per run, nthread = the task's cores) -> product rows
       -> per tile (same task when stack files are grid tiles; else regrouped by tile, applyInPandas):
          Parquet file + Cloud-Optimized GeoTIFF, written by the executor into a staging folder
-      -> driver: VRT mosaic, quicklook PNG (decimated read of the VRT), then the commit
+      -> driver: VRT mosaic, quicklook PNG (decimated read of the VRT)
+      -> with ``produce.aggregate``: the staged tile Parquet files aggregated onto each coarser nested
+         grid (Spark: partial sums per fine tile, regrouped by coarse tile, written by the executors;
+         :mod:`ssm_spark.product.aggregate`), a VRT per coarse grid on the driver
+      -> the commit
 
 Only small per-tile summaries come back to the driver; pixels never do. The physics runs inside
 :meth:`Registry.predict` (``add_physics``: the same ``coupled_features`` kernel that
@@ -24,7 +28,18 @@ Output layout (``OUTPUT/``)::
     cog/YYYY-MM-DD/<grid>_<tile_row>_<tile_col>.tif                tile COGs (float32: ssm, qc; NaN nodata)
     vrt/YYYY-MM-DD.vrt                                             mosaic of the date's COGs
     quicklook/YYYY-MM-DD.png                                       SSM, colour bar, region outline
+    agg/<cgrid>/parquet/date=YYYY-MM-DD/<cgrid>_<tr>_<tc>.parquet  with produce.aggregate: coarse cells
+    agg/<cgrid>/cog/YYYY-MM-DD/<cgrid>_<tr>_<tc>.tif               coarse tile COGs (cog_bands + frac_valid)
+    agg/<cgrid>/vrt/YYYY-MM-DD.vrt                                 mosaic of the coarse COGs
     product.json                                                   grid, region, manifest, hashes, dates
+
+``<cgrid>`` is each grid of ``produce.aggregate`` (e.g. ``ease2_9km``), tiled with the product's
+``tile_size`` in its own cells. ``spark.read.parquet("OUTPUT/agg/ease2_9km/parquet")`` gives
+``grid, tile_row, tile_col, row, col, lon, lat, date, ssm, ssm_p05, ssm_p95, n_cells, n_valid,
+frac_valid, env, qc`` per coarse cell: block means of the fine cells with a retrieval (the exact
+means of :meth:`ssm_spark.grid.Grid.aggregate`; null below ``produce.aggregate_min_fraction`` of the
+cell), OR of the fine QC bits, the dominant environment (definitions in
+:mod:`ssm_spark.product.aggregate`). No quicklook is drawn for the coarse grids.
 
 The Parquet dataset reads back with ``spark.read.parquet("OUTPUT/parquet")`` (``date`` is the
 partition column) in the product contract: ``grid, tile_row, tile_col, row, col, lon, lat, date,
@@ -34,20 +49,24 @@ their ``qc`` bits saying why, and a null ``model_id``.
 
 Provenance: the registry's manifest id, the configuration hash (``Config.hash()``) and the product
 hash are in the GeoTIFF tags, the Parquet key-value metadata (key ``ssm_spark``), the VRT metadata,
-the PNG title and text chunks, and the marker.
+the PNG title and text chunks, and the marker; the aggregated files carry the same three, plus the
+fine grid, the nest factor and the minimum of valid fine cells.
 
 Commit and resume: a date is computed into ``OUTPUT/_staging/<date>.<random>/`` and then moved into
 place component by component (the old marker removed first, the new one written last), so a date
-is complete exactly when its marker exists. A re-run skips a date whose marker has the same manifest
-id and product hash, the same input files (names, sizes, modification times) and whose outputs are
-all present; any other date is recomputed and replaces the old one (a run that only skips
+is complete exactly when its marker exists. The aggregated outputs are components of the date like
+the others: the marker lists their files, and a date whose aggregated grids changed is recomputed
+(the setting is in the product hash) with the outputs of grids no longer configured removed. A
+re-run skips a date whose marker has the same manifest id and product hash, the same input files
+(names, sizes, modification times) and whose outputs are all present; any other date is recomputed and replaces the old one (a run that only skips
 changes no file). A date's leftover staging folder (an interrupted run) is removed when the date is
 next produced. Files hold no timestamps and rows are sorted, so an interrupted run resumed gives
 the same bytes as an uninterrupted one.
 
 The product hash covers what decides the product's bytes: the package version, the ``grid``,
-``ingest`` and ``produce`` sections (except ``nthread``, ``tile_grouping`` and ``regions``) and the
-resolved region. The full configuration hash is recorded beside it but does not force a recompute
+``ingest`` and ``produce`` sections (except ``nthread``, ``tile_grouping`` and ``regions``; the
+``aggregate*`` keys only when aggregation is on, so products made without it keep their hash) and
+the resolved region. The full configuration hash is recorded beside it but does not force a recompute
 (changing ``spark.master`` does not change the product).
 
 Region clipping: the region's tiles come from :meth:`Grid.tiles_for_geometry` on the driver; on the
@@ -84,6 +103,8 @@ from ssm_spark.environments import MASK_BITS
 from ssm_spark.errors import ConfigError, InputError
 from ssm_spark.grid import Grid
 from ssm_spark.physics.qc import QC
+from ssm_spark.product.aggregate import AGG_COLUMNS, resolve_targets
+from ssm_spark.product.aggregate import components as agg_components
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -633,9 +654,18 @@ def _inputs(files: Sequence["StackFile"], stacks: Path) -> list[dict]:
     return out
 
 
-def _components(date: str) -> list[Path]:
+def _components(date: str, aggregates: Sequence[str] = ()) -> list[Path]:
+    """A date's outputs (folders and files, relative to the product folder), the Parquet partition
+    first; ``aggregates``: the target grid names of ``produce.aggregate``."""
     return [Path("parquet") / f"date={date}", Path("cog") / date, Path("vrt") / f"{date}.vrt",
-            Path("quicklook") / f"{date}.png"]
+            Path("quicklook") / f"{date}.png", *agg_components(date, aggregates)]
+
+
+def _stale_components(output: Path, date: str, aggregates: Sequence[str]) -> list[Path]:
+    """Aggregated outputs of a date for grids no longer configured (removed when the date is replaced)."""
+    agg = output / "agg"
+    old = sorted(p.name for p in agg.iterdir() if p.is_dir() and p.name not in aggregates) if agg.is_dir() else []
+    return [rel for rel in agg_components(date, old) if (output / rel).exists()]
 
 
 def _marker_path(output: Path, date: str) -> Path:
@@ -675,14 +705,15 @@ def _clean_staging(output: Path, date: str | None = None) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _commit(staging: Path, output: Path, date: str, marker: dict, hook: Callable | None) -> None:
+def _commit(staging: Path, output: Path, date: str, marker: dict, hook: Callable | None,
+            aggregates: Sequence[str] = ()) -> None:
     """Move a staged date into place; the marker goes last (see the module docstring)."""
     from ssm_spark.pipeline import write_json_atomic
 
     _marker_path(output, date).unlink(missing_ok=True)
     trash = staging / "_replaced"
     trash.mkdir(exist_ok=True)
-    for i, rel in enumerate(_components(date)):
+    for i, rel in enumerate(_components(date, aggregates) + _stale_components(output, date, aggregates)):
         src, dst = staging / rel, output / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_file():
@@ -706,7 +737,7 @@ def _write_product_json(output: Path, info: dict) -> None:
 
 
 def _produce_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: list, bc, staging: Path,
-                  region: Region, title_ids: str) -> dict:
+                  region: Region, title_ids: str, targets: tuple = ()) -> dict:
     from ssm_spark.product.cog import write_vrt
     from ssm_spark.product.quicklook import render_quicklook
 
@@ -744,8 +775,11 @@ def _produce_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: lis
                              outline_xy=region.outline_xy(job.grid), max_px=pc.quicklook_max_px,
                              vrange=tuple(pc.quicklook_range),
                              metadata={k: str(job.tags[k]) for k in ("manifest_id", "config_hash", "product_hash")})
+    t_agg = time.perf_counter()
+    aggregates = _aggregate_date(spark, job, targets, written, staging, region) if targets and written else {}
+    t_agg = time.perf_counter() - t_agg
     outputs = {}
-    for rel in _components(date):
+    for rel in _components(date, [t.name for t in targets]):
         p = staging / rel
         for q in sorted([p] if p.is_file() else p.rglob("*") if p.is_dir() else []):
             if q.is_file():
@@ -754,7 +788,48 @@ def _produce_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: lis
               "ssm_mean": round(ssm_sum / counts["retrieved"], 6) if counts["retrieved"] else None,
               "ssm_min": round(min(mins), 6) if mins else None, "ssm_max": round(max(maxs), 6) if maxs else None,
               "grouping": "per tile task" if fused else "shuffle by tile"}
-    return {"result": result, "failed": failed, "rejected": rejected, "outputs": outputs}
+    if targets:
+        result["aggregates"] = aggregates
+    return {"result": result, "failed": failed, "rejected": rejected, "outputs": outputs,
+            "aggregate_seconds": round(t_agg, 2) if targets else None}
+
+
+def _aggregate_date(spark: "SparkSession", job: DateJob, targets: tuple, written: list, staging: Path,
+                    region: Region) -> dict:
+    """Aggregate the date's staged fine tiles onto the coarser grids (Spark), then write a VRT per grid.
+
+    Returns per grid: coarse tiles written, coarse cells, cells with an ssm value.
+    """
+    from ssm_spark.product.aggregate import AggJob, coarse_tiles, run_aggregates
+    from ssm_spark.product.cog import write_vrt
+
+    date = job.date
+    bands = (*job.bands, "frac_valid") if job.bands else None
+    for t in targets:
+        (staging / "agg" / t.name / "parquet" / f"date={date}").mkdir(parents=True)
+        if bands:
+            (staging / "agg" / t.name / "cog" / date).mkdir(parents=True)
+    ajob = AggJob(date, str(staging), job.tags, targets, bands, job.blocksize, job.compress, job.overview_resampling,
+                  job.grid)
+    fine = [(tr, tc, str(staging / "parquet" / f"date={date}" / f"{job.tile_name(tr, tc)}.parquet"))
+            for tr, tc in written]
+    spark.sparkContext.setJobDescription(f"ssm-spark produce {date}: aggregate to {', '.join(t.name for t in targets)}")
+    try:
+        tiles = run_aggregates(spark, ajob, fine)
+    finally:
+        spark.sparkContext.setJobDescription(None)
+    out = {}
+    for t in targets:
+        mine = [d for d in tiles if d["target"] == t.name and d["cells"] > 0]
+        if bands and mine:
+            (staging / "agg" / t.name / "vrt").mkdir()
+            write_vrt(staging / "agg" / t.name / "vrt" / f"{date}.vrt", t.grid,
+                      [(d["tile_row"], d["tile_col"], f"../cog/{date}/{t.tile_name(d['tile_row'], d['tile_col'])}.tif")
+                       for d in mine], coarse_tiles(job.grid, region.tiles, t), bands,
+                      {k: str(v) for k, v in ajob.file_tags(t).items()}, blocksize=job.blocksize)
+        out[t.name] = {"tiles": len(mine), "cells": int(sum(d["cells"] for d in mine)),
+                       "valid": int(sum(d["valid"] for d in mine))}
+    return out
 
 
 def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stacks: str | os.PathLike,
@@ -797,6 +872,9 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         No stack date in range over the region, a bad region, an empty stacks folder.
     ModelRegistryError
         An unreadable or incompatible registry.
+    ConfigError
+        A bad date, or a ``produce.aggregate`` grid that does not nest in the product grid (checked
+        first, before any work).
     """
     from rasterio.windows import Window
 
@@ -805,6 +883,8 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
 
     t_run = time.perf_counter()
     grid = cfg.grid.build()
+    targets = resolve_targets(cfg.produce.aggregate, grid, cfg.produce.aggregate_min_fraction)  # ConfigError
+    agg_names = [t.name for t in targets]
     models, stacks, output = Path(models), Path(stacks), Path(output).resolve()
     d0, d1 = _parse_date(start, "start"), _parse_date(end, "end")
     if d0 and d1 and d1 < d0:
@@ -836,6 +916,9 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
             "grid": grid.describe(), "region": rgn.describe(grid), "manifest_id": mid, "config_hash": chash,
             "product_hash": phash, "registry": str(models.resolve()), "columns": list(PRODUCT_COLUMNS),
             "cog_bands": list(bands or []), "qc_bits": {q.name: int(q) for q in QC}}
+    if targets:
+        info["aggregates"] = {"grids": [t.describe() for t in targets], "columns": list(AGG_COLUMNS),
+                              "cog_bands": [*(bands or []), "frac_valid"] if bands else []}
     output.mkdir(parents=True, exist_ok=True)
     log.info("produce: %d date(s) %s..%s over region %s (%d tiles) with manifest %s, config %s, product hash %s -> %s",
              len(dates), dates[0], dates[-1], rgn.name, len(rgn.tiles), mid, chash, phash, output)
@@ -863,14 +946,14 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
             job = DateJob(date, grid, rgn, str(staging), cfg.ingest.max_slope_deg, tags, bands,
                           pc.cog_blocksize, pc.cog_compress, pc.overview_resampling)
             res = _produce_date(spark, cfg, job, files, bc, staging, rgn,
-                                f"manifest {mid}, config {chash}, product {phash}")
+                                f"manifest {mid}, config {chash}, product {phash}", targets)
             if hook is not None:
                 hook("staged", date)
             marker = {"date": date, "status": "complete", "manifest_id": mid, "config_hash": chash,
                       "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "grid": grid.name,
                       "region": rgn.describe(grid), "counts": res["result"], "failed_files": res["failed"],
                       "values_out_of_range_set_missing": res["rejected"], "inputs": inputs, "outputs": res["outputs"]}
-            _commit(staging, output, date, marker, hook)
+            _commit(staging, output, date, marker, hook, agg_names)
             _write_product_json(output, info)
             secs = time.perf_counter() - t0
             r = res["result"]
@@ -878,11 +961,17 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
             secs_done += secs
             failed_all += res["failed"]
             per_date[date] = {"status": "produced", **r, "seconds": round(secs, 2)}
+            if targets:
+                per_date[date]["aggregate_seconds"] = res["aggregate_seconds"]
             log.info("produce %d/%d %s: %s pixels (%s with ssm, %s masked) in %d tiles, %.1f s, %s px/s%s",
                      k, len(dates), date, f"{r['pixels']:,}", f"{r['retrieved']:,}", f"{r['masked']:,}", r["tiles"],
                      secs, f"{r['pixels'] / secs:,.0f}" if secs else "-",
                      f"; {len(res['failed'])} file(s) FAILED: " + "; ".join(e["reason"] for e in res["failed"])
                      if res["failed"] else "")
+            if targets:
+                log.info("produce %d/%d %s: aggregated to %s in %.1f s", k, len(dates), date,
+                         ", ".join(f"{n} ({a['cells']} cells, {a['tiles']} tiles)" for n, a in r["aggregates"].items()),
+                         res["aggregate_seconds"])
             if hook is not None:
                 hook("committed", date)
     finally:

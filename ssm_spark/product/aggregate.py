@@ -1,0 +1,392 @@
+"""Multi-scale products: a date's product aggregated onto coarser nested grids (``produce.aggregate``).
+
+The fine product (e.g. EASE-Grid 2.0 1 km) is aggregated onto grids it nests in (3, 9 and 36 km:
+every coarse cell is exactly ``f x f`` fine cells, :meth:`ssm_spark.grid.Grid.nest_factor`). Coarse
+tiles have the product grid's ``tile_size`` in coarse cells, and fine tiles do not line up with them
+(256 is not a multiple of 3), so the work is regrouped on Spark, in two steps that each hold at most a
+tile in memory::
+
+    staged fine Parquet files of the date (one per fine tile)
+      -> one task per file (mapInPandas over the file list): partial sums per (coarse cell, env)
+         for every target grid at once (numpy: sort + reduceat)
+      -> regrouped by (target grid, coarse tile) (applyInPandas): the partials of a coarse tile
+         combined into coarse cells, written as one Parquet file + one COG into the date's staging
+      -> driver: a VRT per target grid (the caller commits them with the date)
+
+Per coarse cell (columns :data:`AGG_COLUMNS`; ``date`` is the partition folder):
+
+- ``n_cells``: fine cells of the product in the coarse cell (region and acquisition that date);
+  ``n_valid``: those with a retrieval (non-null ``ssm``); ``frac_valid = n_valid / f**2``, the
+  fraction of the coarse cell's area retrieved.
+- ``ssm``: mean of the valid fine ``ssm`` (the exact block mean of :meth:`Grid.aggregate`), null
+  when ``n_valid < min_count`` with ``min_count = max(1, ceil(aggregate_min_fraction * f**2))``.
+- ``ssm_p05``/``ssm_p95``: means of the fine-cell bounds (over the valid cells; null with ``ssm``).
+  This is the 5-95 % band of the mean if the fine errors are fully correlated, and wider than it
+  otherwise: a conservative band (independent errors would narrow it by up to sqrt(n_valid)).
+- ``qc``: OR of the ``qc`` bits of every fine cell in the coarse cell (masked ones included), so a
+  bit says "some fine cell had this flag"; ``frac_valid`` says how much was retrieved.
+- ``env``: the dominant environment: most valid fine cells, then most fine cells, then the first name.
+- ``lon``/``lat``: the coarse cell's centre. There is no ``model_id`` (a coarse cell mixes models);
+  the manifest id is in every file's metadata.
+
+Rows are the coarse cells holding at least one fine product cell, sorted by (row, col). Sums are
+taken in a fixed order (fine rows by (row, col) within a fine tile, then partials by (env, fine
+tile)), so the bytes do not depend on how Spark split or ordered the work: a resumed run writes the
+same files.
+
+A coarse COG has the bands of ``produce.cog_bands`` plus ``frac_valid``, the coarse grid's CRS and the
+coarse tile's transform; the VRT's extent is the coarse tiles under the region's fine tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ssm_spark.errors import ConfigError, GridError
+from ssm_spark.grid import Grid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+__all__ = ["AGG_COLUMNS", "AGG_FILE_COLUMNS", "AggTarget", "AggJob", "resolve_targets", "partials", "combine",
+           "aggregate_rows", "coarse_tiles", "write_coarse_tile", "run_aggregates", "components"]
+
+#: Columns of an aggregated product, in order (``date`` is the partition folder).
+AGG_COLUMNS = ("grid", "tile_row", "tile_col", "row", "col", "lon", "lat", "date", "ssm", "ssm_p05", "ssm_p95",
+               "n_cells", "n_valid", "frac_valid", "env", "qc")
+AGG_FILE_COLUMNS = tuple(c for c in AGG_COLUMNS if c != "date")
+#: Partial sums of one fine tile per (target, coarse cell, env).
+_PART_COLUMNS = ("target", "tile_row", "tile_col", "row", "col", "env", "ftile_row", "ftile_col", "n_cells",
+                 "n_valid", "ssm_sum", "n_p05", "p05_sum", "n_p95", "p95_sum", "qc")
+_PART_DDL = ("target string, tile_row int, tile_col int, row int, col int, env string, ftile_row int, "
+             "ftile_col int, n_cells long, n_valid long, ssm_sum double, n_p05 long, p05_sum double, n_p95 long, "
+             "p95_sum double, qc int")
+_SUMMARY_DDL = ("target string, tile_row int, tile_col int, cells long, valid long, parquet_bytes long, "
+                "cog_bytes long")
+_FINE_COLUMNS = ["row", "col", "ssm", "ssm_p05", "ssm_p95", "env", "qc"]
+
+
+@dataclass(frozen=True)
+class AggTarget:
+    """A coarser grid to aggregate onto: the grid (product tile size), the nest factor and the
+    minimum number of valid fine cells for a coarse value."""
+
+    grid: Grid
+    factor: int
+    min_count: int
+    min_fraction: float
+
+    @property
+    def name(self) -> str:
+        return self.grid.name
+
+    def tile_name(self, tile_row: int, tile_col: int) -> str:
+        return f"{self.grid.name}_{tile_row}_{tile_col}"
+
+    def describe(self) -> dict:
+        return {"grid": self.grid.name, "nest_factor": self.factor, "min_valid_cells": self.min_count,
+                "min_valid_fraction": self.min_fraction, "tile_size": self.grid.tile_size}
+
+
+def resolve_targets(names: Sequence[str], fine: Grid, min_fraction: float) -> tuple[AggTarget, ...]:
+    """The aggregation targets of ``produce.aggregate`` for the product grid.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Grid names (``ease2_9km``; the config turns a km number into one).
+    fine : Grid
+        The product grid (``grid`` section); the targets take its tile size.
+    min_fraction : float
+        ``produce.aggregate_min_fraction``.
+
+    Returns
+    -------
+    tuple of AggTarget
+        In the configured order.
+
+    Raises
+    ------
+    ConfigError
+        If a target is unknown, does not nest in the product grid, or is not coarser than it.
+    """
+    out = []
+    for name in names:
+        try:
+            g = Grid.from_name(name, fine.tile_size)
+            f = fine.nest_factor(g)
+        except GridError as exc:
+            raise ConfigError(f"produce.aggregate: {name!r} cannot be aggregated to from the product grid "
+                              f"(grid.name={fine.name}): {exc}") from None
+        if f < 2:
+            raise ConfigError(f"produce.aggregate: {name} is not coarser than the product grid (grid.name={fine.name})")
+        if fine.n_rows != g.n_rows * f or fine.n_cols != g.n_cols * f:
+            raise ConfigError(f"produce.aggregate: {name} ({g.n_rows} x {g.n_cols} cells) does not cover "
+                              f"grid.name={fine.name} ({fine.n_rows} x {fine.n_cols}) in whole {f} x {f} blocks")
+        min_count = max(1, math.ceil(min_fraction * f * f - 1e-9))
+        out.append(AggTarget(g, f, min_count, float(min_fraction)))
+    return tuple(out)
+
+
+def components(date: str, targets: Iterable[str]) -> list[Path]:
+    """A date's aggregated outputs (folders and files), relative to the product folder."""
+    out = []
+    for name in targets:
+        base = Path("agg") / name
+        out += [base / "parquet" / f"date={date}", base / "cog" / date, base / "vrt" / f"{date}.vrt"]
+    return out
+
+
+def coarse_tiles(fine: Grid, tiles: Iterable[tuple[int, int]], target: AggTarget) -> list[tuple[int, int]]:
+    """The target's tiles under a set of fine tiles (sorted)."""
+    from rasterio.windows import Window
+
+    f, out = target.factor, set()
+    for tr, tc in tiles:
+        w = fine.tile_window(tr, tc)
+        r0, c0 = int(w.row_off) // f, int(w.col_off) // f
+        r1, c1 = -(-int(w.row_off + w.height) // f), -(-int(w.col_off + w.width) // f)
+        out.update(target.grid.tiles_for_window(Window(c0, r0, c1 - c0, r1 - r0)))
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------- numpy kernels
+
+
+def _runs(*keys: np.ndarray) -> np.ndarray:
+    """Start indices of the runs of equal keys in sorted arrays."""
+    n = len(keys[0])
+    change = np.zeros(n, dtype=bool)
+    change[:1] = True
+    for k in keys:
+        change[1:] |= k[1:] != k[:-1]
+    return np.flatnonzero(change)
+
+
+def partials(rows: pd.DataFrame, targets: Sequence[AggTarget], ftile: tuple[int, int]) -> pd.DataFrame:
+    """Partial sums of a fine tile's product rows per (target, coarse cell, env) (:data:`_PART_COLUMNS`).
+
+    Rows must be in the order the sums should take (the fine files are sorted by row, col); the
+    sort below is stable, so each partial sums its fine cells in that order.
+    """
+    if len(rows) == 0 or not targets:
+        return pd.DataFrame({c: [] for c in _PART_COLUMNS})
+    r = rows["row"].to_numpy(np.int64)
+    c = rows["col"].to_numpy(np.int64)
+    ssm = rows["ssm"].to_numpy(np.float64, na_value=np.nan)
+    p05 = rows["ssm_p05"].to_numpy(np.float64, na_value=np.nan)
+    p95 = rows["ssm_p95"].to_numpy(np.float64, na_value=np.nan)
+    qc = rows["qc"].to_numpy(np.int64)
+    env_names, env_code = np.unique(rows["env"].fillna("").to_numpy(dtype=str), return_inverse=True)
+    ok = np.isfinite(ssm)
+    ok05, ok95 = ok & np.isfinite(p05), ok & np.isfinite(p95)
+    frames = []
+    for t in targets:
+        cr, cc = r // t.factor, c // t.factor
+        o = np.lexsort((env_code, cc, cr))  # stable: (row, col) order kept inside a group
+        cr_o, cc_o, env_o = cr[o], cc[o], env_code[o]
+        s = _runs(cr_o, cc_o, env_o)
+        add = lambda v: np.add.reduceat(v[o], s)  # noqa: E731
+        ts = t.grid.tile_size
+        frames.append(pd.DataFrame({
+            "target": t.name, "tile_row": (cr_o[s] // ts).astype("i4"), "tile_col": (cc_o[s] // ts).astype("i4"),
+            "row": cr_o[s].astype("i4"), "col": cc_o[s].astype("i4"), "env": env_names[env_o[s]].astype(object),
+            "ftile_row": np.int32(ftile[0]), "ftile_col": np.int32(ftile[1]),
+            "n_cells": np.diff(np.r_[s, len(o)]).astype("i8"), "n_valid": add(ok.astype("i8")),
+            "ssm_sum": add(np.where(ok, ssm, 0.0)), "n_p05": add(ok05.astype("i8")),
+            "p05_sum": add(np.where(ok05, p05, 0.0)), "n_p95": add(ok95.astype("i8")),
+            "p95_sum": add(np.where(ok95, p95, 0.0)),
+            "qc": np.bitwise_or.reduceat(qc[o], s).astype("i4")}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def combine(parts: pd.DataFrame, target: AggTarget) -> pd.DataFrame:
+    """Coarse rows (:data:`AGG_FILE_COLUMNS`, sorted by row, col) from the partials of one target.
+
+    The partials are sorted by (row, col, env, fine tile) before summing, so the result does not
+    depend on the order they arrive in.
+    """
+    if len(parts) == 0:
+        return _empty_agg()
+    p = parts.sort_values(["row", "col", "env", "ftile_row", "ftile_col"], kind="mergesort").reset_index(drop=True)
+    row, col = p["row"].to_numpy(np.int64), p["col"].to_numpy(np.int64)
+    env = p["env"].to_numpy(dtype=object)
+    # per (cell, env): for the dominant environment
+    se = _runs(row, col, env)
+    e_valid = np.add.reduceat(p["n_valid"].to_numpy(np.int64), se)
+    e_cells = np.add.reduceat(p["n_cells"].to_numpy(np.int64), se)
+    e_row, e_col, e_env = row[se], col[se], env[se]
+    named = e_env != ""
+    # per cell
+    s = _runs(row, col)
+    sums = {k: np.add.reduceat(p[k].to_numpy(), s) for k in ("n_cells", "n_valid", "ssm_sum", "n_p05", "p05_sum",
+                                                             "n_p95", "p95_sum")}
+    qc = np.bitwise_or.reduceat(p["qc"].to_numpy(np.int64), s)
+    r, c = row[s], col[s]
+    # dominant env: sort (cell, -valid, -cells, name) over named envs, first of each cell
+    dom = np.full(len(s), None, dtype=object)
+    if named.any():
+        er, ec, ev, en, ee = e_row[named], e_col[named], e_valid[named], e_cells[named], e_env[named]
+        o = np.lexsort((ee.astype(str), -en, -ev, ec, er))
+        first = _runs(er[o], ec[o])
+        cell_index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(r, c))}
+        for i in o[first]:
+            dom[cell_index[(int(er[i]), int(ec[i]))]] = ee[i]
+    n_valid = sums["n_valid"]
+    keep = n_valid >= target.min_count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ssm = np.where(keep, sums["ssm_sum"] / np.maximum(n_valid, 1), np.nan)
+        p05 = np.where(keep & (sums["n_p05"] > 0), sums["p05_sum"] / np.maximum(sums["n_p05"], 1), np.nan)
+        p95 = np.where(keep & (sums["n_p95"] > 0), sums["p95_sum"] / np.maximum(sums["n_p95"], 1), np.nan)
+    lon, lat = target.grid.to_lonlat(r, c)
+    ts = target.grid.tile_size
+    return pd.DataFrame({
+        "grid": np.full(len(s), target.name, dtype=object), "tile_row": (r // ts).astype("i4"),
+        "tile_col": (c // ts).astype("i4"), "row": r.astype("i4"), "col": c.astype("i4"),
+        "lon": np.asarray(lon, "f8").reshape(-1), "lat": np.asarray(lat, "f8").reshape(-1),
+        "ssm": ssm, "ssm_p05": p05, "ssm_p95": p95, "n_cells": sums["n_cells"].astype("i4"),
+        "n_valid": n_valid.astype("i4"), "frac_valid": n_valid / float(target.factor ** 2), "env": dom,
+        "qc": qc.astype("i4")})
+
+
+def _empty_agg() -> pd.DataFrame:
+    ints = ("tile_row", "tile_col", "row", "col", "n_cells", "n_valid", "qc")
+    return pd.DataFrame({c: pd.Series([], dtype=object) if c in ("grid", "env")
+                         else np.zeros(0, "i4") if c in ints else np.zeros(0) for c in AGG_FILE_COLUMNS})
+
+
+def aggregate_rows(rows: pd.DataFrame, target: AggTarget) -> pd.DataFrame:
+    """Aggregate fine product rows (any number of fine tiles) onto a target, without Spark."""
+    rows = rows.sort_values(["row", "col"], kind="mergesort")
+    parts = [partials(g, [target], (int(tr), int(tc)))
+             for (tr, tc), g in rows.groupby(["tile_row", "tile_col"], sort=True)]
+    return combine(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(), target)
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class AggJob:
+    """What an executor needs to write a date's coarse tiles (shipped in the task closure; small)."""
+
+    date: str
+    staging: str
+    tags: dict
+    targets: tuple[AggTarget, ...]
+    bands: tuple[str, ...] | None  # COG bands (frac_valid added); None: no COG
+    blocksize: int = 0
+    compress: str = "deflate"
+    overview_resampling: str = "nearest"
+    fine_grid: Grid | None = None
+
+    def target(self, name: str) -> AggTarget:
+        return next(t for t in self.targets if t.name == name)
+
+    def file_tags(self, t: AggTarget) -> dict:
+        return {**self.tags, "product": "ssm, aggregated", "grid": t.name, "aggregated_from": self.fine_grid.name if self.fine_grid else "",
+                "nest_factor": t.factor, "min_valid_cells": t.min_count, "min_valid_fraction": t.min_fraction,
+                "aggregation": "ssm, ssm_p05, ssm_p95: means of the valid fine cells; qc: OR of the fine bits; "
+                               "env: dominant"}
+
+
+def _arrow_table(rows: pd.DataFrame, metadata: dict):
+    import pyarrow as pa
+
+    types = {"grid": pa.string(), "tile_row": pa.int32(), "tile_col": pa.int32(), "row": pa.int32(), "col": pa.int32(),
+             "lon": pa.float64(), "lat": pa.float64(), "ssm": pa.float64(), "ssm_p05": pa.float64(),
+             "ssm_p95": pa.float64(), "n_cells": pa.int32(), "n_valid": pa.int32(), "frac_valid": pa.float64(),
+             "env": pa.string(), "qc": pa.int32()}
+    schema = pa.schema([(c, types[c]) for c in AGG_FILE_COLUMNS]).with_metadata(
+        {"ssm_spark": json.dumps(metadata, sort_keys=True)})
+    return pa.Table.from_arrays([pa.array(rows[c].to_numpy(), type=types[c], from_pandas=True)
+                                 for c in AGG_FILE_COLUMNS], schema=schema)
+
+
+def write_coarse_tile(rows: pd.DataFrame, target: AggTarget, tile_row: int, tile_col: int, job: AggJob) -> dict:
+    """Write one coarse tile's rows (Parquet, and the COG when asked) into the date's staging folder.
+
+    Returns the tile's summary (:data:`_SUMMARY_DDL` fields).
+    """
+    import pyarrow.parquet as pq
+
+    from ssm_spark.product.cog import tile_arrays, write_tile_cog
+
+    tile_row, tile_col = int(tile_row), int(tile_col)
+    rows = rows.sort_values(["row", "col"], kind="mergesort").reset_index(drop=True)
+    summary = {"target": target.name, "tile_row": tile_row, "tile_col": tile_col, "cells": len(rows),
+               "valid": int(np.isfinite(rows["ssm"].to_numpy("f8")).sum()), "parquet_bytes": 0, "cog_bytes": 0}
+    if len(rows) == 0:
+        return summary
+    name = target.tile_name(tile_row, tile_col)
+    meta = {**job.file_tags(target), "tile_row": tile_row, "tile_col": tile_col}
+    base = Path(job.staging) / "agg" / target.name
+    pq_path = base / "parquet" / f"date={job.date}" / f"{name}.parquet"
+    tmp = pq_path.with_name(f".{pq_path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(_arrow_table(rows, meta), tmp, compression="zstd", write_statistics=True)
+        os.replace(tmp, pq_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    summary["parquet_bytes"] = pq_path.stat().st_size
+    if job.bands:
+        data = tile_arrays(rows, target.grid, tile_row, tile_col, job.bands)
+        summary["cog_bytes"] = write_tile_cog(
+            base / "cog" / job.date / f"{name}.tif", data, target.grid, tile_row, tile_col, job.bands,
+            {k: str(v) for k, v in meta.items()}, blocksize=job.blocksize, compress=job.compress,
+            overview_resampling=job.overview_resampling)
+    return summary
+
+
+def run_aggregates(spark: "SparkSession", job: AggJob, fine_files: Sequence[tuple[int, int, str]]) -> list[dict]:
+    """Aggregate a date's staged fine Parquet files onto every target, on the executors.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    job : AggJob
+    fine_files : sequence of (tile_row, tile_col, path)
+        The date's fine tiles, as written into staging.
+
+    Returns
+    -------
+    list of dict
+        One summary per coarse tile written (``target, tile_row, tile_col, cells, valid, ...``).
+    """
+    import pyarrow.parquet as pq
+
+    files = [(int(a), int(b), str(p)) for a, b, p in fine_files]
+    targets = job.targets
+    if not files or not targets:
+        return []
+
+    def _partials(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for i in batch["id"]:
+                tr, tc, path = files[int(i)]
+                rows = pq.read_table(path, columns=_FINE_COLUMNS).to_pandas()
+                yield partials(rows, targets, (tr, tc))
+
+    def _write(key: tuple, pdf: pd.DataFrame) -> pd.DataFrame:
+        t = job.target(key[0])
+        return pd.DataFrame([write_coarse_tile(combine(pdf, t), t, int(key[1]), int(key[2]), job)])
+
+    par = max(1, spark.sparkContext.defaultParallelism)
+    ids = spark.range(0, len(files), 1, max(1, min(len(files), 4 * par)))
+    parts = ids.mapInPandas(_partials, _PART_DDL)
+    n_groups = max(1, min(4 * par, sum(len(coarse_tiles(job.fine_grid, [(a, b) for a, b, _ in files], t))
+                                       for t in targets)))
+    keys = ["target", "tile_row", "tile_col"]
+    out = parts.repartition(n_groups, *keys).groupBy(*keys).applyInPandas(_write, _SUMMARY_DDL).collect()
+    return sorted((r.asDict() for r in out), key=lambda d: (d["target"], d["tile_row"], d["tile_col"]))
+
