@@ -237,10 +237,8 @@ def combine(parts: pd.DataFrame, target: AggTarget) -> pd.DataFrame:
     if named.any():
         er, ec, ev, en, ee = e_row[named], e_col[named], e_valid[named], e_cells[named], e_env[named]
         o = np.lexsort((ee.astype(str), -en, -ev, ec, er))
-        first = _runs(er[o], ec[o])
-        cell_index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(r, c))}
-        for i in o[first]:
-            dom[cell_index[(int(er[i]), int(ec[i]))]] = ee[i]
+        best = o[_runs(er[o], ec[o])]
+        dom[np.searchsorted((r << 32) + c, (er[best] << 32) + ec[best])] = ee[best]  # r, c: sorted, unique
     n_valid = sums["n_valid"]
     keep = n_valid >= target.min_count
     with np.errstate(invalid="ignore", divide="ignore"):
