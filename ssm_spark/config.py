@@ -212,9 +212,14 @@ class TableConfig(_Strict):
 class XGBConfig(_Strict):
     """XGBoost hyper-parameters shared by the tree candidates (native Booster, ``hist``)."""
 
-    n_estimators: int = Field(300, ge=1)
+    n_estimators: int = Field(150, ge=1, description="boosting rounds of the point models")
     max_depth: int = Field(6, ge=1, le=16)
-    learning_rate: float = Field(0.05, gt=0, le=1)
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    quantile_n_estimators: Optional[int] = Field(
+        None, ge=1, description="boosting rounds of the 5/95 % quantile models (two trees per round); null: "
+        "half of n_estimators (rounded up). Their learning rate is learning_rate * n_estimators / "
+        "quantile_n_estimators (at most 1): the same total step. benchmarks/bench_trees.py measures rounds "
+        "against accuracy and speed")
     subsample: float = Field(0.8, gt=0, le=1)
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     min_child_weight: float = Field(3.0, ge=0)
@@ -342,6 +347,16 @@ class ProduceConfig(_Strict):
         return self
 
 
+class DemoConfig(_Strict):
+    """``ssm-spark demo``: the end-to-end run on the simulated region."""
+
+    holdout_stations: float = Field(0.2, ge=0, lt=1, description="fraction of the stations kept out of "
+                                    "training (chosen by a hash of the station id) to validate the product "
+                                    "against; 0: validate on the training stations only (in-sample)")
+    produce: bool = Field(True, description="produce the region's product for every simulated date and "
+                          "validate it against the held-out stations and the simulated truth")
+
+
 class Config(_Strict):
     """The resolved configuration of a run."""
 
@@ -355,6 +370,7 @@ class Config(_Strict):
     table: TableConfig = TableConfig()
     train: TrainConfig = TrainConfig()
     produce: ProduceConfig = ProduceConfig()
+    demo: DemoConfig = DemoConfig()
 
     def hash(self) -> str:
         """Stable 16-hex-digit hash of the resolved configuration (sorted-key JSON, sha256)."""

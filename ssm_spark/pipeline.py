@@ -6,6 +6,7 @@ into place only when complete, so no half-written output is ever visible; a re-r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from ssm_spark.config import Config
 
@@ -163,11 +164,26 @@ def read_matchups(path: Path):
         raise InputIOError(f"{path}: cannot read the matchup table ({exc})") from exc
 
 
-def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path) -> dict:
+def holdout_stations(station_ids, fraction: float) -> list[str]:
+    """The stations kept out of training: those whose id hashes (sha256) below ``fraction``.
+
+    Deterministic and independent of the other stations (adding a station does not move another
+    one between the sets)."""
+    out = []
+    for sid in sorted({str(s) for s in station_ids}):
+        h = int.from_bytes(hashlib.sha256(sid.encode()).digest()[:8], "big") / 2.0 ** 64
+        if h < fraction:
+            out.append(sid)
+    return out
+
+
+def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path,
+              exclude_stations: "Iterable[str] | None" = None) -> dict:
     """Matchups -> candidates per environment, station-grouped CV, selection, registry, report.
 
     Writes ``output/manifest.json``, ``output/cv_metrics.json``, ``output/models/...`` (atomically,
-    as one folder) and ``output/report.html``.
+    as one folder) and ``output/report.html``. ``exclude_stations``: station ids left out of
+    training (kept apart for an independent validation).
     """
     from ssm_spark.models.registry import save_registry
     from ssm_spark.models.spark_train import train_on_spark
@@ -175,6 +191,11 @@ def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path) 
 
     t0 = time.perf_counter()
     table = read_matchups(matchups)
+    excluded = sorted(set(map(str, exclude_stations or ())))
+    if excluded:
+        keep = ~table["station_id"].astype(str).isin(excluded)
+        log.info("training without %d held-out station(s) (%d matchups)", len(excluded), int((~keep).sum()))
+        table = table[keep].reset_index(drop=True)
     result = train_on_spark(spark, table, cfg)
     manifest = save_registry(output, result, cfg)
     cvm = result.cv_metrics
@@ -204,6 +225,7 @@ def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path) 
         "framework": {k: overall["framework"][k] for k in ("R", "ubRMSE", "bias", "RMSE", "n", "stations")},
         "candidates": {c: {k: m[k] for k in ("R", "ubRMSE")} for c, m in overall["candidates"].items()},
         "selected": {e: v["selected"] for e, v in cvm["environments"].items()},
+        "held_out_stations": len(excluded),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     log.info("trained: framework R=%.3f ubRMSE=%.4f on %d stations -> %s (report %s)", overall["framework"]["R"],
@@ -212,8 +234,12 @@ def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path) 
 
 
 def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path, output: Path,
-                 estimate: str = "ssm") -> dict:
+                 estimate: str = "ssm", stations: "Iterable[str] | None" = None,
+                 title: str = "ssm-spark validation against in situ") -> dict:
     """A product (or any estimates on the grid) against ISMN in situ: metrics JSON + HTML report.
+
+    ``stations``: only these station ids (e.g. those held out of training); default every station
+    read from ``insitu``.
 
     The product is Parquet with at least ``row, col, date`` and the estimate column (the product
     contract: ``ssm``, and ``ssm_p05``/``ssm_p95`` when present). Stations are matched to their cell
@@ -242,6 +268,12 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
     ins = read_ismn(insitu, max_depth_m=cfg.insitu.max_depth_m, depth_tolerance_m=cfg.insitu.depth_tolerance_m,
                     good_flags=tuple(cfg.insitu.good_flags))
     daily = daily_means(ins.observations)
+    if stations is not None:
+        wanted = set(map(str, stations))
+        daily = daily[daily["station_id"].astype(str).isin(wanted)]
+        if daily.empty:
+            raise InputError(f"{insitu}: none of the {len(wanted)} requested stations has usable readings "
+                             f"(first ids: {sorted(wanted)[:5]})")
     pairs_df, mrep = build_matchups(spark, prod, daily, grid, window_days=cfg.matchups.window_days,
                                     tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
     pairs = pairs_df.toPandas()
@@ -250,6 +282,7 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
     result = scores.to_jsonable(scores.summary(scored, est="ssm_est", obs="ssm"))
     result.update({"product": str(product), "insitu": str(insitu), "pairs": int(len(pairs)),
                    "pairs_masked": int(masked.sum()), "matchups": mrep, "insitu_report": ins.report,
+                   "stations_requested": None if stations is None else len(set(map(str, stations))),
                    "config_hash": cfg.hash()})
     Path(output).mkdir(parents=True, exist_ok=True)
     write_table_atomic(pairs, Path(output) / "pairs.parquet")
@@ -257,7 +290,7 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
     cols = {"est": "ssm_est", "time": "date"}
     if "ssm_p05" in scored and "ssm_p95" in scored:
         cols.update(p05="ssm_p05", p95="ssm_p95")
-    write_report(Path(output) / "report.html", predictions=scored, title="ssm-spark validation against in situ",
+    write_report(Path(output) / "report.html", predictions=scored, title=title,
                  provenance={"product": str(product), "config_hash": cfg.hash()}, columns=cols)
     pooled = result["overall"]["pooled"]
     log.info("validation: R=%s ubRMSE=%s on %d pairs, %d stations -> %s", pooled["R"], pooled["ubRMSE"],
@@ -286,11 +319,16 @@ def _oof_vs_truth(output: Path, grid) -> dict:
 
 
 def run_demo(cfg: Config, output: Path) -> dict:
-    """The whole pipeline on the configured (demo) region, as far as it exists.
+    """The whole pipeline on the configured (demo) region.
 
     simulate -> feature stacks -> pixel table + coupled physics features (Parquet) -> ISMN stations ->
-    matchups (Parquet) -> training, selection, registry and report (``output/models/``); plus a proof
-    that Sedona's ST_ and RS_ functions run on the region's tiles.
+    matchups (Parquet) -> training, selection, registry and report (``output/models/``), without the
+    stations held out (``demo.holdout_stations``) -> the product of every date (``output/product/``:
+    Parquet, COGs, VRTs, quicklooks) -> its validation against the held-out stations
+    (``output/validation/held_out/``, independent), the training stations
+    (``output/validation/training/``, in-sample) and the simulated truth of every land cell
+    (``output/validation/truth.json``); plus a proof that Sedona's ST_ and RS_ functions run on the
+    region's tiles.
 
     Returns
     -------
@@ -318,11 +356,49 @@ def run_demo(cfg: Config, output: Path) -> dict:
         "sedona_check": sedona_selfcheck(spark, grid, tiles),
         "simulate": {"seconds": round(t_sim, 1), **sim.to_dict()},
     }
-    summary["features"] = features_run(spark, cfg, output / "sim" / "stacks", output / "features")
-    summary["matchups"] = matchups_run(spark, cfg, output / "sim" / "stacks", output / "sim" / "insitu",
-                                       output / "matchups.parquet")
-    summary["train"] = train_run(spark, cfg, output / "matchups.parquet", output / "models")
+    stacks, insitu = output / "sim" / "stacks", output / "sim" / "insitu"
+    summary["features"] = features_run(spark, cfg, stacks, output / "features")
+    summary["matchups"] = matchups_run(spark, cfg, stacks, insitu, output / "matchups.parquet")
+    import pandas as pd
+
+    ids = pd.read_parquet(output / "matchups.parquet", columns=["station_id"])["station_id"].unique()
+    held = holdout_stations(ids, cfg.demo.holdout_stations)
+    summary["train"] = train_run(spark, cfg, output / "matchups.parquet", output / "models", exclude_stations=held)
     summary["train"]["vs_truth"] = _oof_vs_truth(output, grid)
+    if cfg.demo.produce:
+        summary.update(_demo_product(spark, cfg, output, grid, held, [s for s in map(str, ids) if s not in held]))
     write_json_atomic(output / "demo_summary.json", summary)
     log.info("demo summary written to %s", output / "demo_summary.json")
     return summary
+
+
+def _demo_product(spark: "SparkSession", cfg: Config, output: Path, grid, held: list[str],
+                  trained: list[str]) -> dict:
+    """Produce every simulated date of the region, then validate the product three ways."""
+    from ssm_spark.product.produce import produce
+    from ssm_spark.validation.truth import product_vs_truth
+
+    keys = ("R", "ubRMSE", "bias", "RMSE", "n", "stations")
+    prod = produce(spark, cfg, output / "models", output / "sim" / "stacks", None, None, None, output / "product")
+    t0 = time.perf_counter()
+    val: dict = {}
+    for name, ids, title in (("held_out", held, "held-out stations (not used in training): independent"),
+                             ("training", trained, "training stations: in-sample, not independent")):
+        if not ids:
+            continue
+        r = validate_run(spark, cfg, output / "product" / "parquet", output / "sim" / "insitu",
+                         output / "validation" / name, stations=ids,
+                         title=f"ssm-spark demo product vs in situ, {title}")
+        val[name] = {"stations": len(ids), "pooled": {k: r["overall"]["pooled"].get(k) for k in keys},
+                     "report": str(output / "validation" / name / "report.html")}
+    truth = product_vs_truth(output / "product", output / "sim", grid)
+    write_json_atomic(output / "validation" / "truth.json", truth)
+    val["truth"] = {k: truth[k] for k in ("dates", "pooled", "spatial", "temporal", "coverage")}
+    val["seconds"] = round(time.perf_counter() - t0, 1)
+    produced = {k: prod[k] for k in ("output", "manifest_id", "product_hash", "produced", "skipped", "pixels",
+                                     "seconds", "pixels_per_s", "failed_files")}
+    if "held_out" in val:
+        h, t = val["held_out"]["pooled"], truth["pooled"]
+        log.info("demo product: held-out stations R=%.3f ubRMSE=%.4f; truth (every land cell) R=%.3f ubRMSE=%.4f",
+                 h["R"], h["ubRMSE"], t["R"], t["ubRMSE"])
+    return {"produce": produced, "validation": val}

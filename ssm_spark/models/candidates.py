@@ -291,7 +291,16 @@ def xgb_params(cfg: Any, nthread: int, *, quantiles: Optional[Sequence[float]] =
     if quantiles is not None:
         params["objective"] = "reg:quantileerror"
         params["quantile_alpha"] = np.asarray(quantiles, dtype=float)
+        params["eta"] = min(1.0, x.learning_rate * x.n_estimators / quantile_rounds(cfg))
     return params
+
+
+def quantile_rounds(cfg: Any) -> int:
+    """Boosting rounds of the quantile models: ``xgb.quantile_n_estimators``, else half of
+    ``n_estimators`` rounded up (the 5/95 % bounds need less detail than the estimate: the demo's
+    held-out coverage and width do not change, see benchmarks/bench_trees.py)."""
+    q = getattr(cfg.xgb, "quantile_n_estimators", None)
+    return int(q) if q else (int(cfg.xgb.n_estimators) + 1) // 2
 
 
 def _train_booster(x: np.ndarray, y: np.ndarray, features: Sequence[str], params: dict, rounds: int) -> xgb.Booster:
@@ -402,7 +411,7 @@ def fit_quantiles(
         raise InputError(f"quantile model of {name!r}: no training row with a finite target")
     q = tuple(float(a) for a in cfg.quantiles)
     x = feature_matrix(train.loc[ok], features)
-    booster = _train_booster(x, y[ok], features, xgb_params(cfg, nthread, quantiles=q), cfg.xgb.n_estimators)
+    booster = _train_booster(x, y[ok], features, xgb_params(cfg, nthread, quantiles=q), quantile_rounds(cfg))
     return FittedModel(name, "quantiles", tuple(features), booster, base_fallback, q, n_train=int(ok.sum()))
 
 
