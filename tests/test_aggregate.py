@@ -103,6 +103,10 @@ def test_targets_must_nest_and_be_coarser():
     assert g.factor == 10
     # coarse tiles under fine tiles: a 3 km tile of 32 cells spans 96 fine columns (fine tiles 0-2, 2-5, ...)
     assert A.coarse_tiles(FINE, [(0, 0), (0, 8), (0, 9)], t[0]) == [(0, 0), (0, 2), (0, 3)]
+    files = [(0, 2, "a"), (0, 0, "b"), (0, 3, "c")]  # 3 km tile 0: fine cols 0-95 = fine tiles 0-2; tile 1: 96-191
+    assert A.aggregation_tasks(FINE, t, files) == [("ease2_3km", 0, 0, [(0, 0, "b"), (0, 2, "a")]),
+                                                   ("ease2_3km", 0, 1, [(0, 3, "c")]),
+                                                   ("ease2_36km", 0, 0, [(0, 0, "b"), (0, 2, "a"), (0, 3, "c")])]
     assert A.components("2024-04-01", ["ease2_9km"])[0].as_posix() == "agg/ease2_9km/parquet/date=2024-04-01"
 
 

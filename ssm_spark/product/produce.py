@@ -12,8 +12,8 @@ Per date (one Spark job per date, so memory is bounded by a date and a tile, nev
          Parquet file + Cloud-Optimized GeoTIFF, written by the executor into a staging folder
       -> driver: VRT mosaic, quicklook PNG (decimated read of the VRT)
       -> with ``produce.aggregate``: the staged tile Parquet files aggregated onto each coarser nested
-         grid (Spark: partial sums per fine tile, regrouped by coarse tile, written by the executors;
-         :mod:`ssm_spark.product.aggregate`), a VRT per coarse grid on the driver
+         grid (Spark: one task per coarse tile reads the fine tiles under it and writes the coarse
+         tile; :mod:`ssm_spark.product.aggregate`), a VRT per coarse grid on the driver
       -> the commit
 
 Only small per-tile summaries come back to the driver; pixels never do. The physics runs inside
