@@ -12,7 +12,8 @@ tile. The reference calls the library functions that the Spark tasks call
 (:func:`ssm_spark.product.produce.read_clipped`, ``predict_rows``, ``write_tile``) in a loop; Spark
 runs ``produce`` itself (``produce.cog=false``, ``produce.quicklook=false``, ``force``), so its
 figure includes the driver's work per date (listing, job launch, commit). A last Spark local[2]
-run with COGs, VRT and quicklooks shows what the raster outputs add.
+run with COGs, VRT and quicklooks shows what the raster outputs add, and a profile of the reference
+loop splits its time into reading, physics, XGBoost, Parquet and COG writing.
 
 Each configuration runs in its own process (clean memory figures): pixels/s is the median over
 the repeats (after one warm-up date for Spark); peak RSS is the largest sum of resident memory of
@@ -125,6 +126,61 @@ def run_reference(a: argparse.Namespace) -> dict:
     return {"rates": rates, "pixels_per_run": pixels, "dates": dates}
 
 
+def run_profile(a: argparse.Namespace) -> dict:
+    """Where the time goes, per stage, in the reference loop (one pass, 1 thread): read + masks +
+    clip, coupled physics, XGBoost (point + quantile models), Parquet, COG."""
+    from ssm_spark.config import load_config
+    from ssm_spark.models import candidates
+    from ssm_spark.models.registry import load_registry
+    from ssm_spark.product import produce as P
+    from ssm_spark.product.cog import tile_arrays, write_tile_cog
+    from ssm_spark.sources.stacks import discover
+
+    cfg = load_config()
+    grid = cfg.grid.build()
+    stacks = Path(a.stacks)
+    dates = _dates(stacks, a.dates)
+    reg = load_registry(a.models, nthread=1).warm()
+    region = P.resolve_region(None, cfg, grid)
+    inv = discover(stacks, grid, stacks.parent / "static", cfg.ingest.band_aliases)
+    t = dict.fromkeys(("read", "physics", "xgboost", "parquet", "cog"), 0.0)
+    orig = candidates.add_physics
+
+    def timed_physics(*args, **kw):
+        t0 = time.perf_counter()
+        try:
+            return orig(*args, **kw)
+        finally:
+            t["physics"] += time.perf_counter() - t0
+
+    candidates.add_physics = timed_physics
+    pixels = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in dates:
+            job = P.DateJob(d, grid, region, tmp, cfg.ingest.max_slope_deg, {"date": d}, None)
+            (Path(tmp) / "parquet" / f"date={d}").mkdir(parents=True, exist_ok=True)
+            for f in (f for f in inv.files if f.date == d):
+                t0 = time.perf_counter()
+                px, _ = P.read_clipped(f, job)
+                t1 = time.perf_counter()
+                phys0 = t["physics"]
+                rows = P.predict_rows(px, reg)
+                t2 = time.perf_counter()
+                tr, tc = P._tile_of_file(f, grid)
+                P.write_tile(rows, tr, tc, job)
+                t3 = time.perf_counter()
+                data = tile_arrays(rows, grid, tr, tc, ("ssm", "qc"))
+                write_tile_cog(Path(tmp) / f"{d}_{tr}_{tc}.tif", data, grid, tr, tc, ("ssm", "qc"), {"date": d})
+                t4 = time.perf_counter()
+                t["read"] += t1 - t0
+                t["xgboost"] += (t2 - t1) - (t["physics"] - phys0)
+                t["parquet"] += t3 - t2
+                t["cog"] += t4 - t3
+                pixels += len(px)
+    candidates.add_physics = orig
+    return {"stage_seconds": t, "pixels": pixels, "rates": [0.0]}
+
+
 def run_spark(a: argparse.Namespace) -> dict:
     import logging
 
@@ -155,7 +211,7 @@ def run_spark(a: argparse.Namespace) -> dict:
 
 def child(a: argparse.Namespace) -> None:
     with PeakRSS() as mem:
-        res = run_reference(a) if a.mode == "ref" else run_spark(a)
+        res = {"ref": run_reference, "spark": run_spark, "profile": run_profile}[a.mode](a)
     res["peak_rss_tree_mib"] = round(mem.peak / 1024)
     res["maxrss_self_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     res["maxrss_largest_child_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
@@ -179,7 +235,7 @@ def main() -> None:
     ap.add_argument("--dates", type=int, default=2, help="dates per timed run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--mode", choices=["ref", "spark"], default="ref", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=["ref", "spark", "profile"], default="ref", help=argparse.SUPPRESS)
     ap.add_argument("--cores", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -209,6 +265,11 @@ def main() -> None:
     print(f"ratio local[2] / reference:               {med['s2'] / med['ref']:.2f}")
     print(f"scaling local[2] / local[1]:              {med['s2'] / med['s1']:.2f}")
     print(f"COG + VRT + quicklook (local[2]):         {med['full'] / med['s2'] - 1:+.0%} px/s vs Parquet only")
+    prof = _spawn(argparse.Namespace(**{**vars(a), "repeats": 1}), "--mode", "profile")
+    st = prof["stage_seconds"]
+    total = sum(st.values())
+    print("where the time goes (reference loop, 1 thread, with a COG per tile): " + ", ".join(
+        f"{k} {v / total:.0%}" for k, v in st.items()) + f" of {total:.1f} s for {prof['pixels']:,} px")
     eff = min(1.0, (med["s2"] / med["s1"]) / 2)
     per_core = med["full"] / 2
     print(f"10-million-cell date: {1e7 / med['full'] / 60:.1f} min at the local[2] rate with rasters on this machine; "

@@ -291,7 +291,7 @@ def test_shuffle_grouping_same_bytes_and_changed_settings_recompute(spark, small
     _, ref = clean
     out = root / "regrouped"
     shutil.copytree(ref, out)
-    shuffled = load_config(overrides=SMALL + ["produce.tile_grouping=shuffle"])
+    shuffled = load_config(overrides=SMALL + ["produce.tile_grouping=shuffle", "produce.overlap_dates=false"])
     s = P.produce(spark, shuffled, root / "models", root / "sim" / "stacks", None, D1, D1, out, force=True)
     assert s["dates"][D1]["grouping"] == "shuffle by tile"
     # rows regrouped by Spark: the same rows and pixels (the files differ only in the recorded config hash)

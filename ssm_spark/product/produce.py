@@ -60,11 +60,18 @@ the others: the marker lists their files, and a date whose aggregated grids chan
 re-run skips a date whose marker has the same manifest id and product hash, the same input files
 (names, sizes, modification times) and whose outputs are all present; any other date is recomputed and replaces the old one (a run that only skips
 changes no file). A date's leftover staging folder (an interrupted run) is removed when the date is
-next produced. Files hold no timestamps and rows are sorted, so an interrupted run resumed gives
+next produced or found complete; a date computed but not committed when a run fails is removed by
+that run.
+
+Overlap (``produce.overlap_dates``, on by default): while the driver finishes a date (VRT,
+quicklook, aggregates, commit) in a finisher thread, the main thread already runs the next date's
+Spark job, so the executors do not wait for the driver; one date finishes at a time, in date
+order, and an error in a finishing date stops the run after the date being computed. Files hold no timestamps and rows are sorted, so an interrupted run resumed gives
 the same bytes as an uninterrupted one.
 
 The product hash covers what decides the product's bytes: the package version, the ``grid``,
-``ingest`` and ``produce`` sections (except ``nthread``, ``tile_grouping`` and ``regions``; the
+``ingest`` and ``produce`` sections (except ``nthread``, ``tile_grouping``, ``overlap_dates`` and
+``regions``; the
 ``aggregate*`` keys only when aggregation is on, so products made without it keep their hash) and
 the resolved region. The full configuration hash is recorded beside it but does not force a recompute
 (changing ``spark.master`` does not change the product).
@@ -91,6 +98,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -623,7 +631,8 @@ def product_hash(cfg: "Config", region: Region, manifest_id: str) -> str:
     """16-hex-digit hash of what decides a product's bytes (see the module docstring)."""
     blob = {"package": ssm_spark.__version__, "grid": cfg.grid.model_dump(mode="json"),
             "ingest": cfg.ingest.model_dump(mode="json"),
-            "produce": cfg.produce.model_dump(mode="json", exclude={"nthread", "tile_grouping", "regions"}),
+            "produce": cfg.produce.model_dump(mode="json", exclude={"nthread", "tile_grouping", "regions",
+                                                                      "overlap_dates"}),
             "region": region.key(), "manifest_id": manifest_id}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
@@ -736,11 +745,9 @@ def _write_product_json(output: Path, info: dict) -> None:
     write_json_atomic(output / "product.json", {**info, "dates": done})
 
 
-def _produce_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: list, bc, staging: Path,
-                  region: Region, title_ids: str, targets: tuple = ()) -> dict:
-    from ssm_spark.product.cog import write_vrt
-    from ssm_spark.product.quicklook import render_quicklook
-
+def _compute_tiles(spark: "SparkSession", cfg: "Config", job: DateJob, files: list, bc, staging: Path
+                   ) -> tuple[list[dict], bool]:
+    """The Spark part of a date: every tile read, predicted and written to staging by the executors."""
     pc = cfg.produce
     date = job.date
     (staging / "parquet" / f"date={date}").mkdir(parents=True)
@@ -753,6 +760,17 @@ def _produce_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: lis
         tiles = (_run_fused if fused else _run_shuffled)(spark, job, files, bc, pc.nthread)
     finally:
         spark.sparkContext.setJobDescription(None)
+    return tiles, fused
+
+
+def _finish_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: list, tiles: list[dict], fused: bool,
+                 staging: Path, region: Region, title_ids: str, targets: tuple = ()) -> dict:
+    """The driver's part of a date once its tiles are staged: VRT, quicklook, aggregates, summary."""
+    from ssm_spark.product.cog import write_vrt
+    from ssm_spark.product.quicklook import render_quicklook
+
+    pc = cfg.produce
+    date = job.date
     written = sorted((t["tile_row"], t["tile_col"]) for t in tiles if t["tile_row"] is not None and t["pixels"] > 0)
     failed = [json.loads(t["error"]) for t in tiles if t.get("error")]
     rejected: dict[str, int] = {}
@@ -925,7 +943,49 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     bc = spark.sparkContext.broadcast((registry.manifest, registry.model_bytes()))
     per_date: dict[str, dict] = {}
     failed_all: list = []
-    px_done, secs_done = 0, 0.0
+    done = {"pixels": 0, "t_first": None, "t_last": None}
+    title_ids = f"manifest {mid}, config {chash}, product {phash}"
+
+    def finish(k: int, job: DateJob, files: list, tiles: list, fused: bool, staging: Path, inputs: list,
+               t0: float, t_tiles: float) -> None:
+        """The date's driver work and commit (in the finisher thread while the next date computes)."""
+        date = job.date
+        t1 = time.perf_counter()
+        res = _finish_date(spark, cfg, job, files, tiles, fused, staging, rgn, title_ids, targets)
+        if hook is not None:
+            hook("staged", date)
+        marker = {"date": date, "status": "complete", "manifest_id": mid, "config_hash": chash,
+                  "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "grid": grid.name,
+                  "region": rgn.describe(grid), "counts": res["result"], "failed_files": res["failed"],
+                  "values_out_of_range_set_missing": res["rejected"], "inputs": inputs, "outputs": res["outputs"]}
+        _commit(staging, output, date, marker, hook, agg_names)
+        _write_product_json(output, info)
+        now = time.perf_counter()
+        r = res["result"]
+        done["pixels"] += r["pixels"]
+        done["t_last"] = now
+        failed_all.extend(res["failed"])
+        per_date[date] = {"status": "produced", **r, "seconds": round(now - t0, 2),
+                          "tiles_seconds": round(t_tiles, 2), "finish_seconds": round(now - t1, 2)}
+        if targets:
+            per_date[date]["aggregate_seconds"] = res["aggregate_seconds"]
+        run_secs = now - done["t_first"]
+        log.info("produce %d/%d %s: %s pixels (%s with ssm, %s masked) in %d tiles; tiles %.1f s, outputs and "
+                 "commit %.1f s; run so far %s px in %.1f s, %s px/s%s", k, len(dates), date, f"{r['pixels']:,}",
+                 f"{r['retrieved']:,}", f"{r['masked']:,}", r["tiles"], t_tiles, now - t1, f"{done['pixels']:,}",
+                 run_secs, f"{done['pixels'] / run_secs:,.0f}" if run_secs else "-",
+                 f"; {len(res['failed'])} file(s) FAILED: " + "; ".join(e["reason"] for e in res["failed"])
+                 if res["failed"] else "")
+        if targets:
+            log.info("produce %d/%d %s: aggregated to %s in %.1f s", k, len(dates), date,
+                     ", ".join(f"{n} ({a['cells']} cells, {a['tiles']} tiles)" for n, a in r["aggregates"].items()),
+                     res["aggregate_seconds"])
+        if hook is not None:
+            hook("committed", date)
+
+    finisher = ThreadPoolExecutor(1, thread_name_prefix="produce-finish") if pc.overlap_dates else None
+    pending: tuple[Future, Path] | None = None
+    computed: Path | None = None  # staging of a date computed but not handed to finish
     try:
         for k, date in enumerate(dates, 1):
             files = sorted(by_date[date], key=lambda f: f.path)
@@ -935,50 +995,50 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
                 log.info("produce %d/%d %s: skipping, complete (manifest %s, product hash %s)", k, len(dates), date,
                          mid, phash)
                 per_date[date] = {"status": "skipped"}
+                _clean_staging(output, date)
                 continue
             if not ok and why != "no marker":
                 log.info("produce %d/%d %s: recomputing (%s)", k, len(dates), date, why)
             t0 = time.perf_counter()
+            if done["t_first"] is None:
+                done["t_first"] = t0
             _clean_staging(output, date)
             staging = output / STAGING / f"{date}.{uuid.uuid4().hex[:8]}"
             tags = {"product": "ssm", "date": date, "grid": grid.name, "manifest_id": mid, "config_hash": chash,
                     "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "qc_bits": _QC_LEGEND}
             job = DateJob(date, grid, rgn, str(staging), cfg.ingest.max_slope_deg, tags, bands,
                           pc.cog_blocksize, pc.cog_compress, pc.overview_resampling)
-            res = _produce_date(spark, cfg, job, files, bc, staging, rgn,
-                                f"manifest {mid}, config {chash}, product {phash}", targets)
-            if hook is not None:
-                hook("staged", date)
-            marker = {"date": date, "status": "complete", "manifest_id": mid, "config_hash": chash,
-                      "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "grid": grid.name,
-                      "region": rgn.describe(grid), "counts": res["result"], "failed_files": res["failed"],
-                      "values_out_of_range_set_missing": res["rejected"], "inputs": inputs, "outputs": res["outputs"]}
-            _commit(staging, output, date, marker, hook, agg_names)
-            _write_product_json(output, info)
-            secs = time.perf_counter() - t0
-            r = res["result"]
-            px_done += r["pixels"]
-            secs_done += secs
-            failed_all += res["failed"]
-            per_date[date] = {"status": "produced", **r, "seconds": round(secs, 2)}
-            if targets:
-                per_date[date]["aggregate_seconds"] = res["aggregate_seconds"]
-            log.info("produce %d/%d %s: %s pixels (%s with ssm, %s masked) in %d tiles, %.1f s, %s px/s%s",
-                     k, len(dates), date, f"{r['pixels']:,}", f"{r['retrieved']:,}", f"{r['masked']:,}", r["tiles"],
-                     secs, f"{r['pixels'] / secs:,.0f}" if secs else "-",
-                     f"; {len(res['failed'])} file(s) FAILED: " + "; ".join(e["reason"] for e in res["failed"])
-                     if res["failed"] else "")
-            if targets:
-                log.info("produce %d/%d %s: aggregated to %s in %.1f s", k, len(dates), date,
-                         ", ".join(f"{n} ({a['cells']} cells, {a['tiles']} tiles)" for n, a in r["aggregates"].items()),
-                         res["aggregate_seconds"])
-            if hook is not None:
-                hook("committed", date)
+            computed = staging
+            tiles, fused = _compute_tiles(spark, cfg, job, files, bc, staging)
+            t_tiles = time.perf_counter() - t0
+            if pending is not None:  # one date finishing at a time, in date order
+                pending[0].result()
+                pending = None
+            args = (k, job, files, tiles, fused, staging, inputs, t0, t_tiles)
+            if finisher is None:
+                finish(*args)
+            else:
+                pending = (finisher.submit(finish, *args), staging)
+            computed = None
+        if pending is not None:
+            pending[0].result()
+            pending = None
     finally:
+        if pending is not None:  # the loop failed while a date was finishing: let it end (its commit is atomic)
+            try:
+                pending[0].result()
+            except BaseException:  # noqa: BLE001 - the loop's own error is the one raised
+                pass
+        if finisher is not None:
+            finisher.shutdown(wait=True)
+        if computed is not None:  # computed, never committed: not visible, not kept
+            shutil.rmtree(computed, ignore_errors=True)
         bc.destroy()
         st = output / STAGING
         if st.is_dir() and not any(st.iterdir()):
             st.rmdir()
+    px_done = done["pixels"]
+    secs_done = (done["t_last"] - done["t_first"]) if done["t_last"] is not None else 0.0
     if not (output / "product.json").exists():  # a run that only skipped leaves every file as it was
         _write_product_json(output, info)
     total = time.perf_counter() - t_run
