@@ -374,12 +374,34 @@ def test_a_corrupt_tile_is_recorded_and_the_date_goes_on(spark, small, tmp_path)
     blob = bytearray(bad.read_bytes())
     blob[200:len(blob) // 2] = b"\xff" * (len(blob) // 2 - 200)  # header intact, data blocks garbage
     bad.write_bytes(bytes(blob))
+    # a second file fails the driver's checks: a GeoTIFF in lon/lat, not on the grid (quarantined)
+    off = sorted((stacks / D1).glob("*.tif"))[1]
+    with rasterio.open(off) as src:
+        prof, data, desc = src.profile, src.read(), src.descriptions
+    prof.update(crs="EPSG:4326", transform=rasterio.transform.from_origin(2.0, 45.0, 0.01, 0.01))
+    with rasterio.open(off, "w", **prof) as dst:
+        dst.write(data)
+        dst.descriptions = desc
     s = P.produce(spark, cfg, root / "models", stacks, None, D1, D1, tmp_path / "out", static=root / "sim" / "static")
     r = s["dates"][D1]
-    assert r["files_failed"] == 1 and r["tiles"] == 3 and r["pixels"] == 3 * 1024
-    assert len(s["failed_files"]) == 1 and bad.name in s["failed_files"][0]["reason"]
+    assert r["files_failed"] == 1 and r["tiles"] == 2 and r["pixels"] == 2 * 1024
+    reasons = {Path(f["file"]).name: f["reason"] for f in s["failed_files"]}
+    assert set(reasons) == {bad.name, off.name} and "EPSG:4326" in reasons[off.name]
     marker = json.loads((tmp_path / "out" / "parquet" / f"date={D1}" / "_SUCCESS.json").read_text())
-    assert marker["failed_files"][0]["file"] == str(bad) and len(list((tmp_path / "out" / "cog" / D1).iterdir())) == 3
+    assert {Path(f["file"]).name for f in marker["failed_files"]} == {bad.name, off.name}
+    assert len(list((tmp_path / "out" / "cog" / D1).iterdir())) == 2
+    # the quarantined file is an input: replacing it recomputes the date, now with its tile
+    shutil.copy(root / "sim" / "stacks" / D1 / off.name, off)
+    s2 = P.produce(spark, cfg, root / "models", stacks, None, D1, D1, tmp_path / "out", static=root / "sim" / "static")
+    assert s2["produced"] == 1 and s2["dates"][D1]["tiles"] == 3
+    # every file of a date unusable: no product for it, said in the summary
+    other = tmp_path / "only_bad"
+    (other / D2).mkdir(parents=True)
+    shutil.copy(off, other / D2 / off.name)
+    with rasterio.open(other / D2 / off.name, "r+") as dst:
+        dst.crs = "EPSG:4326"
+    with pytest.raises(InputError, match="quarantined"):
+        P.produce(spark, cfg, root / "models", other, None, D2, D2, tmp_path / "out2", static=root / "sim" / "static")
 
 
 # ------------------------------------------------------------------------- multi-scale products

@@ -136,3 +136,33 @@ def test_selfcheck_on_the_demo_tiles(spark):
     tiles = grid.tiles_for_window(grid.window_around(2.5, 44.0, 512, 512))
     assert sedona_selfcheck(spark, grid, tiles) == {"tiles": 4, "centres_in_own_tile": 4,
                                                    "centres_in_other_tiles": 0, "rasters_match": 4}
+
+
+def test_spark_zips_dropped_only_when_pyspark_is_installed(tmp_path: Path):
+    from ssm_spark.pyspark_daemon import strip_spark_zips
+
+    site = tmp_path / "site"
+    for pkg in ("pyspark", "py4j"):
+        (site / pkg).mkdir(parents=True)
+        (site / pkg / "__init__.py").write_text("")
+    zips = [str(tmp_path / "lib" / "pyspark.zip"), str(tmp_path / "lib" / "py4j-0.10.9.9-src.zip"),
+            str(tmp_path / "jars" / "spark-core_2.13-4.0.1.jar")]
+    other = str(tmp_path / "deps.zip")  # a user's --py-files zip stays
+    assert strip_spark_zips([*zips, other, str(site)]) == [other, str(site)]
+    # a Spark distribution without pip's pyspark: the zips are where pyspark lives, nothing dropped
+    assert strip_spark_zips([*zips, other]) == [*zips, other]
+    (site / "py4j" / "__init__.py").unlink()
+    assert strip_spark_zips([*zips, str(site)]) == [*zips, str(site)]
+
+
+@pytest.mark.spark
+def test_local_workers_run_without_the_spark_zips(spark):
+    import sys
+
+    from ssm_spark.spark import spark_conf
+
+    assert spark.conf.get("spark.python.daemon.module") == "ssm_spark.pyspark_daemon"
+    paths = spark.sparkContext.parallelize([0], 1).map(lambda _: list(sys.path)).collect()[0]
+    assert not [p for p in paths if p.endswith(("pyspark.zip", ".jar"))], paths
+    cluster = spark_conf(SparkConfig(master=None, jars={"mode": "cluster"}))
+    assert "spark.python.daemon.module" not in cluster  # elsewhere the package may not be installed

@@ -648,8 +648,10 @@ def _parse_date(value: Any, what: str) -> dt.date | None:
         raise ConfigError(f"--{what} {value!r}: expected a date YYYY-MM-DD") from exc
 
 
-def _inputs(files: Sequence["StackFile"], stacks: Path) -> list[dict]:
-    paths = set()
+def _inputs(files: Sequence["StackFile"], stacks: Path, quarantined: Sequence[dict] = ()) -> list[dict]:
+    """Names, sizes and modification times of a date's inputs (quarantined files included, so that
+    replacing a bad file makes the date recompute)."""
+    paths = {q["file"] for q in quarantined if os.path.exists(q["file"])}
     for f in files:
         paths.update(p for p in (f.path, f.static_path, f.classes_path) if p)
     out = []
@@ -912,20 +914,29 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     if static is None:
         cand = stacks.parent / "static"
         static = cand if cand.is_dir() else None
-    inv = discover(stacks, grid, static, cfg.ingest.band_aliases)
     wanted = set(rgn.tiles)
+
+    def in_region(win: tuple[int, int, int, int]) -> bool:
+        r0, c0, h, w = win
+        return bool(wanted.intersection(grid.tiles_for_window(Window(c0, r0, w, h))))
+
+    # only the date folders in range are opened, and only the region's files are fully checked
+    inv = discover(stacks, grid, static, cfg.ingest.band_aliases, start=d0, end=d1, keep_window=in_region)
     by_date: dict[str, list] = {}
     for f in inv.files:
-        day = dt.date.fromisoformat(f.date)
-        if (d0 and day < d0) or (d1 and day > d1):
-            continue
-        if wanted.intersection(grid.tiles_for_window(Window(f.col_off, f.row_off, f.width, f.height))):
-            by_date.setdefault(f.date, []).append(f)
+        by_date.setdefault(f.date, []).append(f)
+    quarantined: dict[str, list] = {}
+    for q in inv.quarantine:  # files that failed the driver's checks (CRS, alignment, bands, static layers)
+        quarantined.setdefault(Path(q["file"]).parent.name, []).append(q)
     dates = sorted(by_date)
+    unusable = sorted(set(quarantined) - set(by_date))
     if not dates:
-        raise InputError(f"{stacks}: no stack file dated {d0 or 'any'}..{d1 or 'any'} covers region {rgn.name!r} "
-                         f"(tiles {list(rgn.tiles)[:6]}{'...' if len(rgn.tiles) > 6 else ''}); stack dates found: "
-                         f"{inv.dates[0] if inv.dates else '-'}..{inv.dates[-1] if inv.dates else '-'}")
+        folders = sorted(p.name for p in stacks.iterdir() if p.is_dir()) if stacks.is_dir() else []
+        why = (f"; every file of {len(unusable)} date(s) in range was quarantined, e.g. {quarantined[unusable[0]][0]['reason']}"
+               if unusable else "")
+        raise InputError(f"{stacks}: no usable stack file dated {d0 or 'any'}..{d1 or 'any'} covers region "
+                         f"{rgn.name!r} (tiles {list(rgn.tiles)[:6]}{'...' if len(rgn.tiles) > 6 else ''}); date "
+                         f"folders found: {folders[0] if folders else '-'}..{folders[-1] if folders else '-'}{why}")
     mid, chash = registry.manifest_id, cfg.hash()
     phash = product_hash(cfg, rgn, mid)
     pc = cfg.produce
@@ -956,7 +967,8 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
             hook("staged", date)
         marker = {"date": date, "status": "complete", "manifest_id": mid, "config_hash": chash,
                   "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "grid": grid.name,
-                  "region": rgn.describe(grid), "counts": res["result"], "failed_files": res["failed"],
+                  "region": rgn.describe(grid), "counts": res["result"],
+                  "failed_files": quarantined.get(date, []) + res["failed"],
                   "values_out_of_range_set_missing": res["rejected"], "inputs": inputs, "outputs": res["outputs"]}
         _commit(staging, output, date, marker, hook, agg_names)
         _write_product_json(output, info)
@@ -964,7 +976,7 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         r = res["result"]
         done["pixels"] += r["pixels"]
         done["t_last"] = now
-        failed_all.extend(res["failed"])
+        failed_all.extend(quarantined.get(date, []) + res["failed"])
         per_date[date] = {"status": "produced", **r, "seconds": round(now - t0, 2),
                           "tiles_seconds": round(t_tiles, 2), "finish_seconds": round(now - t1, 2)}
         if targets:
@@ -989,7 +1001,11 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     try:
         for k, date in enumerate(dates, 1):
             files = sorted(by_date[date], key=lambda f: f.path)
-            inputs = _inputs(files, stacks)
+            q_date = quarantined.get(date, [])
+            inputs = _inputs(files, stacks, q_date)
+            if q_date:
+                log.warning("produce %d/%d %s: %d file(s) quarantined, their cells stay empty: %s", k, len(dates),
+                            date, len(q_date), "; ".join(q["reason"] for q in q_date))
             ok, why = _is_complete(_read_marker(output, date), output, mid, phash, inputs)
             if ok and not force:
                 log.info("produce %d/%d %s: skipping, complete (manifest %s, product hash %s)", k, len(dates), date,
@@ -1037,6 +1053,11 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         st = output / STAGING
         if st.is_dir() and not any(st.iterdir()):
             st.rmdir()
+    for date in unusable:  # nothing to produce: said in the summary, nothing written
+        log.warning("produce %s: every file quarantined, no product: %s", date,
+                    "; ".join(q["reason"] for q in quarantined[date]))
+        per_date[date] = {"status": "failed", "reason": "every stack file quarantined"}
+        failed_all.extend(quarantined[date])
     px_done = done["pixels"]
     secs_done = (done["t_last"] - done["t_first"]) if done["t_last"] is not None else 0.0
     if not (output / "product.json").exists():  # a run that only skipped leaves every file as it was
@@ -1046,6 +1067,7 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
                "region": rgn.describe(grid), "dates": per_date,
                "produced": sum(1 for v in per_date.values() if v["status"] == "produced"),
                "skipped": sum(1 for v in per_date.values() if v["status"] == "skipped"),
+               "failed": sum(1 for v in per_date.values() if v["status"] == "failed"),
                "pixels": px_done, "seconds": round(total, 1),
                "pixels_per_s": round(px_done / secs_done) if secs_done else None, "failed_files": failed_all}
     log.info("produce: %d date(s) produced, %d skipped, %s pixels in %.1f s -> %s", summary["produced"],

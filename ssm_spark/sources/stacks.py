@@ -136,7 +136,9 @@ def check_raster(path: str | Path, grid: Grid) -> tuple[tuple[int, int, int, int
 
 
 def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None = None,
-             band_aliases: dict[str, str] | None = None) -> StackInventory:
+             band_aliases: dict[str, str] | None = None, *, start: dt.date | None = None,
+             end: dt.date | None = None, keep_window: Callable[[tuple[int, int, int, int]], bool] | None = None
+             ) -> StackInventory:
     """Find and check every stack file (driver side).
 
     Parameters
@@ -148,6 +150,13 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
         Folder of static companions (``<name>.tif``, ``<name>_classes.tif``).
     band_aliases : dict, optional
         Other band names -> the names above (e.g. ``{"VV": "vv_db"}``).
+    start, end : date, optional
+        Only date folders in ``[start, end]``; the others are not opened (a product of a few days
+        over a long archive checks only those days).
+    keep_window : callable, optional
+        ``(row_off, col_off, height, width) -> bool`` on a file's grid window, after its header
+        check: files outside (e.g. off the product's region) are skipped before their band and
+        static-layer checks.
 
     Returns
     -------
@@ -166,10 +175,14 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
     files, quarantine = [], []
     static_cache: dict[str, tuple] = {}
     for d in date_dirs:
-        dt.date.fromisoformat(d.name)
+        day = dt.date.fromisoformat(d.name)
+        if (start is not None and day < start) or (end is not None and day > end):
+            continue
         for path in sorted(d.glob("*.tif")):
             try:
                 (r0, c0, h, w), bands = check_raster(path, grid)
+                if keep_window is not None and not keep_window((r0, c0, h, w)):
+                    continue
                 bands = {aliases.get(k, k): v for k, v in bands.items()}
                 missing = [b for b in REQUIRED_BANDS if b not in bands]
                 if missing:
