@@ -266,7 +266,7 @@ class TrainConfig(_Strict):
 class ProduceConfig(_Strict):
     """Regional products (``ssm-spark produce``): named regions, COG/VRT/quicklook settings.
 
-    Every setting here except ``nthread``, ``tile_grouping``, ``overlap_dates`` and ``regions``
+    Every setting here except ``nthread``, ``tile_grouping``, ``dates_in_flight`` and ``regions``
     changes the product's bytes, so it enters the product hash that decides whether a finished date is skipped on re-run.
     ``aggregate`` and ``aggregate_min_fraction`` are left out of the dump (so of both hashes) while
     ``aggregate`` is empty: configurations from before multi-scale products hash as they did.
@@ -291,8 +291,10 @@ class ProduceConfig(_Strict):
         "auto", description="auto: when every stack file lies in one grid tile (one file per tile and date), "
         "read, predict and write a tile in one task; shuffle: always regroup the rows by tile")
     nthread: int = Field(0, ge=0, description="XGBoost threads per task; 0: the task's cores (spark.task.cpus)")
-    overlap_dates: bool = Field(True, description="finish a date on the driver (VRT, quicklook, aggregates, "
-                                "commit) while the executors compute the next date's tiles; commits stay in date order")
+    dates_in_flight: int = Field(2, ge=1, le=8, description="dates whose Spark jobs run at once (the next date "
+                                 "fills cores the older one leaves idle) while the driver finishes the previous "
+                                 "one (VRT, quicklook, aggregates, commit); commits stay in date order; 1: one "
+                                 "date after the other")
     aggregate: list[str] = Field(
         default_factory=list, description="coarser nested grids to aggregate each date onto (multi-scale "
         "products): grid names (ease2_3km, ease2_9km, ease2_36km, geo_<deg>deg) or EASE-Grid 2.0 km numbers "

@@ -291,7 +291,7 @@ def test_shuffle_grouping_same_bytes_and_changed_settings_recompute(spark, small
     _, ref = clean
     out = root / "regrouped"
     shutil.copytree(ref, out)
-    shuffled = load_config(overrides=SMALL + ["produce.tile_grouping=shuffle", "produce.overlap_dates=false"])
+    shuffled = load_config(overrides=SMALL + ["produce.tile_grouping=shuffle", "produce.dates_in_flight=1"])
     s = P.produce(spark, shuffled, root / "models", root / "sim" / "stacks", None, D1, D1, out, force=True)
     assert s["dates"][D1]["grouping"] == "shuffle by tile"
     # rows regrouped by Spark: the same rows and pixels (the files differ only in the recorded config hash)
@@ -360,7 +360,7 @@ def test_cli_run_skips_a_complete_product(spark, small, clean, capsys):
     assert _files(ref) == before
     bad = parser.parse_args(["--models", str(root / "models"), "--stacks", str(root / "sim" / "stacks"),
                              "--start", "2030-01-01", "--output", str(ref)])
-    with pytest.raises(InputError, match="no stack file dated 2030-01-01"):
+    with pytest.raises(InputError, match="no usable stack file dated 2030-01-01"):
         P.run(bad, cfg)
 
 

@@ -63,14 +63,16 @@ changes no file). A date's leftover staging folder (an interrupted run) is remov
 next produced or found complete; a date computed but not committed when a run fails is removed by
 that run.
 
-Overlap (``produce.overlap_dates``, on by default): while the driver finishes a date (VRT,
-quicklook, aggregates, commit) in a finisher thread, the main thread already runs the next date's
-Spark job, so the executors do not wait for the driver; one date finishes at a time, in date
-order, and an error in a finishing date stops the run after the date being computed. Files hold no timestamps and rows are sorted, so an interrupted run resumed gives
+Dates in flight (``produce.dates_in_flight``, default 2): up to that many dates' Spark jobs run at
+once (Spark's FIFO scheduler gives the older date's tasks the cores first, so the next date only
+fills cores the older one leaves idle at its end), and the driver finishes a date (VRT, quicklook,
+aggregates, commit) in a finisher thread while the executors compute; one date finishes at a time,
+in date order. On an error the run lets the running jobs end, removes the staging of dates computed
+but not committed, and raises. ``1``: one date after the other, nothing overlapped. Files hold no timestamps and rows are sorted, so an interrupted run resumed gives
 the same bytes as an uninterrupted one.
 
 The product hash covers what decides the product's bytes: the package version, the ``grid``,
-``ingest`` and ``produce`` sections (except ``nthread``, ``tile_grouping``, ``overlap_dates`` and
+``ingest`` and ``produce`` sections (except ``nthread``, ``tile_grouping``, ``dates_in_flight`` and
 ``regions``; the
 ``aggregate*`` keys only when aggregation is on, so products made without it keep their hash) and
 the resolved region. The full configuration hash is recorded beside it but does not force a recompute
@@ -98,6 +100,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -632,7 +635,7 @@ def product_hash(cfg: "Config", region: Region, manifest_id: str) -> str:
     blob = {"package": ssm_spark.__version__, "grid": cfg.grid.model_dump(mode="json"),
             "ingest": cfg.ingest.model_dump(mode="json"),
             "produce": cfg.produce.model_dump(mode="json", exclude={"nthread", "tile_grouping", "regions",
-                                                                      "overlap_dates"}),
+                                                                      "dates_in_flight"}),
             "region": region.key(), "manifest_id": manifest_id}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
@@ -995,9 +998,29 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         if hook is not None:
             hook("committed", date)
 
-    finisher = ThreadPoolExecutor(1, thread_name_prefix="produce-finish") if pc.overlap_dates else None
-    pending: tuple[Future, Path] | None = None
-    computed: Path | None = None  # staging of a date computed but not handed to finish
+    in_flight = max(1, pc.dates_in_flight)
+    computers = ThreadPoolExecutor(in_flight, thread_name_prefix="produce-tiles") if in_flight > 1 else None
+    finisher = ThreadPoolExecutor(1, thread_name_prefix="produce-finish") if in_flight > 1 else None
+    queue: deque[dict] = deque()  # dates computing or computed, not yet handed to the finisher (date order)
+    pending: Future | None = None  # the date finishing
+
+    def hand_over() -> None:
+        """The oldest computing date, once computed, to the finisher (after the previous one finished)."""
+        nonlocal pending
+        item = queue[0]
+        tiles, fused = item["tiles"].result() if computers is not None else item["tiles"]
+        t_tiles = time.perf_counter() - item["t0"]
+        if pending is not None:  # one date finishing at a time, in date order
+            pending.result()
+            pending = None
+        queue.popleft()
+        args = (item["k"], item["job"], item["files"], tiles, fused, item["staging"], item["inputs"], item["t0"],
+                t_tiles)
+        if finisher is None:
+            finish(*args)
+        else:
+            pending = finisher.submit(finish, *args)
+
     try:
         for k, date in enumerate(dates, 1):
             files = sorted(by_date[date], key=lambda f: f.path)
@@ -1024,31 +1047,37 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
                     "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "qc_bits": _QC_LEGEND}
             job = DateJob(date, grid, rgn, str(staging), cfg.ingest.max_slope_deg, tags, bands,
                           pc.cog_blocksize, pc.cog_compress, pc.overview_resampling)
-            computed = staging
-            tiles, fused = _compute_tiles(spark, cfg, job, files, bc, staging)
-            t_tiles = time.perf_counter() - t0
-            if pending is not None:  # one date finishing at a time, in date order
-                pending[0].result()
-                pending = None
-            args = (k, job, files, tiles, fused, staging, inputs, t0, t_tiles)
-            if finisher is None:
-                finish(*args)
-            else:
-                pending = (finisher.submit(finish, *args), staging)
-            computed = None
+            item = {"k": k, "job": job, "files": files, "staging": staging, "inputs": inputs, "t0": t0}
+            queue.append(item)
+            if computers is None:
+                item["tiles"] = _compute_tiles(spark, cfg, job, files, bc, staging)
+            else:  # Spark's FIFO scheduler runs the older date's tasks first; the next fills idle cores
+                item["tiles"] = computers.submit(_compute_tiles, spark, cfg, job, files, bc, staging)
+            while len(queue) >= in_flight:
+                hand_over()
+        while queue:
+            hand_over()
         if pending is not None:
-            pending[0].result()
+            pending.result()
             pending = None
     finally:
-        if pending is not None:  # the loop failed while a date was finishing: let it end (its commit is atomic)
+        # a failure: let what runs end (a commit is atomic), then drop what was computed but not committed
+        for item in queue:
+            fut = item.get("tiles")
+            if isinstance(fut, Future):
+                try:
+                    fut.result()
+                except BaseException:  # noqa: BLE001 - the loop's own error is the one raised
+                    pass
+            shutil.rmtree(item["staging"], ignore_errors=True)
+        if pending is not None:
             try:
-                pending[0].result()
-            except BaseException:  # noqa: BLE001 - the loop's own error is the one raised
+                pending.result()
+            except BaseException:  # noqa: BLE001
                 pass
-        if finisher is not None:
-            finisher.shutdown(wait=True)
-        if computed is not None:  # computed, never committed: not visible, not kept
-            shutil.rmtree(computed, ignore_errors=True)
+        for pool in (computers, finisher):
+            if pool is not None:
+                pool.shutdown(wait=True)
         bc.destroy()
         st = output / STAGING
         if st.is_dir() and not any(st.iterdir()):
