@@ -19,7 +19,7 @@ process with its own Spark session on ``local[2]`` (``spark.driver.memory`` from
 
 * driver Python: the child process itself;
 * driver JVM: its ``java`` descendant (in local mode the JVM is also the executor);
-* Python workers: the ``pyspark.daemon`` the JVM starts (reported apart) and the workers it forks.
+* Python workers: the ``pyspark.daemon`` (or ``ssm_spark.pyspark_daemon``) the JVM starts (reported apart) and the workers it forks.
 
 A process's peak is the kernel's high-water mark ``VmHWM`` (exact between samples, not a sampled
 RSS); "tree peak" is the largest sum of ``VmRSS`` over the tree at one sample (what the machine
@@ -126,7 +126,8 @@ class RoleSampler:
         if exe == "java":
             return "jvm"
         if "python" in exe:
-            if "pyspark.daemon" in cmd and self.role.get(parents.get(pid, -1)) == "jvm":
+            is_daemon = "pyspark.daemon" in cmd or "ssm_spark.pyspark_daemon" in cmd  # ours in local mode
+            if is_daemon and self.role.get(parents.get(pid, -1)) == "jvm":
                 return "daemon"
             return "worker" if self.role.get(parents.get(pid, -1)) in ("daemon", "jvm") else "other"
         return "other"
