@@ -62,9 +62,10 @@ def spark_conf(cfg: SparkConfig) -> dict[str, str]:
     }
     if cfg.master:
         conf["spark.master"] = cfg.master
-    if (cfg.master or "").startswith("local"):
-        # workers run here, where this package is installed: skip PySpark's per-task re-read of
-        # its own zips (ssm_spark/pyspark_daemon.py; about 0.2 s per task)
+    worker_python = os.environ.get("PYSPARK_PYTHON", sys.executable)
+    if (cfg.master or "").startswith("local") and os.path.realpath(worker_python) == os.path.realpath(sys.executable):
+        # workers run here, with this interpreter, where this package is importable: skip PySpark's
+        # per-task re-read of its own zips (ssm_spark/pyspark_daemon.py; about 0.2 s per task)
         conf["spark.python.daemon.module"] = "ssm_spark.pyspark_daemon"
     if cfg.jars.mode == "local":
         conf["spark.jars"] = ",".join(str(p) for p in _jars.verify(cfg.jars.dir))

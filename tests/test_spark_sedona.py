@@ -166,3 +166,11 @@ def test_local_workers_run_without_the_spark_zips(spark):
     assert not [p for p in paths if p.endswith(("pyspark.zip", ".jar"))], paths
     cluster = spark_conf(SparkConfig(master=None, jars={"mode": "cluster"}))
     assert "spark.python.daemon.module" not in cluster  # elsewhere the package may not be installed
+
+
+def test_no_custom_daemon_for_another_worker_interpreter(monkeypatch):
+    from ssm_spark.spark import spark_conf
+
+    monkeypatch.setenv("PYSPARK_PYTHON", "/usr/bin/python3-elsewhere")
+    conf = spark_conf(SparkConfig(master="local[1]", jars={"mode": "cluster"}))
+    assert "spark.python.daemon.module" not in conf
