@@ -97,7 +97,8 @@ def _dates(stacks: Path, n: int) -> list[str]:
     return sorted(p.name for p in stacks.iterdir() if p.is_dir() and p.name[:2] == "20")[:n]
 
 
-def run_reference(a: argparse.Namespace) -> dict:
+def _reference_setup(a: argparse.Namespace):
+    """What the reference and the profile share: config, grid, dates, registry (1 thread), region, files."""
     from ssm_spark.config import load_config
     from ssm_spark.models.registry import load_registry
     from ssm_spark.product import produce as P
@@ -110,6 +111,13 @@ def run_reference(a: argparse.Namespace) -> dict:
     reg = load_registry(a.models, nthread=1).warm()
     region = P.resolve_region(None, cfg, grid)
     inv = discover(stacks, grid, stacks.parent / "static", cfg.ingest.band_aliases)
+    return cfg, grid, dates, reg, region, inv
+
+
+def run_reference(a: argparse.Namespace) -> dict:
+    from ssm_spark.product import produce as P
+
+    cfg, grid, dates, reg, region, inv = _reference_setup(a)
     rates, pixels = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(a.repeats):
@@ -129,20 +137,11 @@ def run_reference(a: argparse.Namespace) -> dict:
 def run_profile(a: argparse.Namespace) -> dict:
     """Where the time goes, per stage, in the reference loop (one pass, 1 thread): read + masks +
     clip, coupled physics, XGBoost (point + quantile models), Parquet, COG."""
-    from ssm_spark.config import load_config
     from ssm_spark.models import candidates
-    from ssm_spark.models.registry import load_registry
     from ssm_spark.product import produce as P
     from ssm_spark.product.cog import tile_arrays, write_tile_cog
-    from ssm_spark.sources.stacks import discover
 
-    cfg = load_config()
-    grid = cfg.grid.build()
-    stacks = Path(a.stacks)
-    dates = _dates(stacks, a.dates)
-    reg = load_registry(a.models, nthread=1).warm()
-    region = P.resolve_region(None, cfg, grid)
-    inv = discover(stacks, grid, stacks.parent / "static", cfg.ingest.band_aliases)
+    cfg, grid, dates, reg, region, inv = _reference_setup(a)
     t = dict.fromkeys(("read", "physics", "xgboost", "parquet", "cog"), 0.0)
     orig = candidates.add_physics
 

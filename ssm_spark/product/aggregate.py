@@ -49,8 +49,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
@@ -320,9 +318,8 @@ def write_coarse_tile(rows: pd.DataFrame, target: AggTarget, tile_row: int, tile
 
     Returns the tile's summary (:data:`_SUMMARY_DDL` fields).
     """
-    import pyarrow.parquet as pq
-
     from ssm_spark.product.cog import tile_arrays, write_tile_cog
+    from ssm_spark.product.files import write_parquet_file
 
     tile_row, tile_col = int(tile_row), int(tile_col)
     rows = rows.sort_values(["row", "col"], kind="mergesort").reset_index(drop=True)
@@ -334,14 +331,7 @@ def write_coarse_tile(rows: pd.DataFrame, target: AggTarget, tile_row: int, tile
     meta = {**job.file_tags(target), "tile_row": tile_row, "tile_col": tile_col}
     base = Path(job.staging) / "agg" / target.name
     pq_path = base / "parquet" / f"date={job.date}" / f"{name}.parquet"
-    tmp = pq_path.with_name(f".{pq_path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(_arrow_table(rows, meta), tmp, compression="zstd", write_statistics=True)
-        os.replace(tmp, pq_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    summary["parquet_bytes"] = pq_path.stat().st_size
+    summary["parquet_bytes"] = write_parquet_file(_arrow_table(rows, meta), pq_path)
     if job.bands:
         data = tile_arrays(rows, target.grid, tile_row, tile_col, job.bands)
         summary["cog_bytes"] = write_tile_cog(

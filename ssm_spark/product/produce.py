@@ -467,9 +467,8 @@ def write_tile(rows: pd.DataFrame, tile_row: int, tile_col: int, job: DateJob) -
     dict
         The tile's summary (:data:`_SUMMARY_DDL` fields).
     """
-    import pyarrow.parquet as pq
-
     from ssm_spark.product.cog import tile_arrays, write_tile_cog
+    from ssm_spark.product.files import write_parquet_file
 
     tile_row, tile_col = int(tile_row), int(tile_col)
     rows = rows.sort_values(["row", "col"], kind="mergesort").reset_index(drop=True)
@@ -487,14 +486,7 @@ def write_tile(rows: pd.DataFrame, tile_row: int, tile_col: int, job: DateJob) -
     name = job.tile_name(tile_row, tile_col)
     meta = {**job.tags, "tile_row": tile_row, "tile_col": tile_col}
     pq_path = Path(job.staging) / "parquet" / f"date={job.date}" / f"{name}.parquet"
-    tmp = pq_path.with_name(f".{pq_path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(_arrow_table(rows, meta), tmp, compression="zstd", write_statistics=True)
-        os.replace(tmp, pq_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    summary["parquet_bytes"] = pq_path.stat().st_size
+    summary["parquet_bytes"] = write_parquet_file(_arrow_table(rows, meta), pq_path)
     if job.bands:
         data = tile_arrays(rows, job.grid, tile_row, tile_col, job.bands)
         summary["cog_bytes"] = write_tile_cog(
