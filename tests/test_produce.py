@@ -489,6 +489,10 @@ def test_multiscale_products_are_block_means_with_provenance(spark, small, clean
             left = round((v.transform.c - coarse.x0) / coarse.cell)  # the VRT's first cell, global coarse cells
             top = round((coarse.y0 - v.transform.f) / coarse.cell)
         np.testing.assert_array_equal(m[got["row"] - top, got["col"] - left], got["ssm"].to_numpy("f8").astype("f4"))
+        from PIL import Image
+
+        with Image.open(out / "agg" / name / "quicklook" / f"{D1}.png") as im:  # one quicklook per grid
+            assert im.text["manifest_id"] == mid and im.text["product_hash"] == phash and im.text["grid"] == name
 
 
 @pytest.mark.spark

@@ -145,7 +145,8 @@ def components(date: str, targets: Iterable[str]) -> list[Path]:
     out = []
     for name in targets:
         base = Path("agg") / name
-        out += [base / "parquet" / f"date={date}", base / "cog" / date, base / "vrt" / f"{date}.vrt"]
+        out += [base / "parquet" / f"date={date}", base / "cog" / date, base / "vrt" / f"{date}.vrt",
+                base / "quicklook" / f"{date}.png"]
     return out
 
 

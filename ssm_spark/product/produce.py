@@ -31,6 +31,7 @@ Output layout (``OUTPUT/``)::
     agg/<cgrid>/parquet/date=YYYY-MM-DD/<cgrid>_<tr>_<tc>.parquet  with produce.aggregate: coarse cells
     agg/<cgrid>/cog/YYYY-MM-DD/<cgrid>_<tr>_<tc>.tif               coarse tile COGs (cog_bands + frac_valid)
     agg/<cgrid>/vrt/YYYY-MM-DD.vrt                                 mosaic of the coarse COGs
+    agg/<cgrid>/quicklook/YYYY-MM-DD.png                           its quicklook (with produce.quicklook)
     product.json                                                   grid, region, manifest, hashes, dates
 
 ``<cgrid>`` is each grid of ``produce.aggregate`` (e.g. ``ease2_9km``), tiled with the product's
@@ -791,7 +792,8 @@ def _finish_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: list
                              vrange=tuple(pc.quicklook_range),
                              metadata={k: str(job.tags[k]) for k in ("manifest_id", "config_hash", "product_hash")})
     t_agg = time.perf_counter()
-    aggregates = _aggregate_date(spark, job, targets, written, staging, region) if targets and written else {}
+    aggregates = (_aggregate_date(spark, job, targets, written, staging, region,
+                                  pc if pc.quicklook else None, title_ids) if targets and written else {})
     t_agg = time.perf_counter() - t_agg
     outputs = {}
     for rel in _components(date, [t.name for t in targets]):
@@ -810,7 +812,7 @@ def _finish_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: list
 
 
 def _aggregate_date(spark: "SparkSession", job: DateJob, targets: tuple, written: list, staging: Path,
-                    region: Region) -> dict:
+                    region: Region, quicklook=None, title_ids: str = "") -> dict:
     """Aggregate the date's staged fine tiles onto the coarser grids (Spark), then write a VRT per grid.
 
     Returns per grid: coarse tiles written, coarse cells, cells with an ssm value.
@@ -842,6 +844,17 @@ def _aggregate_date(spark: "SparkSession", job: DateJob, targets: tuple, written
                       [(d["tile_row"], d["tile_col"], f"../cog/{date}/{t.tile_name(d['tile_row'], d['tile_col'])}.tif")
                        for d in mine], coarse_tiles(job.grid, region.tiles, t), bands,
                       {k: str(v) for k, v in ajob.file_tags(t).items()}, blocksize=job.blocksize)
+            if quicklook is not None and "ssm" in bands:  # produce.quicklook: one per grid
+                from ssm_spark.product.quicklook import render_quicklook
+
+                (staging / "agg" / t.name / "quicklook").mkdir()
+                render_quicklook(staging / "agg" / t.name / "vrt" / f"{date}.vrt",
+                                 staging / "agg" / t.name / "quicklook" / f"{date}.png", band=bands.index("ssm") + 1,
+                                 title=f"SSM {date}, {t.name} (mean of {job.grid.name}), region {region.name}\n"
+                                       f"{title_ids}", outline_xy=region.outline_xy(t.grid),
+                                 max_px=quicklook.quicklook_max_px, vrange=tuple(quicklook.quicklook_range),
+                                 metadata={"grid": t.name, **{k: str(job.tags[k])
+                                                              for k in ("manifest_id", "config_hash", "product_hash")}})
         out[t.name] = {"tiles": len(mine), "cells": int(sum(d["cells"] for d in mine)),
                        "valid": int(sum(d["valid"] for d in mine))}
     return out
