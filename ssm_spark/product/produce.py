@@ -552,12 +552,14 @@ def _run_fused(spark: "SparkSession", job: DateJob, files: list, bc, nthread: in
     """One task per stack file: read, clip, predict and write its tile; returns the tile summaries."""
     read_errors = _read_errors()
     grid = job.grid
+    bfiles = spark.sparkContext.broadcast(files)  # once per executor, not in every task's closure
 
     def _task(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reg = _worker_registry(bc, nthread)
+        date_files = bfiles.value
         for batch in batches:
             for i in batch["id"]:
-                f = files[int(i)]
+                f = date_files[int(i)]
                 tr, tc = _tile_of_file(f, grid)
                 try:
                     px, rejected = read_clipped(f, job)
@@ -571,7 +573,10 @@ def _run_fused(spark: "SparkSession", job: DateJob, files: list, bc, nthread: in
                 s["rejected"] = json.dumps(rejected) if rejected else None
                 yield pd.DataFrame([s])
 
-    return [r.asDict() for r in _file_ids(spark, len(files)).mapInPandas(_task, _SUMMARY_DDL).collect()]
+    try:
+        return [r.asDict() for r in _file_ids(spark, len(files)).mapInPandas(_task, _SUMMARY_DDL).collect()]
+    finally:
+        bfiles.destroy()
 
 
 def _run_shuffled(spark: "SparkSession", job: DateJob, files: list, bc, nthread: int,
@@ -583,12 +588,14 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, files: list, bc, nthread:
 
     errors = sc.accumulator([], ListParam())
     rejections = sc.accumulator([], ListParam())
+    bfiles = sc.broadcast(files)  # once per executor, not in every task's closure
 
     def _rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reg = _worker_registry(bc, nthread)
+        date_files = bfiles.value
         for batch in batches:
             for i in batch["id"]:
-                f = files[int(i)]
+                f = date_files[int(i)]
                 try:
                     px, rejected = read_clipped(f, job)
                 except read_errors as exc:
@@ -604,7 +611,10 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, files: list, bc, nthread:
         return pd.DataFrame([write_tile(pdf, int(key[0]), int(key[1]), job)])
 
     rows = _file_ids(spark, len(files)).mapInPandas(_rows, _ROWS_DDL)
-    out = [r.asDict() for r in rows.groupBy("tile_row", "tile_col").applyInPandas(_write, _SUMMARY_DDL).collect()]
+    try:
+        out = [r.asDict() for r in rows.groupBy("tile_row", "tile_col").applyInPandas(_write, _SUMMARY_DDL).collect()]
+    finally:
+        bfiles.destroy()
     seen = set()
     for e in errors.value:
         if e["file"] not in seen:  # a retried task reports twice
