@@ -335,6 +335,8 @@ def run_demo(cfg: Config, output: Path) -> dict:
     dict
         The run summary, also written to ``output/demo_summary.json``.
     """
+    import pandas as pd
+
     from ssm_spark.sources.simulate import simulate
     from ssm_spark.spark import sedona_selfcheck, session
 
@@ -359,8 +361,6 @@ def run_demo(cfg: Config, output: Path) -> dict:
     stacks, insitu = output / "sim" / "stacks", output / "sim" / "insitu"
     summary["features"] = features_run(spark, cfg, stacks, output / "features")
     summary["matchups"] = matchups_run(spark, cfg, stacks, insitu, output / "matchups.parquet")
-    import pandas as pd
-
     ids = pd.read_parquet(output / "matchups.parquet", columns=["station_id"])["station_id"].unique()
     held = holdout_stations(ids, cfg.demo.holdout_stations)
     summary["train"] = train_run(spark, cfg, output / "matchups.parquet", output / "models", exclude_stations=held)

@@ -548,38 +548,42 @@ def _file_ids(spark: "SparkSession", n: int):
     return spark.range(0, n, 1, parts)
 
 
-def _run_fused(spark: "SparkSession", job: DateJob, files: list, bc, nthread: int) -> list[dict]:
+def _task_files(batches: Iterator[pd.DataFrame], bfiles) -> Iterator["StackFile"]:
+    """The stack files a task's ``id`` batches name, from the date's broadcast file list."""
+    files = bfiles.value
+    for batch in batches:
+        for i in batch["id"]:
+            yield files[int(i)]
+
+
+def _read_failure(f: "StackFile", exc: Exception) -> dict:
+    return {"file": f.path, "reason": f"{f.path}: cannot read its data ({exc}); truncated or corrupt?"}
+
+
+def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nthread: int) -> list[dict]:
     """One task per stack file: read, clip, predict and write its tile; returns the tile summaries."""
     read_errors = _read_errors()
     grid = job.grid
-    bfiles = spark.sparkContext.broadcast(files)  # once per executor, not in every task's closure
 
     def _task(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reg = _worker_registry(bc, nthread)
-        date_files = bfiles.value
-        for batch in batches:
-            for i in batch["id"]:
-                f = date_files[int(i)]
-                tr, tc = _tile_of_file(f, grid)
-                try:
-                    px, rejected = read_clipped(f, job)
-                except read_errors as exc:
-                    s = write_tile(_empty_rows(), tr, tc, job)
-                    s["error"] = json.dumps({"file": f.path, "reason": f"{f.path}: cannot read its data ({exc}); "
-                                                                       "truncated or corrupt?"})
-                    yield pd.DataFrame([s])
-                    continue
-                s = write_tile(predict_rows(px, reg), tr, tc, job)
-                s["rejected"] = json.dumps(rejected) if rejected else None
+        for f in _task_files(batches, bfiles):
+            tr, tc = _tile_of_file(f, grid)
+            try:
+                px, rejected = read_clipped(f, job)
+            except read_errors as exc:
+                s = write_tile(_empty_rows(), tr, tc, job)
+                s["error"] = json.dumps(_read_failure(f, exc))
                 yield pd.DataFrame([s])
+                continue
+            s = write_tile(predict_rows(px, reg), tr, tc, job)
+            s["rejected"] = json.dumps(rejected) if rejected else None
+            yield pd.DataFrame([s])
 
-    try:
-        return [r.asDict() for r in _file_ids(spark, len(files)).mapInPandas(_task, _SUMMARY_DDL).collect()]
-    finally:
-        bfiles.destroy()
+    return [r.asDict() for r in _file_ids(spark, n_files).mapInPandas(_task, _SUMMARY_DDL).collect()]
 
 
-def _run_shuffled(spark: "SparkSession", job: DateJob, files: list, bc, nthread: int,
+def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nthread: int,
                   chunk_rows: int = 200_000) -> list[dict]:
     """Files of any shape: read, clip and predict per file, regroup the rows by tile, write per tile."""
     read_errors = _read_errors()
@@ -588,33 +592,25 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, files: list, bc, nthread:
 
     errors = sc.accumulator([], ListParam())
     rejections = sc.accumulator([], ListParam())
-    bfiles = sc.broadcast(files)  # once per executor, not in every task's closure
 
     def _rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reg = _worker_registry(bc, nthread)
-        date_files = bfiles.value
-        for batch in batches:
-            for i in batch["id"]:
-                f = date_files[int(i)]
-                try:
-                    px, rejected = read_clipped(f, job)
-                except read_errors as exc:
-                    errors.add([{"file": f.path,
-                                 "reason": f"{f.path}: cannot read its data ({exc}); truncated or corrupt?"}])
-                    continue
-                if rejected:
-                    rejections.add(rejected)
-                for s in range(0, len(px), chunk_rows):
-                    yield predict_rows(px.iloc[s:s + chunk_rows], reg)
+        for f in _task_files(batches, bfiles):
+            try:
+                px, rejected = read_clipped(f, job)
+            except read_errors as exc:
+                errors.add([_read_failure(f, exc)])
+                continue
+            if rejected:
+                rejections.add(rejected)
+            for s in range(0, len(px), chunk_rows):
+                yield predict_rows(px.iloc[s:s + chunk_rows], reg)
 
     def _write(key, pdf: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame([write_tile(pdf, int(key[0]), int(key[1]), job)])
 
-    rows = _file_ids(spark, len(files)).mapInPandas(_rows, _ROWS_DDL)
-    try:
-        out = [r.asDict() for r in rows.groupBy("tile_row", "tile_col").applyInPandas(_write, _SUMMARY_DDL).collect()]
-    finally:
-        bfiles.destroy()
+    rows = _file_ids(spark, n_files).mapInPandas(_rows, _ROWS_DDL)
+    out = [r.asDict() for r in rows.groupBy("tile_row", "tile_col").applyInPandas(_write, _SUMMARY_DDL).collect()]
     seen = set()
     for e in errors.value:
         if e["file"] not in seen:  # a retried task reports twice
@@ -764,9 +760,11 @@ def _compute_tiles(spark: "SparkSession", cfg: "Config", job: DateJob, files: li
     fused = pc.tile_grouping == "auto" and _fusable(files, job.grid)
     spark.sparkContext.setJobDescription(f"ssm-spark produce {date} ({len(files)} files, "
                                          f"{'one task per tile' if fused else 'regrouped by tile'})")
+    bfiles = spark.sparkContext.broadcast(files)  # once per executor, not in every task's closure
     try:
-        tiles = (_run_fused if fused else _run_shuffled)(spark, job, files, bc, pc.nthread)
+        tiles = (_run_fused if fused else _run_shuffled)(spark, job, len(files), bfiles, bc, pc.nthread)
     finally:
+        bfiles.destroy()
         spark.sparkContext.setJobDescription(None)
     return tiles, fused
 
@@ -981,12 +979,13 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         date = job.date
         t1 = time.perf_counter()
         res = _finish_date(spark, cfg, job, files, tiles, fused, staging, rgn, title_ids, targets)
+        failed = quarantined.get(date, []) + res["failed"]
         if hook is not None:
             hook("staged", date)
         marker = {"date": date, "status": "complete", "manifest_id": mid, "config_hash": chash,
                   "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "grid": grid.name,
                   "region": rgn.describe(grid), "counts": res["result"],
-                  "failed_files": quarantined.get(date, []) + res["failed"],
+                  "failed_files": failed,
                   "values_out_of_range_set_missing": res["rejected"], "inputs": inputs, "outputs": res["outputs"]}
         _commit(staging, output, date, marker, hook, agg_names)
         _write_product_json(output, info)
@@ -994,7 +993,7 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         r = res["result"]
         done["pixels"] += r["pixels"]
         done["t_last"] = now
-        failed_all.extend(quarantined.get(date, []) + res["failed"])
+        failed_all.extend(failed)
         per_date[date] = {"status": "produced", **r, "seconds": round(now - t0, 2),
                           "tiles_seconds": round(t_tiles, 2), "finish_seconds": round(now - t1, 2)}
         if targets:
@@ -1013,7 +1012,7 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         if hook is not None:
             hook("committed", date)
 
-    in_flight = max(1, pc.dates_in_flight)
+    in_flight = pc.dates_in_flight
     computers = ThreadPoolExecutor(in_flight, thread_name_prefix="produce-tiles") if in_flight > 1 else None
     finisher = ThreadPoolExecutor(1, thread_name_prefix="produce-finish") if in_flight > 1 else None
     queue: deque[dict] = deque()  # dates computing or computed, not yet handed to the finisher (date order)
