@@ -20,13 +20,19 @@ bit    name                          meaning
 64     ``FROZEN``                    frozen soil (LST < 273.15 K): no retrieval.
 128    ``MISSING_INPUT``             a required input (backscatter, angle, vegetation) is NaN.
 256    ``STEEP_SLOPE``               terrain slope above the configured limit.
-512    ``WCM_MV_OUT_OF_RANGE``       soil moisture from the calibrated WCM outside the plausible
-                                     range (default 0-0.6 m3/m3); value kept, flagged.
+512    ``WCM_MV_OUT_OF_RANGE``       soil moisture from the calibrated WCM outside [0, porosity]
+                                     (porosity from bulk density, else 0.6 m3/m3): the ``mv_wcm``
+                                     feature is kept, the ``physics`` estimate is bounded; flagged.
 1024   ``VEGETATION_OUT_OF_RANGE``   vegetation descriptor negative (e.g. NDVI of open water or
                                      flooded fields): tau2 would exceed 1, WCM outputs are NaN.
 2048   ``OH_NO_SOLUTION``            the measured cross-polarisation ratio q is outside what the
                                      Oh model can produce at that angle: mv_oh and ks_oh are NaN
                                      (always set together with ``OH_OUT_OF_RANGE``).
+4096   ``CHANGE_DETECTION_MISSING``  the cell's backscatter time series has fewer dates than the
+                                     configured minimum (or no dry/wet contrast): no relative
+                                     wetness, no change-detection estimate.
+8192   ``CHANGE_DETECTION_OUT_OF_RANGE``  change-detection soil moisture outside [0, porosity]:
+                                     the ``change_detection`` estimate is bounded, and flagged.
 =====  ============================  ===========================================================
 
 The numeric values are part of the product format (the ``qc`` column and the QC band of the COGs):
@@ -73,6 +79,8 @@ class QC(enum.IntFlag):
     WCM_MV_OUT_OF_RANGE = 512
     VEGETATION_OUT_OF_RANGE = 1024
     OH_NO_SOLUTION = 2048
+    CHANGE_DETECTION_MISSING = 4096
+    CHANGE_DETECTION_OUT_OF_RANGE = 8192
 
 
 def describe(bits: int | np.integer) -> list[str]:
