@@ -4,8 +4,22 @@ import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
+
+
+class BuildPyWithConf(build_py):
+    """Copy ``conf/**/*.yaml`` into the built package as ``ssm_spark/conf/``: one source of truth (the
+    repository's ``conf/``), and an installed wheel resolves the same defaults and config hash."""
+
+    def run(self):
+        super().run()
+        for src in sorted((HERE / "conf").rglob("*.yaml")):
+            dst = Path(self.build_lib) / "ssm_spark" / "conf" / src.relative_to(HERE / "conf")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            self.copy_file(str(src), str(dst))
+
 VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "ssm_spark" / "__init__.py").read_text(), re.M).group(1)
 
 setup(
@@ -17,9 +31,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ssm_spark", "ssm_spark.*"]),
     include_package_data=True,
+    cmdclass={"build_py": BuildPyWithConf},
     install_requires=[
-        # exact versions live in requirements/constraints.txt; these are the supported ranges
-        "pyspark>=4.0,<4.1",
+        # exact versions live in requirements/constraints.txt; these are the supported ranges.
+        # pyspark is the extra [spark]: a managed runtime (Databricks, EMR, Dataproc) keeps its own.
         "apache-sedona>=1.8.0,<1.9",
         "pandas>=2.2,<3",
         "numpy>=1.26",
@@ -37,6 +52,7 @@ setup(
         "scikit-learn>=1.4",
     ],
     extras_require={
+        "spark": ["pyspark>=4.0,<4.1"],
         "ee": ["earthengine-api>=1.7"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytesmo>=0.18"],
     },

@@ -168,6 +168,29 @@ def _run_produce(args: argparse.Namespace, cfg: Config) -> int:
     return run(args, cfg)
 
 
+def _args_jars(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["fetch", "verify", "path", "jars", "packages"],
+                        help="fetch (Maven Central, idempotent) or verify the Sedona jars; print their folder (path), "
+                             "their paths for --jars (jars) or their coordinates for --packages (packages)")
+    parser.add_argument("dir", nargs="?", default=None,
+                        help="jars folder (default: spark.jars.dir, else $SSM_SPARK_JARS, else the checkout's jars/ "
+                             "or ~/.cache/ssm-spark/jars-VERSION for an installed wheel)")
+
+
+def _run_jars(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark import jars
+
+    directory = args.dir or cfg.spark.jars.dir
+    if args.action == "packages":
+        print(jars.maven_packages())
+    elif args.action == "path":
+        print(jars.jars_dir(directory))
+    else:
+        paths = jars.fetch(directory) if args.action == "fetch" else jars.verify(directory)
+        print(",".join(map(str, paths)) if args.action == "jars" else "\n".join(map(str, paths)))
+    return 0
+
+
 JOBS: dict[str, Job] = {
     j.name: j
     for j in [
@@ -180,6 +203,7 @@ JOBS: dict[str, Job] = {
             _args_produce, _run_produce),
         Job("validate", "a product (or any estimates on the grid) against ISMN in situ: metrics and report", _args_validate, _run_validate),
         Job("config", "print the resolved configuration and its hash", _args_none, _run_config),
+        Job("jars", "fetch, verify or locate the Sedona jars (Maven Central -> a folder)", _args_jars, _run_jars),
     ]
 }
 

@@ -30,7 +30,18 @@ log = logging.getLogger(__name__)
 
 #: Repository root when running from a checkout (editable install); conf/ and jars/ live there.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "default.yaml"
+#: The same file as package data (``ssm_spark/conf/``, copied from ``conf/`` when the wheel is built).
+PACKAGED_CONFIG = Path(__file__).resolve().parent / "conf" / "default.yaml"
+
+
+def in_checkout() -> bool:
+    """True when running from the project's source tree (``setup.py`` and ``conf/`` beside the package)."""
+    return (PROJECT_ROOT / "setup.py").is_file() and (PROJECT_ROOT / "conf" / "default.yaml").is_file()
+
+
+#: ``conf/default.yaml`` of the checkout, else the installed package's copy: the same defaults and
+#: config hash either way (tests/test_packaging.py).
+DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "default.yaml" if in_checkout() else PACKAGED_CONFIG
 
 
 class _Strict(BaseModel):
@@ -206,7 +217,14 @@ class TableConfig(_Strict):
     nominal_incidence_deg: Optional[float] = Field(39.0, gt=0, lt=90, description="used when the table has no incidence angle")
     network: str = "user"
     default_env: str = Field("all", description="environment of rows without land cover")
-    date_format: Optional[str] = None
+    date_format: Optional[str] = Field(None, description="strftime format of the dates (e.g. '%d.%m.%Y'); "
+                                       "null: ISO dates, YYYYMMDD, or D/M/Y-like dates where a day above 12 "
+                                       "tells the order (ambiguous ones are refused)")
+    encoding: Optional[str] = Field(None, description="text encoding of a CSV; null: UTF-8 (with or without a "
+                                    "BOM), anything else is refused with the offending byte")
+    delimiter: Optional[str] = Field(None, description="CSV field separator; null: whichever of , ; tab splits "
+                                     "the header and the first rows consistently")
+    decimal: Literal[".", ","] = Field(".", description="decimal mark of the CSV's numbers")
 
 
 class XGBConfig(_Strict):
@@ -460,8 +478,8 @@ def load_config(paths: Optional[list[str | Path]] = None, overrides: Optional[li
     Parameters
     ----------
     paths : list of paths, optional
-        YAML files merged in order. Default: ``conf/default.yaml`` of the project when it exists,
-        else the built-in defaults alone.
+        YAML files merged in order. Default: ``conf/default.yaml`` of the checkout, else the copy
+        packaged in the installed wheel, else the built-in defaults alone.
     overrides : list of str, optional
         ``key=value`` items applied after the files.
 

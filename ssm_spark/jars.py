@@ -1,8 +1,9 @@
 """The Sedona jars: their Maven coordinates (the one place they are named), fetching and verification.
 
-``python -m ssm_spark.jars fetch [--dir DIR]`` copies the Sedona shaded jar for the pinned Spark and
+``ssm-spark jars fetch [DIR]`` (or ``python -m ssm_spark.jars fetch [--dir DIR]``) copies the Sedona shaded jar for the pinned Spark and
 the matching GeoTools wrapper from Maven Central with ``mvn dependency:copy`` (strict checksums) into
-the project's git-ignored ``jars/`` folder, once; ``python -m ssm_spark.jars verify`` checks them.
+the jars folder (:func:`jars_dir`: ``spark.jars.dir``, else ``$SSM_SPARK_JARS``, else the checkout's
+git-ignored ``jars/`` or, for an installed wheel, a per-user cache folder), once; ``python -m ssm_spark.jars verify`` checks them.
 A ``jars/SHA256SUMS`` file records what was verified, so a later run checks in milliseconds.
 
 Why Sedona 1.8.0 on Spark 4.0 and not 1.9.1 on Spark 4.1: the Maven Central that this project's
@@ -37,8 +38,19 @@ SCALA_COMPAT = "2.13"
 GEOTOOLS_WRAPPER_VERSION = "1.8.0-33.1"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_JARS_DIR = PROJECT_ROOT / "jars"
-FETCH_COMMAND = "python -m ssm_spark.jars fetch   (or: make setup)"
+FETCH_COMMAND = "ssm-spark jars fetch [DIR]   (or: python -m ssm_spark.jars fetch --dir DIR; in a checkout: make setup)"
+
+
+def default_jars_dir() -> Path:
+    """The project's ``jars/`` in a checkout; for an installed wheel a per-user cache folder,
+    ``$XDG_CACHE_HOME/ssm-spark/jars-<sedona version>`` (``~/.cache/...``), never ``site-packages``."""
+    if (PROJECT_ROOT / "setup.py").is_file():
+        return PROJECT_ROOT / "jars"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "ssm-spark" / f"jars-{SEDONA_VERSION}"
+
+
+DEFAULT_JARS_DIR = default_jars_dir()
 
 
 @dataclass(frozen=True)
@@ -71,11 +83,12 @@ def maven_packages() -> str:
 
 
 def jars_dir(configured: str | os.PathLike | None = None) -> Path:
-    """The jars folder: the configured one, else ``$SSM_SPARK_JARS``, else the project's ``jars/``."""
+    """The jars folder: the configured one (``spark.jars.dir``, ``--dir``), else ``$SSM_SPARK_JARS``,
+    else :func:`default_jars_dir` (the checkout's ``jars/``, or a per-user cache for a wheel)."""
     if configured:
         return Path(configured).expanduser().resolve()
     env = os.environ.get("SSM_SPARK_JARS")
-    return Path(env).expanduser().resolve() if env else DEFAULT_JARS_DIR
+    return Path(env).expanduser().resolve() if env else default_jars_dir()
 
 
 def _sha256(path: Path) -> str:
@@ -166,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssm_spark.jars", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["fetch", "verify", "packages", "jars"],
                         help="fetch, verify, or print for spark-submit: packages (--packages) or jars (--jars)")
-    parser.add_argument("--dir", default=None, help="jars folder (default: $SSM_SPARK_JARS or the project's jars/)")
+    parser.add_argument("--dir", default=None, help="jars folder (default: $SSM_SPARK_JARS, else the checkout's jars/ or ~/.cache/ssm-spark/jars-VERSION)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -94,7 +94,11 @@ def session(cfg: SparkConfig | None = None) -> "SparkSession":
         If the jars are missing, or Sedona cannot be registered (typically a jar/Spark version
         mismatch).
     """
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise SparkSetupError(f"pyspark cannot be imported ({exc}): install it with pip install 'ssm-spark[spark]' "
+                              "(a managed runtime such as Databricks provides its own)") from exc
 
     cfg = cfg or SparkConfig()
     conf = spark_conf(cfg)
