@@ -191,6 +191,42 @@ def _run_jars(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _args_point(parser: argparse.ArgumentParser) -> None:
+    from ssm_spark.point import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_point(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.point import run
+
+    return run(args, cfg)
+
+
+def _args_serve(parser: argparse.ArgumentParser) -> None:
+    from ssm_spark.serve import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_serve(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.serve import run
+
+    return run(args, cfg)
+
+
+def _args_ee_export(parser: argparse.ArgumentParser) -> None:
+    from ssm_spark.sources.earthengine.export import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_ee_export(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.sources.earthengine.export import run
+
+    return run(args, cfg)
+
+
 JOBS: dict[str, Job] = {
     j.name: j
     for j in [
@@ -203,6 +239,11 @@ JOBS: dict[str, Job] = {
             _args_produce, _run_produce),
         Job("validate", "a product (or any estimates on the grid) against ISMN in situ: metrics and report", _args_validate, _run_validate),
         Job("config", "print the resolved configuration and its hash", _args_none, _run_config),
+        Job("point", "SSM at (lat, lon, date) from a registry and stacks, a product or Earth Engine (no Spark)",
+            _args_point, _run_point),
+        Job("serve", "HTTP point service: /point, /series, /health (binds 127.0.0.1 by default)", _args_serve, _run_serve),
+        Job("ee-export", "Earth Engine: export per-date feature stacks on the grid's tiles (task manager, --dry-run)",
+            _args_ee_export, _run_ee_export),
         Job("jars", "fetch, verify or locate the Sedona jars (Maven Central -> a folder)", _args_jars, _run_jars),
     ]
 }

@@ -1,0 +1,8 @@
+"""Entry point: same arguments as ``ssm-spark ee-export`` (runs without Spark)."""
+
+import sys
+
+from ssm_spark.cli import run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job("ee-export"))
