@@ -428,9 +428,11 @@ def _merge(base: dict, new: dict, source: str, origin: dict[str, str], prefix: s
             out[k] = _merge(out[k], v, source, origin, key + ".")
         else:
             out[k] = v
+            origin.pop(key, None)  # re-inserted: origin's order is the order of the latest setting
             origin[key] = source
             if isinstance(v, dict):
                 for sub in _flatten_keys(v, key + "."):
+                    origin.pop(sub, None)
                     origin[sub] = source
     return out
 
@@ -463,9 +465,38 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _mapping_key(keys: list[str]) -> list[str]:
+    """Dotted override keys with the part inside a free-form mapping joined back into one key.
+
+    ``spark.conf.spark.driver.memory`` sets the key ``spark.driver.memory`` of the ``spark.conf``
+    mapping (its keys are Spark's own dotted names), not a nested ``spark`` mapping; the same for
+    every ``dict`` field (``table.columns``, ``ingest.band_aliases``, ``produce.regions``).
+    """
+    model: Any = Config
+    for i, k in enumerate(keys):
+        fields = getattr(model, "model_fields", None)
+        if fields is None or k not in fields:
+            return keys  # not a known section or key: validation names it
+        ann = fields[k].annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+            continue
+        if getattr(ann, "__origin__", None) is dict and len(keys) > i + 2:
+            return keys[:i + 1] + [".".join(keys[i + 1:])]
+        return keys
+    return keys
+
+
 def _where(loc: tuple, origin: dict[str, str]) -> str:
+    """The source of the value at ``loc``: the key itself, else the latest source of a key under it
+    (a section's own check, e.g. a reversed region.bbox, blames the override that set the bbox, not
+    the file that made the section), else the nearest section above."""
     parts = [str(p) for p in loc]
-    for n in range(len(parts), 0, -1):
+    key = ".".join(parts)
+    latest = [src for k, src in origin.items() if key and (k == key or k.startswith(key + "."))]
+    if latest:
+        return latest[-1]
+    for n in range(len(parts) - 1, 0, -1):
         src = origin.get(".".join(parts[:n]))
         if src:
             return src
@@ -501,6 +532,7 @@ def load_config(paths: Optional[list[str | Path]] = None, overrides: Optional[li
         data = _merge(data, _read_yaml(p), str(p), origin)
     for item in overrides or []:
         keys, value = parse_override(item)
+        keys = _mapping_key(keys)
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}

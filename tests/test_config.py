@@ -89,3 +89,21 @@ def test_hash_is_stable_and_sensitive(tmp_path: Path):
     assert a.hash() == b.hash() and re.fullmatch(r"[0-9a-f]{16}", a.hash())
     assert load_config(overrides=["simulate.seed=1"]).hash() != a.hash()
     assert Config().hash() == Config().hash()
+
+
+def test_set_into_a_mapping_keeps_dotted_keys_whole():
+    cfg = load_config(overrides=["spark.conf.spark.driver.memory=8g", "spark.conf.spark.sql.shuffle.partitions=4",
+                                 "table.columns.vh_db=S1.VH", "produce.regions.west.side=[1, 2, 3, 4]"])
+    assert cfg.spark.conf["spark.driver.memory"] == "8g" and cfg.spark.conf["spark.sql.shuffle.partitions"] == "4"
+    assert "spark" not in cfg.spark.conf
+    assert cfg.table.columns["vh_db"] == "S1.VH" and cfg.produce.regions["west.side"] == (1, 2, 3, 4)
+    # everything else keeps its meaning: sections nest, a scalar key is one key
+    assert load_config(overrides=["spark.conf.x=1"]).spark.conf["x"] == "1"
+    with pytest.raises(ConfigError, match=re.escape("--set spark.mastr.x=1: spark.mastr: unknown key")):
+        load_config(overrides=["spark.mastr.x=1"])
+
+
+def test_a_section_check_blames_the_override_that_broke_it():
+    with pytest.raises(ConfigError) as err:
+        load_config([DEFAULT_CONFIG], overrides=["region.bbox=[3, 44, 2, 45]"])
+    assert "--set region.bbox=[3, 44, 2, 45]: region:" in str(err.value) and "default.yaml" not in str(err.value)
