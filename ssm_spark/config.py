@@ -25,6 +25,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from ssm_spark.errors import ConfigError
 from ssm_spark.grid import Grid
+from ssm_spark.sources.earthengine.settings import EarthEngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +394,7 @@ class Config(_Strict):
     train: TrainConfig = TrainConfig()
     produce: ProduceConfig = ProduceConfig()
     demo: DemoConfig = DemoConfig()
+    earthengine: EarthEngineConfig = EarthEngineConfig()
 
     def hash(self) -> str:
         """Stable 16-hex-digit hash of the resolved configuration (sorted-key JSON, sha256)."""
