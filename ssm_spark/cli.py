@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -261,9 +263,24 @@ def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: Options that name local files or folders read or written by executors as well as the driver.
+PATH_OPTIONS = ("stacks", "static", "insitu", "output", "models", "matchups", "product", "table")
+
+
+def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Make relative local paths absolute, on the driver, before any job sees them: on a cluster the
+    executors run in their own working folders, where ``sim/stacks`` names nothing (URLs such as
+    ``s3://...`` or ``dbfs:/...`` are left as they are)."""
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value and not re.match(r"^[a-z][a-z0-9+.-]*:", value):
+            setattr(args, name, os.path.abspath(value))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ssm-spark``."""
-    args = build_parser().parse_args(argv)
+    args = absolute_paths(build_parser().parse_args(argv))
     configure_logging(args.verbose, args.quiet)
     job = JOBS[args.job]
     t0 = time.perf_counter()
