@@ -125,6 +125,10 @@ def test_corrupt_file_is_quarantined_at_read_time(spark, stack_dir, tmp_path):
     summary = inventory_summary(inv)
     assert [q["file"] for q in summary["quarantined"]] == [str(victim)]
     assert "cannot read its data" in summary["quarantined"][0]["reason"] and summary["files_read"] == 3
+    # GDAL's own cause, not only rasterio's "See previous exception"; the unreadable file's cells not counted
+    reason = summary["quarantined"][0]["reason"]
+    assert "ZIPDecode:Decoding error" in reason
+    assert summary["files_read_failed"] == 1 and summary["cells_in_files"] == 3 * 64
 
 
 @pytest.mark.spark
@@ -157,3 +161,44 @@ def test_out_of_range_values_are_set_missing_and_counted(spark, stack_dir):
     assert np.isnan(day.loc[(w.row_off, w.col_off + 2), "ndvi"])
     assert (w.row_off, w.col_off + 3) not in day.index
     assert inventory_summary(inv)["values_out_of_range_set_missing"] == {"vv_db": 2, "vh_db": 1, "ndvi": 1}
+
+
+@pytest.mark.spark
+def test_ambiguous_or_incomplete_files_are_quarantined_or_recorded(spark, stack_dir, caplog):
+    """A copy of a tile beside it, a tile without its static layers, two overlapping files, a file
+    without lst_k, +inf values and a file with no acquisition: each quarantined or recorded, counted."""
+    import logging
+    import shutil
+
+    from ssm_spark.sources.stacks import inventory_summary
+
+    root, truth = stack_dir
+    d1, d2 = root / "stacks" / "2024-05-01", root / "stacks" / "2024-05-07"
+    (a, b) = [f"t_{tr}_{tc}" for tr, tc in TILES]
+    shutil.copy(d1 / f"{a}.tif", d1 / f"{a} (copy).tif")      # no static companion of that name
+    shutil.copy(root / "static" / f"{a}.tif", root / "static" / f"{a}_x.tif")  # a companion-complete duplicate
+    shutil.copy(root / "static" / f"{a}_classes.tif", root / "static" / f"{a}_x_classes.tif")
+    shutil.copy(d2 / f"{a}.tif", d2 / f"{a}_x.tif")
+    dyn, _ = truth[("2024-05-01", *TILES[1])]
+    _write(d1 / f"{b}.tif", np.concatenate([dyn[:2], dyn[2:4], dyn[5:]]) * np.where(np.arange(8) == 2, np.inf, 1)[None, None],
+           ["vv_db", "vh_db", "incidence_deg", "ndvi", "precip_mm"], TILES[1])   # no lst_k; +inf in column 2
+    with caplog.at_level(logging.WARNING, logger="ssm_spark.sources.stacks"):
+        inv = discover(root / "stacks", GRID, root / "static")
+    reasons = {Path(q["file"]).name: q["reason"] for q in inv.quarantine}
+    assert set(reasons) == {f"{a} (copy).tif", f"{a}.tif", f"{a}_x.tif"}
+    assert f"static layer(s) ['{a} (copy).tif', '{a} (copy)_classes.tif'] not found" in reasons[f"{a} (copy).tif"]
+    assert "also covers on 2024-05-07" in reasons[f"{a}_x.tif"] and reasons[f"{a}.tif"].startswith(str(d2))
+    assert sorted((f.date, Path(f.path).name) for f in inv.files) == [("2024-05-01", f"{a}.tif"), ("2024-05-01", f"{b}.tif"),
+                                                                       ("2024-05-07", f"{b}.tif")]
+    assert inv.absent_bands == {"lst_k": [str(d1 / f"{b}.tif")]}
+    assert any("band lst_k absent from 1 of 3 file(s)" in r.getMessage() and "FROZEN" in r.getMessage() for r in caplog.records)
+    _write(d1 / f"{a}.tif", np.full((6, 8, 8), np.nan), DYNAMIC_BANDS, TILES[0])  # no acquisition at all
+    inv = discover(root / "stacks", GRID, root / "static")
+    pix = read_pixels(spark, inv, GRID).toPandas()
+    assert np.isfinite(pix[["vv_db", "vh_db", "ndvi", "precip_mm"]].to_numpy()).all()
+    s = inventory_summary(inv)
+    assert s["values_out_of_range_set_missing"] == {"vv_db": 8, "vh_db": 8, "incidence_deg": 8, "ndvi": 8, "precip_mm": 8}
+    assert {r["band"]: r["n"] for r in s["values_by_file"] if r["file"].endswith(f"{b}.tif")}["ndvi"] == 8
+    assert s["files_without_acquisition"] == [str(d1 / f"{a}.tif")]
+    assert s["files"] == 6 and s["files_quarantined"] == 3 and s["files_read"] == 3 and s["bands_absent"] == {"lst_k": 1}
+    assert len(pix) == 63 + (64 - 1 - 8)  # the good file; the one without lst_k less its all-inf column; none of the empty one

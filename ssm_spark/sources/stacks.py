@@ -9,9 +9,17 @@ Layout (what the simulator writes, and what a user's exports should look like)::
     STATIC/<name>_classes.tif                  uint8: landcover (WorldCover), climate (Koppen-Geiger)
 
 Every file is checked on the driver before any Spark work: CRS equal to the grid's, cell size and
-origin aligned to the grid (a whole number of cells from the grid's corner), required bands present.
-A file that fails is recorded in the quarantine with its reason and the rest goes on; none is
-dropped silently.
+origin aligned to the grid (a whole number of cells from the grid's corner), required bands present,
+a land-cover layer (its static companions, or a ``landcover`` band in the file itself: without it
+water and built-up cells would get an estimate and no environment), and no other file of the same
+date covering any of its cells (a copy such as ``tile (copy).tif`` would put every cell in twice;
+which one is right cannot be told, so every file of such a group is quarantined). A file that fails
+is recorded in the quarantine with its reason and the rest goes on; none is dropped silently.
+Optional bands a file lacks are recorded (``StackInventory.absent_bands``) and logged once per band
+with what is lost (no ``lst_k``: no frozen-soil mask). While reading, values outside
+:data:`VALID_RANGES` and non-finite values (``+-inf``) are set missing and counted by file and band,
+a file with no acquisition cell is recorded, and a file whose data cannot be read is recorded with
+GDAL's own cause.
 
 EASE-Grid 2.0 GeoTIFFs are read with rasterio on the executors, not with Sedona's raster reader:
 GeoTools 33 cannot open EPSG:6933 (see README, "Known limitation").
@@ -45,6 +53,12 @@ DYNAMIC_BANDS = ("vv_db", "vh_db", "incidence_deg", "ndvi", "lst_k", "precip_mm"
 STATIC_BANDS = ("clay_pct", "sand_pct", "bulk_density", "elevation_m", "slope_deg")
 CLASS_BANDS = ("landcover", "climate")
 REQUIRED_BANDS = ("vv_db", "ndvi")
+#: What a file loses without an optional band (said in the log and the summaries).
+ABSENT_BAND_EFFECT = {"vh_db": "no VH features", "incidence_deg": "the nominal incidence angle is used",
+                      "lst_k": "no frozen-soil mask (FROZEN)", "precip_mm": "no antecedent-precipitation feature",
+                      "slope_deg": "no steep-slope mask (STEEP_SLOPE)", "climate": "environments by land cover alone",
+                      "clay_pct": "no texture features", "sand_pct": "no texture features",
+                      "bulk_density": "default bulk density", "elevation_m": "no elevation feature"}
 FEATURE_BANDS = DYNAMIC_BANDS + STATIC_BANDS + CLASS_BANDS
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 #: Physically possible values (inclusive); outside them a value is rejected (set missing, counted).
@@ -78,6 +92,8 @@ class StackInventory:
     quarantine: list[dict]  # {"file", "reason"}: found bad on the driver
     read_errors: object = None  # Spark accumulator of {"file", "reason"}: found bad while reading
     value_rejections: object = None  # Spark accumulator of {"file", "band", "n", "range"}
+    empty_files: object = None  # Spark accumulator of {"file", "reason"}: no acquisition cell
+    absent_bands: dict = field(default_factory=dict)  # optional band -> files without it
 
     @property
     def dates(self) -> list[str]:
@@ -102,6 +118,27 @@ class ListParam:
     def addInPlace(self, a, b):
         a.extend(b)
         return a
+
+
+NO_ACQUISITION = "no acquisition cell: vv_db and vh_db are missing (NaN) everywhere in the file"
+
+
+def exception_chain(exc: BaseException) -> str:
+    """The messages of an exception and of its causes, outermost first (rasterio's "Read failed.
+    See previous exception for details." hides GDAL's own message in ``__cause__``)."""
+    seen, parts, e = set(), [], exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        msg = str(e).strip() or type(e).__name__
+        if msg not in parts:
+            parts.append(msg)
+        e = e.__cause__ or e.__context__
+    return ": ".join(parts)
+
+
+def read_failure(path: str, exc: BaseException) -> dict:
+    """The quarantine record of a file whose data could not be read (GDAL's cause included)."""
+    return {"file": path, "reason": f"{path}: cannot read its data ({exception_chain(exc)}); truncated or corrupt?"}
 
 
 def check_raster(path: str | Path, grid: Grid) -> tuple[tuple[int, int, int, int], dict[str, int]]:
@@ -178,6 +215,7 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
         day = dt.date.fromisoformat(d.name)
         if (start is not None and day < start) or (end is not None and day > end):
             continue
+        day_files: list[StackFile] = []
         for path in sorted(d.glob("*.tif")):
             try:
                 (r0, c0, h, w), bands = check_raster(path, grid)
@@ -194,11 +232,64 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
                     if extra is None:
                         extra = _static_companions(Path(static_dir), path.stem, grid, (r0, c0, h, w), aliases)
                         static_cache[path.stem] = extra
-                files.append(StackFile(d.name, str(path), r0, c0, h, w, bands, **extra))
+                f = StackFile(d.name, str(path), r0, c0, h, w, bands, **extra)
+                _check_static(f, static_dir)
+                day_files.append(f)
             except (InputError, InputIOError, GridMismatchError) as exc:
                 log.warning("quarantined %s: %s", path, exc)
                 quarantine.append({"file": str(path), "reason": str(exc)})
-    return StackInventory(files, quarantine)
+        overlapping = _overlaps(day_files)
+        for f in day_files:
+            if f.path in overlapping:
+                log.warning("quarantined %s: %s", f.path, overlapping[f.path])
+                quarantine.append({"file": f.path, "reason": overlapping[f.path]})
+            else:
+                files.append(f)
+    absent: dict[str, list[str]] = {}
+    for f in files:
+        have = set(f.bands) | set(f.static_bands) | set(f.class_bands)
+        for b in ABSENT_BAND_EFFECT:
+            if b not in have:
+                absent.setdefault(b, []).append(f.path)
+    for b, paths in sorted(absent.items()):
+        log.warning("band %s absent from %d of %d file(s) (e.g. %s): %s there", b, len(paths), len(files), paths[0],
+                    ABSENT_BAND_EFFECT[b])
+    return StackInventory(files, quarantine, absent_bands=absent)
+
+
+def _check_static(f: StackFile, static_dir) -> None:
+    """A file must come with a land-cover layer, and with both static companions when a static
+    folder is in use (else its masks, environment and texture would silently be missing)."""
+    stem = Path(f.path).stem
+    if static_dir is None:
+        if "landcover" not in f.bands:
+            raise InputError(f"{f.path}: no land-cover layer: no static folder (--static, or static/ beside the "
+                             "stacks) and no landcover band in the file; without it water and built-up cells would "
+                             "get an estimate and no environment")
+        return
+    missing = [f"{stem}{sfx}.tif" for sfx, p in (("", f.static_path), ("_classes", f.classes_path)) if p is None]
+    if missing:
+        raise InputError(f"{f.path}: static layer(s) {missing} not found in {static_dir} (a renamed or copied stack "
+                         "file?); without them its water/built-up/slope masks, environment and texture would be "
+                         "lost")
+    if "landcover" not in f.class_bands and "landcover" not in f.bands:
+        raise InputError(f"{f.classes_path}: no 'landcover' band (bands: {sorted(f.class_bands)})")
+
+
+def _overlaps(files: list[StackFile]) -> dict[str, str]:
+    """Files of one date that share cells with another: path -> reason (all of them quarantined)."""
+    out: dict[str, str] = {}
+    order = sorted(files, key=lambda f: (f.row_off, f.col_off))
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            if b.row_off >= a.row_off + a.height:
+                break
+            if b.col_off < a.col_off + a.width and a.col_off < b.col_off + b.width:
+                for x, y in ((a, b), (b, a)):
+                    out.setdefault(x.path, f"{x.path}: covers cells that {y.path} also covers on {x.date} (a copy or a "
+                                           "re-export?); which file is right cannot be told, so neither is used: "
+                                           "remove one")
+    return out
 
 
 def _static_companions(static_dir: Path, stem: str, grid: Grid, window: tuple, aliases: dict) -> dict:
@@ -236,26 +327,35 @@ def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None
     h, w = f.height, f.width
     cols: dict[str, np.ndarray] = {}
     with rasterio.open(f.path) as src:
-        for name in DYNAMIC_BANDS:
-            cols[name] = src.read(f.bands[name]).astype("f8") if name in f.bands else np.full((h, w), np.nan)
+        for name in FEATURE_BANDS:  # static bands may also sit in the stack file itself
+            if name in f.bands:
+                cols[name] = src.read(f.bands[name]).astype("f8")
+            elif name in DYNAMIC_BANDS:
+                cols[name] = np.full((h, w), np.nan)
     for path, bands, names in ((f.static_path, f.static_bands, STATIC_BANDS), (f.classes_path, f.class_bands, CLASS_BANDS)):
         src = rasterio.open(path) if path else None
         try:
             for name in names:
-                cols[name] = src.read(bands[name]).astype("f8") if src is not None and name in bands else np.full((h, w), np.nan)
+                if src is not None and name in bands:
+                    cols[name] = src.read(bands[name]).astype("f8")
+                elif name not in cols:
+                    cols[name] = np.full((h, w), np.nan)
         finally:
             if src is not None:
                 src.close()
     for name in CLASS_BANDS:
         cols[name] = np.where(np.isfinite(cols[name]), cols[name], 0)
-    for name, (lo, hi) in VALID_RANGES.items():
-        if name in cols:
-            bad = np.isfinite(cols[name]) & ((cols[name] < lo) | (cols[name] > hi))
-            n_bad = int(bad.sum())
-            if n_bad:
-                cols[name][bad] = np.nan
-                if rejected is not None:
-                    rejected.append({"file": f.path, "band": name, "n": n_bad, "range": [lo, hi]})
+    for name in DYNAMIC_BANDS + STATIC_BANDS:
+        lo, hi = VALID_RANGES.get(name, (-np.inf, np.inf))
+        a = cols[name]
+        inf = np.isinf(a)
+        bad = inf | (np.isfinite(a) & ((a < lo) | (a > hi)))
+        n_bad = int(bad.sum())
+        if n_bad:
+            a[bad] = np.nan
+            if rejected is not None:
+                rejected.append({"file": f.path, "band": name, "n": n_bad, "n_infinite": int(inf.sum()),
+                                 "range": [lo, hi] if name in VALID_RANGES else None})
     valid = np.isfinite(cols["vv_db"]) | np.isfinite(cols["vh_db"])
     if cells is not None:
         wanted = np.zeros((h, w), dtype=bool)
@@ -310,6 +410,9 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
     if inventory.value_rejections is None:
         inventory.value_rejections = spark.sparkContext.accumulator([], ListParam())
     value_acc = inventory.value_rejections
+    if inventory.empty_files is None:
+        inventory.empty_files = spark.sparkContext.accumulator([], ListParam())
+    empty_acc = inventory.empty_files
 
     def _read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -318,13 +421,16 @@ def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, ma
                 try:
                     rejected: list = []
                     out = read_file_cells(f, grid, max_slope_deg, cells, rejected)
-                    if rejected:
-                        value_acc.add(rejected)
-                    yield then(out) if then is not None else out
                 except (rasterio.errors.RasterioError, OSError, ValueError) as exc:
                     # a file whose header was fine on the driver but whose data are damaged
                     # (truncated, corrupt blocks): recorded, the other files go on
-                    errors.add([{"file": f.path, "reason": f"{f.path}: cannot read its data ({exc}); truncated or corrupt?"}])
+                    errors.add([read_failure(f.path, exc)])
+                    continue
+                if rejected:
+                    value_acc.add(rejected)
+                if cells is None and len(out) == 0:
+                    empty_acc.add([{"file": f.path, "reason": NO_ACQUISITION}])
+                yield then(out) if then is not None else out
 
     n = partitions or min(len(payload), max(spark.sparkContext.defaultParallelism * 4, 1))
     tasks = spark.createDataFrame(payload, "i int, path string").repartition(n, "path")
@@ -341,10 +447,20 @@ def inventory_summary(inv: StackInventory) -> dict:
         if key not in seen:  # a retried task reports twice
             seen.add(key)
             values[r["band"]] = values.get(r["band"], 0) + int(r["n"])
-    return {"files": len(inv.files), "files_read": len(inv.files) - (len(bad) - len(inv.quarantine)),
+    failed = {q["file"] for q in bad} - {q["file"] for q in inv.quarantine}
+    empty = sorted({e["file"] for e in (inv.empty_files.value if inv.empty_files is not None else [])} - failed)
+    return {"files": len(inv.files) + len(inv.quarantine), "files_read": len(inv.files) - len(failed),
+            "files_quarantined": len(inv.quarantine), "files_read_failed": len(failed),
             "dates": len(inv.dates), "quarantined": bad, "values_out_of_range_set_missing": values,
-            "cells_in_files": int(sum(f.height * f.width for f in inv.files))}
+            "values_by_file": sorted(({"file": r["file"], "band": r["band"], "n": int(r["n"])} for r in
+                                      {(r["file"], r["band"]): r for r in (inv.value_rejections.value if
+                                       inv.value_rejections is not None else [])}.values()),
+                                     key=lambda r: (r["file"], r["band"])),
+            "files_without_acquisition": empty,
+            "bands_absent": {b: len(v) for b, v in sorted(inv.absent_bands.items())},
+            "cells_in_files": int(sum(f.height * f.width for f in inv.files if f.path not in failed))}
 
 
 __all__ = ["StackFile", "StackInventory", "check_raster", "discover", "read_pixels", "read_file_cells",
+           "exception_chain", "read_failure", "NO_ACQUISITION",
            "pixel_schema", "inventory_summary", "DYNAMIC_BANDS", "STATIC_BANDS", "CLASS_BANDS"]
