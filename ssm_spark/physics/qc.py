@@ -33,6 +33,9 @@ bit    name                          meaning
                                      wetness, no change-detection estimate.
 8192   ``CHANGE_DETECTION_OUT_OF_RANGE``  change-detection soil moisture outside [0, porosity]:
                                      the ``change_detection`` estimate is bounded, and flagged.
+16384  ``PREDICTION_OUT_OF_RANGE``   the served model's estimate fell outside the physical range
+                                     [0, porosity (else 0.6)] plus a small tolerance: not a valid
+                                     soil moisture (``ssm`` and its band are NaN; a broken model).
 =====  ============================  ===========================================================
 
 The numeric values are part of the product format (the ``qc`` column and the QC band of the COGs):
@@ -81,6 +84,7 @@ class QC(enum.IntFlag):
     OH_NO_SOLUTION = 2048
     CHANGE_DETECTION_MISSING = 4096
     CHANGE_DETECTION_OUT_OF_RANGE = 8192
+    PREDICTION_OUT_OF_RANGE = 16384
 
 
 def describe(bits: int | np.integer) -> list[str]:
