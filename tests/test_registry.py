@@ -277,3 +277,40 @@ def test_cv_metrics_json_has_the_contract_keys(saved):
         assert env_keys <= set(blk)
         assert keys <= set(blk["framework"]) and all(keys <= set(m) for m in blk["candidates"].values())
         assert blk["level"] in ("environment", "group", "global")
+
+
+# ------------------------------------------------------------------------- inputs and wild values
+
+
+def test_a_registry_of_another_feature_set_is_refused_by_name(trained, saved, tmp_path):
+    df, cfg, _ = trained
+    reg = registry.load_registry(saved[0])
+    assert {"vv_db", "vh_db", "ndvi"} <= set(reg.inputs())
+    reg.check_inputs(df.columns, "the table has")  # its own inputs: fine
+    with pytest.raises(ModelRegistryError, match=r"but the stacks have missing \['vh_db'\]"):
+        reg.check_inputs([c for c in df.columns if c != "vh_db"], "the stacks have")
+    vh = df[df["env"].isin(["cropland_C", "bare_B"])].drop(columns=["vv_db"])
+    vh_reg = registry.Registry(*registry.build_manifest(selection.train_models(vh, cfg), cfg))
+    assert "vv_db" not in vh_reg.inputs() and "vh_db" in vh_reg.inputs()
+    with pytest.raises(ModelRegistryError, match=r"extra \['vv_db'\] \(the registry has no physics or model for them\)"):
+        vh_reg.check_inputs(df.columns, "the stacks have")
+    with pytest.raises(ModelRegistryError, match=r"extra \['vv_db'\]"):  # not a raw error deep in the physics
+        vh_reg.predict(df.head(5))
+    assert vh_reg.predict(vh.head(5))["ssm"].notna().all()
+
+
+def test_estimates_outside_the_physical_range_are_masked_and_flagged(trained, saved, monkeypatch):
+    from ssm_spark.physics.qc import QC
+
+    df, _, _ = trained
+    reg = registry.load_registry(saved[0])
+    q = df[df["env"] == "cropland_C"].drop(columns=["ssm"]).head(6).copy()
+    q["bulk_density"] = [1.325, 1.325, 1.325, 1.325, np.nan, 1.325]  # porosity 0.5, else 0.6
+    wild = np.array([0.30, -0.2, 0.54, 0.56, 0.66, np.inf])  # tolerance 0.05 above porosity, below 0
+    real = registry.candidates.predict_candidate
+    monkeypatch.setattr(registry.candidates, "predict_candidate", lambda m, sub: wild[: len(sub)] + 0 * real(m, sub))
+    out = reg.predict(q, with_features=True)
+    bad = (out["qc"].to_numpy().astype(int) & int(QC.PREDICTION_OUT_OF_RANGE)) != 0
+    assert bad.tolist() == [False, True, False, True, True, True]
+    assert out["ssm"].isna().tolist() == bad.tolist() and out.loc[bad, ["ssm_p05", "ssm_p95"]].isna().all().all()
+    assert out["ssm"].iloc[2] == 0.54

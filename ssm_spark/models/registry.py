@@ -56,6 +56,7 @@ from ssm_spark.models.candidates import (
 )
 from ssm_spark.physics.calibrate import GLOBAL_KEY, group_of
 from ssm_spark.physics.features import MV_PLAUSIBLE
+from ssm_spark.physics.qc import QC
 from ssm_spark.validation import to_jsonable
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,21 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CV_METRICS = "cv_metrics.json"
 OUTPUT_COLUMNS = ("ssm", "ssm_p05", "ssm_p95", "env", "model_id")
+#: Estimates outside [0, porosity] by more than this (m3/m3) are not soil moisture: masked with
+#: QC.PREDICTION_OUT_OF_RANGE (porosity ``1 - bulk_density / 2.65``, else 0.6).
+PREDICTION_TOLERANCE = 0.05
+DEFAULT_POROSITY = 0.6
+#: Backscatter inputs: a registry trained without one cannot take it (its physics has no parameters).
+POLARISATION_INPUTS = ("vv_db", "vh_db")
+
+
+def physical_upper_bound(df: pd.DataFrame) -> np.ndarray:
+    """Porosity ``1 - bulk_density / 2.65`` per row (m3/m3), 0.6 where bulk density is unknown."""
+    n = len(df)
+    if "bulk_density" not in df.columns:
+        return np.full(n, DEFAULT_POROSITY)
+    p = 1.0 - pd.to_numeric(df["bulk_density"], errors="coerce").to_numpy("f8") / 2.65
+    return np.where(np.isfinite(p) & (p > 0.2) & (p < 0.9), p, DEFAULT_POROSITY)
 
 
 # ------------------------------------------------------------------------------------------- writing
@@ -403,6 +419,7 @@ class Registry:
         self.nominal_incidence_deg = self.manifest["physics"].get("nominal_incidence_deg")
         self._route_cache: dict[Any, str] = {}
         self._warned_missing: set[tuple[str, ...]] = set()
+        self._checked: set[tuple[str, ...]] = set()
 
     @classmethod
     def from_bytes(cls, manifest: Mapping[str, Any], model_bytes: Mapping[str, bytes], *,
@@ -468,6 +485,41 @@ class Registry:
             self._fitted(unit)
         return self
 
+    def inputs(self) -> list[str]:
+        """The raw input columns the served models were trained on (in the code's order)."""
+        used = {f for e in self.serving.values() for f in (*e.get("features", []), *e.get("quantile_features", []))}
+        return [f for f in candidates.RAW_FEATURES if f in used]
+
+    def check_inputs(self, available, where: str, *, refuse_missing: bool = True) -> None:
+        """Refuse inputs this registry was not trained for, before any work.
+
+        Parameters
+        ----------
+        available : iterable of str
+            The input columns (bands) there are, e.g. every band of a run's stack files.
+        where : str
+            What they come from (for the message).
+        refuse_missing : bool, default True
+            Also refuse when a trained input is absent (else only the extra backscatter is refused).
+
+        Raises
+        ------
+        ModelRegistryError
+            Naming the trained inputs that are missing and the backscatter inputs that the registry
+            has no physics for (a registry trained on VH only cannot take VV).
+        """
+        have = set(available)
+        trained = self.inputs()
+        missing = [f for f in trained if f not in have] if refuse_missing else []
+        extra = [f for f in POLARISATION_INPUTS if f in have and f not in trained]
+        if missing or extra:
+            parts = ([f"missing {missing}"] if missing else []) + (
+                [f"extra {extra} (the registry has no physics or model for them)"] if extra else [])
+            raise ModelRegistryError(
+                f"registry {self.source or self.manifest_id} was trained on the inputs {trained}, but {where} "
+                f"{'; '.join(parts)}: a registry trained on another feature set (e.g. VH only); train one on "
+                "matchups of these inputs, or give inputs of the registry's")
+
     def _warn_missing_inputs(self, df: pd.DataFrame) -> None:
         used = {f for e in self.serving.values() for f in (*e.get("features", []), *e.get("quantile_features", []))}
         missing = tuple(sorted(f for f in used & set(candidates.RAW_FEATURES) if f not in df.columns))
@@ -496,11 +548,22 @@ class Registry:
         pandas.DataFrame
             Same index as ``df``: ``ssm, ssm_p05, ssm_p95`` (m3/m3, float64), ``env`` (as given),
             ``model_id`` (``"<manifest_id>/<unit>/<candidate>"``), then the features if asked.
-            Predictions are not clipped: the physics candidate can leave the physical range (its
-            ``qc`` then has WCM_MV_OUT_OF_RANGE); NaN where the served candidate cannot predict.
+            Predictions are not clipped; an estimate outside [0, porosity] by more than
+            :data:`PREDICTION_TOLERANCE` (porosity from ``bulk_density``, else 0.6) is NaN with
+            ``QC.PREDICTION_OUT_OF_RANGE`` in ``qc`` (not soil moisture: a broken model); NaN where
+            the served candidate cannot predict.
+
+        Raises
+        ------
+        ModelRegistryError
+            If ``df`` has a backscatter column the registry was not trained on (:meth:`check_inputs`).
         """
         n = len(df)
         self._warn_missing_inputs(df)
+        key = tuple(c for c in df.columns if c in POLARISATION_INPUTS)
+        if key not in self._checked:
+            self.check_inputs(df.columns, "the rows to predict have", refuse_missing=False)
+            self._checked.add(key)
         feats = candidates.add_physics(df, self.wcm_params, env_col=env_col,
                                        nominal_incidence_deg=self.nominal_incidence_deg)
         envs = df[env_col].to_numpy(dtype=object) if env_col in df.columns else np.full(n, None, dtype=object)
@@ -525,6 +588,20 @@ class Registry:
         masked = (feats["qc"].to_numpy().astype(np.int64) & MASK_BITS) != 0
         if masked.any():
             ssm[masked] = lo[masked] = hi[masked] = np.nan
+        # an estimate outside the physical range is no soil moisture (a broken or misapplied model):
+        # masked and flagged, never written as a value
+        upper = physical_upper_bound(df) + PREDICTION_TOLERANCE
+        with np.errstate(invalid="ignore"):
+            wild = np.isfinite(ssm) & ((ssm < -PREDICTION_TOLERANCE) | (ssm > upper))
+            wild |= ~np.isfinite(ssm) & ~np.isnan(ssm)
+        if wild.any():
+            ssm[wild] = lo[wild] = hi[wild] = np.nan
+            feats = feats.copy()
+            feats["qc"] = (feats["qc"].to_numpy().astype(np.int64) | np.where(wild, int(QC.PREDICTION_OUT_OF_RANGE), 0)
+                           ).astype(feats["qc"].dtype if feats["qc"].dtype.kind in "iu" and
+                                    feats["qc"].dtype.itemsize >= 2 else np.int64)
+            log.debug("predict: %d of %d estimates outside [%.2f, porosity + %.2f] masked", int(wild.sum()), n,
+                      -PREDICTION_TOLERANCE, PREDICTION_TOLERANCE)
         out = pd.DataFrame({"ssm": ssm, "ssm_p05": lo, "ssm_p95": hi, "env": envs, "model_id": model_id},
                            index=df.index)
         if with_features:
