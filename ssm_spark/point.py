@@ -318,7 +318,7 @@ class EarthEngineSource:
         from ssm_spark.sources.earthengine.sample import sample_cells
 
         values = sample_cells(self.client, self.cfg.earthengine, self.grid, [(int(row), int(col))], date)[0]
-        if values is None or not any(np.isfinite(values.get(b, np.nan)) for b in ("vv_db", "vh_db")):
+        if values is None or not any(values.get(b) is not None and np.isfinite(values[b]) for b in ("vv_db", "vh_db")):
             near = self.client.acquisition_dates(self.cfg.earthengine, self.grid, row, col, date)
             raise NoAcquisitionError(f"Earth Engine has no Sentinel-1 acquisition over cell (row {row}, col {col}) "
                                      f"on {date}; nearest dates with one: {', '.join(near) if near else 'none'}",

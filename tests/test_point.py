@@ -1,0 +1,254 @@
+"""Point retrieval (ssm_spark.point) and the HTTP service (ssm_spark.serve) on a small simulated region:
+the point answer equals the product's Parquet value for the same cell and date (stacks, cached stacks,
+product and Earth-Engine-shaped inputs alike), clear errors, the CLI, and the real server on loopback
+answering good and hostile requests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssm_spark.config import load_config
+from ssm_spark.environments import MASK_BITS
+
+SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-04-19",
+         "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3"]
+DATE = "2024-04-07"
+
+
+@pytest.fixture(scope="module")
+def region(spark, tmp_path_factory):
+    """Simulated 2 x 2 tiles of 32 cells, 3 dates; a registry trained on it; the product of DATE."""
+    from ssm_spark.pipeline import matchups_run, train_run
+    from ssm_spark.product.produce import produce
+    from ssm_spark.sources.simulate import simulate
+
+    root = tmp_path_factory.mktemp("point")
+    cfg = load_config(overrides=SMALL)
+    simulate(cfg, root / "sim")
+    matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
+    train_run(spark, cfg, root / "matchups.parquet", root / "models")
+    summary = produce(spark, cfg, root / "models", root / "sim" / "stacks", None, DATE, DATE, root / "product")
+    assert summary["produced"] == 1
+    prod = pd.read_parquet(root / "product" / "parquet" / f"date={DATE}")
+    return cfg, root, prod.sort_values(["row", "col"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def service(region):
+    from ssm_spark.point import PointService
+
+    cfg, root, _ = region
+    return PointService(cfg, root / "models", root / "sim" / "stacks")
+
+
+def _sample(prod: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """n cells with an estimate and every masked cell kind present, seeded."""
+    rng = np.random.default_rng(seed)
+    ok = prod[prod["ssm"].notna()]
+    masked = prod[(prod["qc"] & MASK_BITS) != 0]
+    pick = ok.iloc[rng.choice(len(ok), size=min(n, len(ok)), replace=False)]
+    per_kind = masked.groupby(masked["qc"] & MASK_BITS).head(2)
+    return pd.concat([pick, per_kind])
+
+
+def _assert_same(ans: dict, row: pd.Series) -> None:
+    assert (ans["cell"]["row"], ans["cell"]["col"]) == (row["row"], row["col"])
+    assert ans["qc"] == int(row["qc"]) and ans["env"] == row["env"]
+    for k in ("ssm", "ssm_p05", "ssm_p95"):
+        if pd.isna(row[k]):
+            assert ans[k] is None, (k, ans)
+        else:
+            assert ans[k] == pytest.approx(float(row[k]), abs=1e-6), (k, ans, row.to_dict())
+    assert ans["model_id"] == (None if pd.isna(row["model_id"]) else row["model_id"])
+
+
+@pytest.mark.spark
+def test_point_equals_the_product_for_the_same_cell_and_date(region, service):
+    from ssm_spark.point import MaskedCellError, PointService
+
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+    cached = PointService(cfg, service.registry, root / "sim" / "stacks", cache_files=4)
+    from_product = PointService(cfg, service.registry, source=str(root / "product"))
+    cells = _sample(prod, 60, 1)
+    assert ((cells["qc"] & MASK_BITS) != 0).any() and cells["ssm"].notna().sum() >= 60
+    for _, row in cells.iterrows():
+        lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+        for svc in (service, cached, from_product):
+            ans = svc.point(lat, lon, DATE, strict=False)
+            _assert_same(ans, row)
+        if pd.isna(row["ssm"]):
+            with pytest.raises(MaskedCellError) as ei:
+                service.point(lat, lon, DATE)
+            bits = [b for b in ans["qc_flags"] if b.startswith("MASKED") or b in ("FROZEN", "STEEP_SLOPE")]
+            assert bits and all(b in str(ei.value) for b in bits)
+            assert ei.value.info["result"]["qc"] == int(row["qc"])
+    ans = service.point(*grid.to_lonlat(int(cells.iloc[0]["row"]), int(cells.iloc[0]["col"]))[::-1], DATE)
+    assert ans["candidate"] == ans["model_id"].split("/")[2] and ans["manifest_id"] == service.registry.manifest_id
+    assert {"vv_db", "ndvi", "mv_wcm", "landcover"} <= set(ans["features"]) and ans["source"] == "stacks"
+
+
+@pytest.mark.spark
+def test_earth_engine_values_go_through_the_same_reader(region, service, monkeypatch):
+    """A cell's band values as Earth Engine sampling returns them -> the same answer as the stack file."""
+    from ssm_spark.point import PointService
+    from ssm_spark.sources.stacks import FEATURE_BANDS
+
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+    rows = _sample(prod, 8, 2)
+
+    class FakeEE:
+        """Answers sample requests with the stack's own values (recorded-response shape)."""
+
+        def __init__(self):
+            self.requests = 0
+
+        def get_info(self, request, what=""):
+            self.requests += 1
+            feats = []
+            for i, (r, c) in enumerate(self.cells):
+                px, _ = service.stacks.pixel(r, c, self.date)
+                props = {b: (None if pd.isna(px[b].iloc[0]) else float(px[b].iloc[0])) for b in FEATURE_BANDS}
+                feats.append({"type": "Feature", "geometry": None, "properties": {"i": i, **props}})
+            return {"type": "FeatureCollection", "features": feats}
+
+        def acquisition_dates(self, *a, **k):
+            return []
+
+    fake = FakeEE()
+    import ssm_spark.sources.earthengine.sample as S
+
+    def cells_request(cfg_, grid_, cells, date, offset=0):  # the request itself: tests/test_earthengine.py
+        fake.cells, fake.date = list(cells), str(date)
+
+    monkeypatch.setattr(S, "cells_request", cells_request)
+    ee_svc = PointService(cfg, service.registry, source="ee", ee_client=fake)
+    for _, row in rows.iterrows():
+        lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+        ans = ee_svc.point(lat, lon, DATE, strict=False)
+        _assert_same(ans, row)
+        assert ans["source"] == "ee"
+    assert fake.requests == len(rows)
+
+
+@pytest.mark.spark
+def test_clear_errors_outside_grid_coverage_and_dates(region, service):
+    from ssm_spark.errors import InputError
+    from ssm_spark.point import NoAcquisitionError, OutsideCoverageError, PointError
+
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+    lon, lat = grid.to_lonlat(int(prod.iloc[0]["row"]), int(prod.iloc[0]["col"]))
+    with pytest.raises(OutsideCoverageError, match="outside grid ease2_1km"):
+        service.point(88.0, lon, DATE)
+    with pytest.raises(OutsideCoverageError, match="outside the stacks of 2024-04-07"):
+        service.point(lat, lon + 5, DATE)
+    with pytest.raises(NoAcquisitionError, match="nearest dates with stacks: 2024-04-01, 2024-04-07") as ei:
+        service.point(lat, lon, "2024-04-05")
+    assert ei.value.info["nearest"][:2] == ["2024-04-01", "2024-04-07"] and isinstance(ei.value, InputError)
+    for bad in ("2024-13-01", "../../etc/passwd", "2024-4-7"):
+        with pytest.raises(PointError, match="date"):
+            service.point(lat, lon, bad)
+    for la, lo in ((float("nan"), lon), (lat, float("inf")), (95.0, lon), ("x", lon)):
+        with pytest.raises(PointError):
+            service.point(la, lo, DATE)
+    s = service.series(lat, lon, "2024-04-01", "2024-04-19")
+    assert [p["date"] for p in s["points"]] == ["2024-04-01", "2024-04-07", "2024-04-13", "2024-04-19"]
+    assert s["points"][1]["ssm"] == service.point(lat, lon, DATE, strict=False)["ssm"]
+    with pytest.raises(PointError, match="at most 400"):
+        service.series(lat, lon, "2000-01-01", "2024-01-01")
+
+
+@pytest.mark.spark
+def test_cli_point_json_and_exit_codes(region, capsys):
+    from ssm_spark.cli import main
+
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+    row = prod[prod["ssm"].notna()].iloc[3]
+    lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+    base = ["point", "--set", "grid.tile_size=32", "--models", str(root / "models"), "--source",
+            str(root / "sim" / "stacks"), "--lat", str(lat), "--lon", str(lon)]
+    assert main(base + ["--date", DATE, "--json"]) == 0
+    _assert_same(json.loads(capsys.readouterr().out), row)
+    assert main(base + ["--date", "2024-04-08"]) == 2
+    assert "nearest dates with stacks: 2024-04-01, 2024-04-07, 2024-04-13" in capsys.readouterr().err
+    masked = prod[(prod["qc"] & MASK_BITS) != 0].iloc[0]
+    mlon, mlat = grid.to_lonlat(int(masked["row"]), int(masked["col"]))
+    assert main(base[:-4] + ["--lat", str(mlat), "--lon", str(mlon), "--date", DATE]) == 2
+    assert "masked: QC" in capsys.readouterr().err
+    assert main(base + ["--date", "2024-04-01", "--end", "2024-04-13", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 3
+
+
+def _get(port: int, target: str, method: str = "GET") -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, target)
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        assert resp.getheader("Content-Type") == "application/json", body
+        assert "Traceback" not in body
+        return resp.status, json.loads(body)
+    finally:
+        conn.close()
+
+
+@pytest.mark.spark
+def test_http_service_on_loopback(region, service):
+    from ssm_spark.serve import serve_in_thread
+
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+    srv, th = serve_in_thread(service, "127.0.0.1", 0)
+    try:
+        host, port = srv.server_address[:2]
+        assert host == "127.0.0.1"
+        st, body = _get(port, "/health")
+        assert st == 200 and body["status"] == "ok" and body["manifest_id"] == service.registry.manifest_id
+        row = prod[prod["ssm"].notna()].iloc[10]
+        lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+        st, body = _get(port, f"/point?lat={lat!r}&lon={lon!r}&date={DATE}")
+        assert st == 200
+        _assert_same(body, row)
+        st, body = _get(port, f"/series?lat={lat!r}&lon={lon!r}&start=2024-04-01&end=2024-04-13")
+        assert st == 200 and body["n"] == 3 and body["points"][1]["ssm"] == pytest.approx(row["ssm"], abs=1e-6)
+        masked = prod[(prod["qc"] & MASK_BITS) != 0].iloc[0]
+        mlon, mlat = grid.to_lonlat(int(masked["row"]), int(masked["col"]))
+        st, body = _get(port, f"/point?lat={mlat!r}&lon={mlon!r}&date={DATE}")
+        assert st == 422 and body["result"]["qc"] == int(masked["qc"]) and "masked" in body["error"]
+        q = f"lat={lat!r}&lon={lon!r}"
+        hostile = {
+            f"/point?lat=nan&lon={lon}&date={DATE}": (400, "finite"),
+            f"/point?lat=inf&lon={lon}&date={DATE}": (400, "finite"),
+            f"/point?lat=1e400&lon={lon}&date={DATE}": (400, "finite"),
+            f"/point?lat=abc&lon={lon}&date={DATE}": (400, "not a number"),
+            f"/point?lat=91&lon={lon}&date={DATE}": (400, "outside"),
+            f"/point?{q}&date=../../etc/passwd": (400, "expected a date"),
+            f"/point?{q}&date=%2Fetc%2Fpasswd": (400, "expected a date"),
+            f"/point?{q}&date=2024-02-30": (400, "calendar"),
+            f"/point?{q}": (400, "missing parameter 'date'"),
+            f"/point?{q}&date={DATE}&date={DATE}": (400, "2 times"),
+            f"/point?{q}&date={DATE}&file=/etc/passwd": (400, "unknown parameter"),
+            f"/point?{q}&date=2024-04-08": (404, "nearest dates"),
+            f"/point?lat=0&lon=0&date={DATE}": (404, "outside the stacks"),
+            f"/series?{q}&start=1900-01-01&end=2100-12-31": (400, "at most"),
+            f"/series?{q}&start=2024-04-13&end=2024-04-01": (400, "before start"),
+            "/etc/passwd": (404, "no endpoint"),
+            "/point?" + "a" * 5000: (414, "longer than"),
+        }
+        for target, (want, text) in hostile.items():
+            st, body = _get(port, target)
+            assert st == want and text in body["error"], (target, st, body)
+        st, body = _get(port, f"/point?{q}&date={DATE}", method="POST")
+        assert st == 405
+    finally:
+        srv.shutdown()
+        srv.server_close()
