@@ -291,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     except SSMError as exc:
         log.error("%s", exc)
         return 2
+    except OSError as exc:  # an output the user cannot write (permission, read-only, full disk): theirs to fix
+        import errno
+
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.error("cannot write %s: %s (check --output: a folder you may write to, on a filesystem with space)",
+                  exc.filename or "the output", exc.strerror or exc)
+        return 2
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130

@@ -86,3 +86,17 @@ def test_databricks_job_tasks_parse_and_configure():
         args = build_parser().parse_args([names.get(name, name), *t["parameters"]])
         cfg = load_config(args.config, args.overrides)
         assert cfg.spark.master is None and cfg.spark.jars.mode == "cluster", task["task_key"]
+
+
+
+def test_an_unwritable_output_exits_2_with_a_message(tmp_path, capsys):
+    out = Path("/sys/ssm-spark-test/out")  # not writable, even by root
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys on this machine")
+    rows = ["Station,Date,Lat,Lon,VH,NDVI,sm"] + [f"s{i % 3},2024-05-{1 + i:02d},44.0,2.0,-16.{i},0.4,0.2{i}" for i in range(9)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    cols = "{station_id: Station, date: Date, lat: Lat, lon: Lon, vh_db: VH, ndvi: NDVI, ssm: sm}"
+    rc = main(["matchups", "-q", "--set", f"table.columns={cols}", "--table", str(tmp_path / "t.csv"),
+               "--output", str(out / "m.parquet")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "cannot write /sys/ssm-spark-test" in err
