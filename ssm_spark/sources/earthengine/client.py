@@ -128,7 +128,11 @@ def credentials(cfg: "EarthEngineConfig"):
                                f"(JSON with type, client_email, private_key): {type(exc).__name__}") from None
     import ee
 
-    return ee.ServiceAccountCredentials(email, key_file=str(p))
+    try:
+        return ee.ServiceAccountCredentials(email, key_file=str(p))
+    except Exception as exc:  # noqa: BLE001 - the library's message may quote the key: never shown
+        raise CredentialsError(f"Earth Engine key file {p} (from {origin}): its private key cannot be loaded "
+                               f"({type(exc).__name__}); download a new key for the service account") from None
 
 
 class EEClient:
