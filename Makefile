@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: setup demo test test-fast jars clean
+.PHONY: setup demo test test-fast jars pack cluster-start cluster-stop clean
 setup:
 	@bash scripts/setup.sh
 
@@ -19,5 +19,16 @@ test-fast: setup
 jars:
 	$(PY) -m ssm_spark.jars fetch
 
+# the wheel and the packed environment for spark-submit --archives (deploy/spark-submit/)
+pack: setup
+	@bash scripts/pack_env.sh
+
+# a standalone master + 2 workers on loopback (deploy/standalone/cluster.sh)
+cluster-start: setup
+	@deploy/standalone/cluster.sh start
+
+cluster-stop:
+	@deploy/standalone/cluster.sh stop
+
 clean:
-	rm -rf out spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf out spark-warehouse metastore_db derby.log .pytest_cache build dist

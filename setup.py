@@ -54,7 +54,8 @@ setup(
     extras_require={
         "spark": ["pyspark>=4.0,<4.1"],
         "ee": ["earthengine-api>=1.7"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytesmo>=0.18"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytesmo>=0.18",
+                 "databricks-bundles>=1.22"],  # validates deploy/databricks/ offline
     },
     entry_points={"console_scripts": ["ssm-spark=ssm_spark.cli:main"]},
 )

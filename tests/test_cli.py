@@ -70,25 +70,6 @@ def test_demo_job_through_spark_submit(tmp_path: Path):
     assert (tmp_path / "features").is_dir() and (tmp_path / "matchups.parquet").exists()
 
 
-def test_databricks_job_tasks_parse_and_configure():
-    """Every task of deploy/databricks/job.json names a job entry point whose parser and config
-    loading accept the task's parameters."""
-    from ssm_spark.cli import build_parser
-    from ssm_spark.config import load_config
-
-    root = Path(__file__).resolve().parents[1]
-    job = json.loads((root / "deploy" / "databricks" / "job.json").read_text())
-    names = {"build_matchups": "matchups"}
-    for task in job["tasks"]:
-        t = task["spark_python_task"]
-        assert (root / t["python_file"]).is_file(), t["python_file"]
-        name = Path(t["python_file"]).stem
-        args = build_parser().parse_args([names.get(name, name), *t["parameters"]])
-        cfg = load_config(args.config, args.overrides)
-        assert cfg.spark.master is None and cfg.spark.jars.mode == "cluster", task["task_key"]
-
-
-
 def test_an_unwritable_output_exits_2_with_a_message(tmp_path, capsys):
     out = Path("/sys/ssm-spark-test/out")  # not writable, even by root
     if not Path("/sys").is_dir():

@@ -116,3 +116,17 @@ def test_session_without_pyspark_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_pyspark)
     with pytest.raises(SparkSetupError, match=r"ssm-spark\[spark\]"):
         session()
+
+
+def test_relative_paths_are_made_absolute_on_the_driver(tmp_path: Path, monkeypatch):
+    """On a cluster the executors run in their own folders: the CLI hands every job absolute paths."""
+    from ssm_spark.cli import absolute_paths, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = absolute_paths(build_parser().parse_args(
+        ["produce", "--models", "m", "--stacks", "s3://bucket/stacks", "--output", "out/p", "--region", "demo"]))
+    assert args.models == str(tmp_path / "m") and args.output == str(tmp_path / "out" / "p")
+    assert args.stacks == "s3://bucket/stacks" and args.region == "demo" and args.static is None
+    args = absolute_paths(build_parser().parse_args(["validate", "--product", "dbfs:/p", "--insitu", "/abs/i",
+                                                     "--output", "v"]))
+    assert (args.product, args.insitu, args.output) == ("dbfs:/p", "/abs/i", str(tmp_path / "v"))

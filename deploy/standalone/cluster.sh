@@ -96,9 +96,11 @@ case "${1:-}" in
     echo "$URL" ;;
   start-worker)  # one more worker (or a restarted one): start-worker I
     start_worker "${2:?start-worker I}" ;;
-  kill-worker)
+  kill-worker)  # the loss of a node: SIGKILL the worker and its executors at once
     f="$DIR/worker-${2:-1}.pid"; alive "$f" || { say "worker ${2:-1} is not running"; exit 1; }
-    kill -KILL "$(cat "$f")"; say "killed worker ${2:-1} (pid $(cat "$f"))"; rm -f "$f" ;;
+    pid=$(cat "$f"); kids=$(pgrep -P "$pid" || true)
+    # shellcheck disable=SC2086
+    kill -KILL "$pid" $kids; say "killed worker ${2:-1} (pid $pid; executors: ${kids:-none})"; rm -f "$f" ;;
   stop)
     for f in "$DIR"/worker-*.pid; do [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"; done
     stop_pid master

@@ -1,0 +1,51 @@
+# Sourced by standalone.sh, yarn.sh and k8s.sh: what every spark-submit of an ssm-spark job shares.
+#   JOB ARGS...     a job of jobs/ (demo simulate features matchups train produce validate) and the
+#                   same arguments as `ssm-spark JOB` locally
+# Environment shared by the three:
+#   SPARK_SUBMIT    spark-submit to use [the one of .venv, else on PATH]
+#   ENV_ARCHIVE     the packed environment from `make pack` [dist/ssm-spark-env.tar.gz]; it travels with
+#                   --archives ARCHIVE#environment and the Python workers run ./environment/bin/python
+#                   (spark.pyspark.python). `none`: no archive, the nodes' own PYTHON (below) instead
+#   PYTHON          with ENV_ARCHIVE=none: the Python with ssm-spark installed on every node
+#   JARS_MODE       jars: --jars from the local jars folder (ssm-spark jars fetch DIR) [default]
+#                   packages: --packages, resolved from Maven Central by the cluster
+#                   cluster: none (installed on the cluster, e.g. in $SPARK_HOME/jars or the image)
+#   SUBMIT_ARGS     more spark-submit arguments (resources: --executor-memory 4g --executor-cores 2 ...)
+#   DRY_RUN=1       print the command instead of running it
+# The job's own --set spark.master=null --set spark.jars.mode=cluster let spark-submit decide both.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+JOB=${1:?usage: $0 JOB [job arguments...]}; shift
+JOB_FILE="$ROOT/jobs/$JOB.py"
+[ "$JOB" = matchups ] && JOB_FILE="$ROOT/jobs/build_matchups.py"
+[ -f "$JOB_FILE" ] || { echo "no such job: $JOB_FILE" >&2; exit 2; }
+LOCAL_PY="$ROOT/.venv/bin/python"; [ -x "$LOCAL_PY" ] || LOCAL_PY=$(command -v python3)
+SUBMIT=${SPARK_SUBMIT:-$( [ -x "$ROOT/.venv/bin/spark-submit" ] && echo "$ROOT/.venv/bin/spark-submit" || echo spark-submit )}
+ARCHIVE=${ENV_ARCHIVE:-$ROOT/dist/ssm-spark-env.tar.gz}
+
+python_args=()
+if [ "$ARCHIVE" = none ]; then
+  python_args=(--conf "spark.pyspark.python=${PYTHON:?ENV_ARCHIVE=none needs PYTHON, the Python with ssm-spark on every node}")
+else
+  case "$ARCHIVE" in
+    *://*) ;;  # hdfs://, s3a://, https://, local:// (in the image): the cluster fetches it
+    *) [ -f "$ARCHIVE" ] || [ "${DRY_RUN:-0}" = 1 ] || { echo "no packed environment at $ARCHIVE: run make pack (or set ENV_ARCHIVE)" >&2; exit 2; } ;;
+  esac
+  python_args=(--archives "$ARCHIVE#environment" --conf spark.pyspark.python=./environment/bin/python)
+fi
+
+case "${JARS_MODE:-jars}" in
+  jars)     jar_args=(--jars "$("$LOCAL_PY" -m ssm_spark.jars jars ${SSM_SPARK_JARS:+--dir "$SSM_SPARK_JARS"})") ;;
+  packages) jar_args=(--packages "$("$LOCAL_PY" -m ssm_spark.jars packages)") ;;
+  cluster)  jar_args=() ;;
+  *) echo "JARS_MODE must be jars, packages or cluster" >&2; exit 2 ;;
+esac
+job_args=("$JOB_FILE" --set spark.master=null --set spark.jars.mode=cluster "$@")
+
+submit() {  # the target's own arguments; then the shared ones
+  local cmd=("$SUBMIT" "$@" "${python_args[@]}" "${jar_args[@]}")
+  # shellcheck disable=SC2206
+  [ -n "${SUBMIT_ARGS:-}" ] && cmd+=(${SUBMIT_ARGS})
+  cmd+=("${job_args[@]}")
+  if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "${cmd[@]}"; echo; else exec "${cmd[@]}"; fi
+}
