@@ -379,6 +379,20 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+class _Recorder:
+    """The registry as :func:`predict_rows` sees it, keeping the frame :meth:`Registry.predict`
+    returned (its physics features), so a point shows the features its answer used without
+    computing them twice."""
+
+    def __init__(self, registry: "Registry") -> None:
+        self.registry = registry
+        self.last: pd.DataFrame | None = None
+
+    def predict(self, df: pd.DataFrame, **kw: Any) -> pd.DataFrame:
+        self.last = self.registry.predict(df, **kw)
+        return self.last
+
+
 class PointService:
     """Point and series answers from a registry (loaded once) and one source.
 
@@ -460,12 +474,11 @@ class PointService:
         return int(r), int(c), la, lo
 
     # -- answers
-    def _features(self, px: pd.DataFrame) -> dict:
+    def _features(self, px: pd.DataFrame, phys: pd.DataFrame) -> dict:
+        """Raw inputs of the pixel row and the physics features the registry computed for it."""
         from ssm_spark.models import candidates
         from ssm_spark.sources.stacks import CLASS_BANDS, DYNAMIC_BANDS, STATIC_BANDS
 
-        phys = candidates.add_physics(px, self.registry.wcm_params,
-                                      nominal_incidence_deg=self.registry.nominal_incidence_deg)
         out = {b: _num(px[b].iloc[0]) for b in DYNAMIC_BANDS + STATIC_BANDS if b in px}
         out.update({b: int(px[b].iloc[0]) for b in CLASS_BANDS if b in px})
         out.update({c: _num(phys[c].iloc[0]) for c in candidates.PHYSICS_FEATURES if c in phys})
@@ -532,8 +545,9 @@ class PointService:
                 raise NoAcquisitionError(f"no acquisition at lat {la}, lon {lo} (cell row {row}, col {col}) on {day}: "
                                          f"no backscatter there in {where}; nearest dates with one: "
                                          f"{', '.join(near) if near else 'none found'}", nearest=near, date=day)
-            pr = predict_rows(px, self.registry).iloc[0].to_dict()
-            ans = self._answer(pr, la, lo, day, self.stacks.name, where, self._features(px), t0)
+            rec = _Recorder(self.registry)
+            pr = predict_rows(px, rec).iloc[0].to_dict()  # produce's own function, on one row
+            ans = self._answer(pr, la, lo, day, self.stacks.name, where, self._features(px, rec.last), t0)
         if strict and ans["ssm"] is None:
             flags = ans["qc_flags"]
             masks = [f for f in flags if f.startswith("MASKED") or f in ("FROZEN", "STEEP_SLOPE")]
