@@ -393,7 +393,7 @@ def test_a_corrupt_tile_is_recorded_and_the_date_goes_on(spark, small, tmp_path)
     # the quarantined file is an input: replacing it recomputes the date, now with its tile
     shutil.copy(root / "sim" / "stacks" / D1 / off.name, off)
     s2 = P.produce(spark, cfg, root / "models", stacks, None, D1, D1, tmp_path / "out", static=root / "sim" / "static")
-    assert s2["produced"] == 1 and s2["dates"][D1]["tiles"] == 3
+    assert s2["incomplete"] == 1 and s2["dates"][D1]["tiles"] == 3  # the unreadable tile is still unreadable
     # every file of a date unusable: no product for it, said in the summary
     other = tmp_path / "only_bad"
     (other / D2).mkdir(parents=True)
@@ -402,6 +402,134 @@ def test_a_corrupt_tile_is_recorded_and_the_date_goes_on(spark, small, tmp_path)
         dst.crs = "EPSG:4326"
     with pytest.raises(InputError, match="quarantined"):
         P.produce(spark, cfg, root / "models", other, None, D2, D2, tmp_path / "out2", static=root / "sim" / "static")
+
+
+# ------------------------------------------------------------------- bad input: refused or counted
+
+
+def _sibling_stacks(root: Path, tmp_path: Path, date: str = D1) -> tuple[Path, list[Path]]:
+    stacks = tmp_path / "stacks"
+    shutil.copytree(root / "sim" / "stacks" / date, stacks / date)
+    return stacks, sorted((stacks / date).glob("*.tif"))
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_date_with_bad_files_holds_no_wrong_row_and_its_ledger_adds_up(spark, small, tmp_path):
+    """A copy of a tile beside it, a tile with no acquisition, an unreadable tile, a tile without
+    lst_k and with +inf values: no cell twice, every file accounted for, the date incomplete (re-tried)."""
+    cfg, root = small
+    stacks, tifs = _sibling_stacks(root, tmp_path)
+    shutil.copy(tifs[0], tifs[0].with_name(tifs[0].stem + " (copy).tif"))
+    with rasterio.open(tifs[1]) as src:
+        prof, data, desc = src.profile, src.read(), src.descriptions
+    with rasterio.open(tifs[1], "w", **prof) as dst:  # no acquisition at all
+        dst.write(np.full_like(data, np.nan))
+        dst.descriptions = desc
+    blob = bytearray(tifs[2].read_bytes())
+    blob[200:len(blob) // 2] = b"\xff" * (len(blob) // 2 - 200)
+    tifs[2].write_bytes(bytes(blob))
+    with rasterio.open(tifs[3]) as src:
+        prof, data, desc = src.profile, src.read(), list(src.descriptions)
+    keep = [i for i, d in enumerate(desc) if d != "lst_k"]
+    data = data[keep]
+    data[desc.index("ndvi") - 1 if desc.index("ndvi") > desc.index("lst_k") else desc.index("ndvi"), 0, :5] = np.inf
+    prof.update(count=len(keep))
+    with rasterio.open(tifs[3], "w", **prof) as dst:
+        dst.write(data)
+        dst.descriptions = [desc[i] for i in keep]
+    out = tmp_path / "out"
+    s = P.produce(spark, cfg, root / "models", stacks, None, D1, D1, out, static=root / "sim" / "static")
+    r = s["dates"][D1]
+    assert r["status"] == "incomplete" and s["incomplete"] == 1 and s["produced"] == 0
+    prod = spark.read.parquet(str(out / "parquet")).toPandas()
+    assert not prod.duplicated(["row", "col"]).any() and len(prod) == r["pixels"] == 2 * 1024  # tiles 0 and 3
+    assert r["files_in"] == 5 and (r["files_read"], r["files_without_acquisition"], r["files_read_failed"],
+                                   r["files_quarantined"]) == (2, 1, 1, 1)
+    assert r["pixels"] == r["retrieved"] + r["masked"] + r["out_of_range"] + r["no_estimate"] and r["out_of_range"] == 0
+    marker = json.loads((out / "parquet" / f"date={D1}" / "_SUCCESS.json").read_text())
+    assert marker["status"] == "incomplete" and marker["counts"]["files_in"] == 5
+    reasons = {Path(f["file"]).name: f["reason"] for f in marker["failed_files"]}
+    assert set(reasons) == {tifs[0].stem + " (copy).tif", tifs[2].name}
+    assert "static layer(s)" in reasons[tifs[0].stem + " (copy).tif"] and "Decoding error" in reasons[tifs[2].name]
+    assert [Path(e["file"]).name for e in marker["files_without_acquisition"]] == [tifs[1].name]
+    assert {b: [Path(p).name for p in v] for b, v in marker["bands_absent"].items()} == {"lst_k": [tifs[3].name]}
+    bad = [v for v in marker["values_set_missing_by_file"] if Path(v["file"]).name == tifs[3].name and v["band"] == "ndvi"]
+    assert bad and bad[0]["n"] >= 5 and bad[0]["n_infinite"] == 5
+    # incomplete: the next run tries the date again (the read error may have been transient)
+    shutil.copy(root / "sim" / "stacks" / D1 / tifs[2].name, tifs[2])
+    s2 = P.produce(spark, cfg, root / "models", stacks, None, D1, D1, out, static=root / "sim" / "static")
+    assert s2["produced"] == 1 and s2["dates"][D1]["files_read_failed"] == 0 and s2["dates"][D1]["tiles"] == 3
+    s3 = P.produce(spark, cfg, root / "models", stacks, None, D1, D1, out, static=root / "sim" / "static")
+    assert s3["skipped"] == 1
+
+
+@pytest.mark.spark
+def test_refusals_before_any_work(spark, small, tmp_path):
+    """A held output folder, a registry of another feature set and an unwritable output are refused
+    with messages that name them; nothing is written."""
+    import os
+    import subprocess
+
+    from ssm_spark.errors import InputIOError, ModelRegistryError
+    from ssm_spark.models import registry as R
+    from ssm_spark.models import selection
+    from ssm_spark.product.files import LOCK, OutputLock
+
+    cfg, root = small
+    args = (root / "models", root / "sim" / "stacks", None, D1, D1)
+    out = tmp_path / "held"
+    out.mkdir()
+    with OutputLock(out, "test run"):
+        with pytest.raises(InputError, match=rf"is in use by another test run: pid {os.getpid()} on"):
+            P.produce(spark, cfg, *args, out)
+    assert sorted(p.name for p in out.iterdir()) == []  # released, nothing written
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / LOCK).write_text(json.dumps({"pid": dead.pid, "host": __import__("socket").gethostname(), "token": "x"}))
+    with OutputLock(out) as lock:  # a killed run's lock is taken over
+        assert json.loads((out / LOCK).read_text())["token"] == lock.token
+    assert not (out / LOCK).exists()
+    # a registry trained on VH only, given stacks with VV
+    m = pd.read_parquet(root / "matchups.parquet").drop(columns=["vv_db"])
+    m = m[[c for c in m.columns if "vv" not in c and c not in ("mv_oh", "ks_oh", "cross_ratio_db")]]
+    R.save_registry(tmp_path / "vh_models", selection.train_models(m, cfg), cfg)
+    with pytest.raises(ModelRegistryError, match=r"extra \['vv_db'\]"):
+        P.produce(spark, cfg, tmp_path / "vh_models", *args[1:], tmp_path / "vh_out")
+    assert not (tmp_path / "vh_out" / "parquet").exists()
+    with pytest.raises(InputIOError, match=r"--output .*: cannot write there"):
+        (tmp_path / "a_file").write_text("")
+        P.produce(spark, cfg, *args, tmp_path / "a_file" / "out")  # a file in the way
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_broken_model_fails_the_date_instead_of_writing_wild_values(spark, small, tmp_path):
+    import hashlib
+
+    import xgboost as xgb
+
+    cfg, root = small
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    man = json.loads((models / "manifest.json").read_text())
+    for rel in man["files"]:
+        if rel.endswith("_quantiles.ubj"):
+            continue
+        b = xgb.Booster()
+        b.load_model(bytearray((models / rel).read_bytes()))
+        j = json.loads(b.save_raw("json"))
+        j["learner"]["learner_model_param"]["base_score"] = "[2.5E1]"  # bytes and checksum both rewritten
+        b.load_model(bytearray(json.dumps(j).encode()))
+        blob = bytes(b.save_raw("ubj"))
+        (models / rel).write_bytes(blob)
+        man["files"][rel] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    (models / "manifest.json").write_text(json.dumps(man))
+    from ssm_spark.errors import ModelRegistryError
+
+    with pytest.raises(ModelRegistryError, match=r"unmasked cells \(\d+%\) got estimates outside the physical range"):
+        P.produce(spark, cfg, models, root / "sim" / "stacks", None, D1, D1, tmp_path / "out")
+    assert not (tmp_path / "out" / "parquet").exists() and not (tmp_path / "out" / "_staging").exists()
 
 
 # ------------------------------------------------------------------------- multi-scale products

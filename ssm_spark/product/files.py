@@ -10,7 +10,7 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["write_parquet_file"]
+__all__ = ["write_parquet_file", "ensure_writable", "OutputLock", "LOCK"]
 
 
 def write_parquet_file(table, path: Path) -> int:
@@ -26,3 +26,140 @@ def write_parquet_file(table, path: Path) -> int:
         tmp.unlink(missing_ok=True)
         raise
     return path.stat().st_size
+
+
+# ---------------------------------------------------------------------------------- output folder
+
+LOCK = "_LOCK.json"
+#: A lock whose holder has not refreshed it for this long is stale (the holder was killed, or
+#: runs on a machine that cannot be asked); the holder refreshes it every HEARTBEAT_S.
+STALE_AFTER_S = 120.0
+HEARTBEAT_S = 20.0
+
+
+def ensure_writable(folder: Path, what: str = "--output") -> Path:
+    """Create ``folder`` (and parents) and check that files can be written in it.
+
+    Raises
+    ------
+    InputIOError
+        Naming the folder and the system's reason (permission, read-only filesystem, a file in
+        the way, disk full), before any work is done.
+    """
+    import errno
+
+    from ssm_spark.errors import InputIOError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        hint = {errno.EACCES: "choose a folder you may write to", errno.EPERM: "choose a folder you may write to",
+                errno.EROFS: "the filesystem is read-only", errno.ENOSPC: "the disk is full",
+                errno.EEXIST: "a file of that name is in the way", errno.ENOTDIR: "a file is in the way"}
+        raise InputIOError(f"{what} {folder}: cannot write there ({exc.strerror or exc}); "
+                           f"{hint.get(exc.errno, 'check the path')}") from exc
+    return folder
+
+
+def _holder_alive(info: dict) -> bool:
+    import socket
+
+    if info.get("host") != socket.gethostname():
+        return True  # cannot ask another machine: only the heartbeat tells
+    try:
+        os.kill(int(info.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
+
+
+class OutputLock:
+    """An exclusive lock on an output folder (``_LOCK.json``: pid, host, start, command).
+
+    Taken with ``O_EXCL``; refreshed every :data:`HEARTBEAT_S` by a daemon thread. A second run
+    is refused with the holder named while the holder lives; a lock left by a killed run (its pid
+    gone on this host, or not refreshed for :data:`STALE_AFTER_S`) is taken over, with a warning.
+    """
+
+    def __init__(self, folder: Path, what: str = "produce") -> None:
+        self.path = Path(folder) / LOCK
+        self.what = what
+        self._stop = None
+        self._thread = None
+        self.token = uuid.uuid4().hex
+
+    def acquire(self) -> "OutputLock":
+        import json
+        import logging
+        import socket
+        import sys
+        import threading
+        import time
+
+        from ssm_spark.errors import InputError
+
+        log = logging.getLogger(__name__)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "job": self.what, "token": self.token,
+                "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    held = json.loads(self.path.read_text())
+                    age = time.time() - self.path.stat().st_mtime
+                except (OSError, ValueError):
+                    held, age = {}, STALE_AFTER_S + 1  # half-written or vanished: treat as stale
+                if age <= STALE_AFTER_S and _holder_alive(held):
+                    raise InputError(
+                        f"{self.path.parent} is in use by another {held.get('job', 'run')}: pid {held.get('pid')} on "
+                        f"{held.get('host')}, started {held.get('started_utc')} ({held.get('command', '?')}); wait for "
+                        f"it to end, or write elsewhere (a lock left by a killed run expires {STALE_AFTER_S:.0f} s "
+                        f"after its last refresh; remove {self.path} only if that run is gone)")
+                log.warning("%s: taking over a stale lock (pid %s on %s, last refreshed %.0f s ago)", self.path,
+                            held.get("pid"), held.get("host"), age)
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh)
+            break
+        else:
+            raise InputError(f"{self.path}: could not take the output folder's lock (contended)")
+        self._stop = threading.Event()
+
+        def beat() -> None:
+            while not self._stop.wait(HEARTBEAT_S):
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    pass
+
+        self._thread = threading.Thread(target=beat, name="output-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        import json
+
+        if self._stop is not None:
+            self._stop.set()
+        try:
+            if json.loads(self.path.read_text()).get("token") == self.token:
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -137,8 +137,13 @@ PRODUCT_COLUMNS = ("grid", "tile_row", "tile_col", "row", "col", "lon", "lat", "
 FILE_COLUMNS = tuple(c for c in PRODUCT_COLUMNS if c != "date")
 _ROWS_DDL = ("grid string, tile_row int, tile_col int, row int, col int, lon double, lat double, ssm double, "
              "ssm_p05 double, ssm_p95 double, env string, model_id string, qc int")
-_SUMMARY_DDL = ("tile_row int, tile_col int, pixels long, retrieved long, masked long, ssm_sum double, "
-                "ssm_min double, ssm_max double, parquet_bytes long, cog_bytes long, rejected string, error string")
+_SUMMARY_DDL = ("tile_row int, tile_col int, pixels long, retrieved long, masked long, out_of_range long, "
+                "ssm_sum double, ssm_min double, ssm_max double, parquet_bytes long, cog_bytes long, rejected string, "
+                "error string, empty string")
+#: A tile with more than this fraction of its unmasked cells out of the physical range fails the run
+#: (a broken or misapplied model, not a few odd cells); below it they are masked and counted.
+MAX_OUT_OF_RANGE_FRACTION = 0.2
+_OUT_OF_RANGE = int(QC.PREDICTION_OUT_OF_RANGE)
 MARKER = "_SUCCESS.json"
 STAGING = "_staging"
 _QC_LEGEND = ", ".join(f"{int(q)} {q.name}" for q in QC)
@@ -394,23 +399,29 @@ class DateJob:
     blocksize: int = 0
     compress: str = "deflate"
     overview_resampling: str = "nearest"
+    climatology: Any = None  # ClimatologyStack: its clim_* columns are attached to the rows
 
     def tile_name(self, tile_row: int, tile_col: int) -> str:
         return f"{self.grid.name}_{tile_row}_{tile_col}"
 
 
-def read_clipped(f: "StackFile", job: DateJob) -> tuple[pd.DataFrame, list]:
+def read_clipped(f: "StackFile", job: DateJob, empty: list | None = None) -> tuple[pd.DataFrame, list]:
     """Read one stack file into pixel rows (masks, environment) and keep the region's cells.
 
-    Returns the rows and the value-range rejections (``{"file", "band", "n", "range"}``).
+    Returns the rows and the value-range rejections (``{"file", "band", "n", "range"}``); a file
+    with no acquisition cell at all is recorded in ``empty`` (a list) when given.
     """
-    from ssm_spark.sources.stacks import read_file_cells
+    from ssm_spark.sources.stacks import NO_ACQUISITION, read_file_cells
 
     rejected: list = []
     px = read_file_cells(f, job.grid, job.max_slope_deg, rejected=rejected)
+    if len(px) == 0 and empty is not None:
+        empty.append({"file": f.path, "reason": NO_ACQUISITION})
     keep = clip_mask(px, job.region)
     if not keep.all():
         px = px[keep].reset_index(drop=True)
+    if job.climatology is not None:  # the cells' change-detection climatology (ClimatologyError if unreadable)
+        px = job.climatology.attach(px)
     return px, rejected
 
 
@@ -476,12 +487,14 @@ def write_tile(rows: pd.DataFrame, tile_row: int, tile_col: int, job: DateJob) -
     n = len(rows)
     ssm = rows["ssm"].to_numpy("f8") if n else np.zeros(0)
     ok = np.isfinite(ssm)
-    masked = int(((rows["qc"].to_numpy(np.int64) & MASK_BITS) != 0).sum()) if n else 0
+    qc = rows["qc"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+    masked = int(((qc & MASK_BITS) != 0).sum())
+    wild = int((((qc & _OUT_OF_RANGE) != 0) & ((qc & MASK_BITS) == 0)).sum())
     summary = {"tile_row": tile_row, "tile_col": tile_col, "pixels": n, "retrieved": int(ok.sum()), "masked": masked,
-               "ssm_sum": float(ssm[ok].sum()) if ok.any() else 0.0,
+               "out_of_range": wild, "ssm_sum": float(ssm[ok].sum()) if ok.any() else 0.0,
                "ssm_min": float(ssm[ok].min()) if ok.any() else None,
                "ssm_max": float(ssm[ok].max()) if ok.any() else None,
-               "parquet_bytes": 0, "cog_bytes": 0, "rejected": None, "error": None}
+               "parquet_bytes": 0, "cog_bytes": 0, "rejected": None, "error": None, "empty": None}
     if n == 0:
         return summary
     name = job.tile_name(tile_row, tile_col)
@@ -557,7 +570,9 @@ def _task_files(batches: Iterator[pd.DataFrame], bfiles) -> Iterator["StackFile"
 
 
 def _read_failure(f: "StackFile", exc: Exception) -> dict:
-    return {"file": f.path, "reason": f"{f.path}: cannot read its data ({exc}); truncated or corrupt?"}
+    from ssm_spark.sources.stacks import read_failure
+
+    return read_failure(f.path, exc)  # GDAL's own cause included
 
 
 def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nthread: int) -> list[dict]:
@@ -569,8 +584,9 @@ def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nt
         reg = _worker_registry(bc, nthread)
         for f in _task_files(batches, bfiles):
             tr, tc = _tile_of_file(f, grid)
+            empty: list = []
             try:
-                px, rejected = read_clipped(f, job)
+                px, rejected = read_clipped(f, job, empty)
             except read_errors as exc:
                 s = write_tile(_empty_rows(), tr, tc, job)
                 s["error"] = json.dumps(_read_failure(f, exc))
@@ -578,6 +594,7 @@ def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nt
                 continue
             s = write_tile(predict_rows(px, reg), tr, tc, job)
             s["rejected"] = json.dumps(rejected) if rejected else None
+            s["empty"] = json.dumps(empty) if empty else None
             yield pd.DataFrame([s])
 
     return [r.asDict() for r in _file_ids(spark, n_files).mapInPandas(_task, _SUMMARY_DDL).collect()]
@@ -592,17 +609,21 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc,
 
     errors = sc.accumulator([], ListParam())
     rejections = sc.accumulator([], ListParam())
+    empties = sc.accumulator([], ListParam())
 
     def _rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reg = _worker_registry(bc, nthread)
         for f in _task_files(batches, bfiles):
+            empty: list = []
             try:
-                px, rejected = read_clipped(f, job)
+                px, rejected = read_clipped(f, job, empty)
             except read_errors as exc:
                 errors.add([_read_failure(f, exc)])
                 continue
             if rejected:
                 rejections.add(rejected)
+            if empty:
+                empties.add(empty)
             for s in range(0, len(px), chunk_rows):
                 yield predict_rows(px.iloc[s:s + chunk_rows], reg)
 
@@ -612,30 +633,35 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc,
     rows = _file_ids(spark, n_files).mapInPandas(_rows, _ROWS_DDL)
     out = [r.asDict() for r in rows.groupBy("tile_row", "tile_col").applyInPandas(_write, _SUMMARY_DDL).collect()]
     seen = set()
+    blank = {"tile_row": None, "tile_col": None, "pixels": 0, "retrieved": 0, "masked": 0, "out_of_range": 0,
+             "ssm_sum": 0.0, "ssm_min": None, "ssm_max": None, "parquet_bytes": 0, "cog_bytes": 0, "rejected": None,
+             "error": None, "empty": None}
     for e in errors.value:
         if e["file"] not in seen:  # a retried task reports twice
             seen.add(e["file"])
-            out.append({"tile_row": None, "tile_col": None, "pixels": 0, "retrieved": 0, "masked": 0, "ssm_sum": 0.0,
-                        "ssm_min": None, "ssm_max": None, "parquet_bytes": 0, "cog_bytes": 0, "rejected": None,
-                        "error": json.dumps(e)})
+            out.append({**blank, "error": json.dumps(e)})
     if rejections.value:
         dedup = {(r["file"], r["band"]): r for r in rejections.value}
-        out.append({"tile_row": None, "tile_col": None, "pixels": 0, "retrieved": 0, "masked": 0, "ssm_sum": 0.0,
-                    "ssm_min": None, "ssm_max": None, "parquet_bytes": 0, "cog_bytes": 0,
-                    "rejected": json.dumps([dedup[k] for k in sorted(dedup)]), "error": None})
+        out.append({**blank, "rejected": json.dumps([dedup[k] for k in sorted(dedup)])})
+    if empties.value:
+        dedup = {e["file"]: e for e in empties.value}
+        out.append({**blank, "empty": json.dumps([dedup[k] for k in sorted(dedup)])})
     return out
 
 
 # ------------------------------------------------------------------------------------- driver side
 
 
-def product_hash(cfg: "Config", region: Region, manifest_id: str) -> str:
-    """16-hex-digit hash of what decides a product's bytes (see the module docstring)."""
+def product_hash(cfg: "Config", region: Region, manifest_id: str, climatology: str | None = None) -> str:
+    """16-hex-digit hash of what decides a product's bytes (see the module docstring); ``climatology``:
+    the digest of the change-detection climatology stack the rows get (None: none)."""
     blob = {"package": ssm_spark.__version__, "grid": cfg.grid.model_dump(mode="json"),
             "ingest": cfg.ingest.model_dump(mode="json"),
             "produce": cfg.produce.model_dump(mode="json", exclude={"nthread", "tile_grouping", "regions",
-                                                                      "dates_in_flight"}),
+                                                                      "dates_in_flight", "climatology_dir"}),
             "region": region.key(), "manifest_id": manifest_id}
+    if climatology is not None:
+        blob["climatology"] = climatology
     return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -696,6 +722,9 @@ def _read_marker(output: Path, date: str) -> dict | None:
 def _is_complete(marker: dict | None, output: Path, manifest_id: str, phash: str, inputs: list) -> tuple[bool, str]:
     if marker is None:
         return False, "no marker"
+    if marker.get("status") != "complete":
+        return False, f"{marker.get('status', 'not complete')} (files failed to read: " + "; ".join(
+            f.get("reason", "?") for f in marker.get("failed_files", []))[:500] + ")"
     if marker.get("manifest_id") != manifest_id:
         return False, f"models changed (manifest {marker.get('manifest_id')} -> {manifest_id})"
     if marker.get("product_hash") != phash:
@@ -780,10 +809,27 @@ def _finish_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: list
     written = sorted((t["tile_row"], t["tile_col"]) for t in tiles if t["tile_row"] is not None and t["pixels"] > 0)
     failed = [json.loads(t["error"]) for t in tiles if t.get("error")]
     rejected: dict[str, int] = {}
+    by_file: list[dict] = []
     for t in tiles:
         for r in json.loads(t["rejected"]) if t.get("rejected") else []:
             rejected[r["band"]] = rejected.get(r["band"], 0) + int(r["n"])
-    counts = {k: int(sum(t[k] for t in tiles)) for k in ("pixels", "retrieved", "masked")}
+            by_file.append({k: r[k] for k in ("file", "band", "n", "n_infinite", "range") if k in r})
+    empty = sorted((e for t in tiles for e in (json.loads(t["empty"]) if t.get("empty") else [])),
+                   key=lambda e: e["file"])
+    for t in tiles:  # a tile mostly out of the physical range: a broken model, not odd cells
+        base = int(t["pixels"]) - int(t["masked"])
+        wild = int(t.get("out_of_range") or 0)
+        if wild >= 10 and base and wild > MAX_OUT_OF_RANGE_FRACTION * base:
+            from ssm_spark.errors import ModelRegistryError
+
+            shutil.rmtree(staging, ignore_errors=True)  # nothing of the date is kept
+            raise ModelRegistryError(
+                f"produce {date}: tile {job.tile_name(t['tile_row'], t['tile_col'])}: {wild} of {base} unmasked cells "
+                f"({wild / base:.0%}) got estimates outside the physical range [0, porosity]: the registry's models "
+                f"are broken or do not fit these inputs (manifest {job.tags.get('manifest_id')}); the date is not "
+                "committed")
+    counts = {k: int(sum(t[k] for t in tiles)) for k in ("pixels", "retrieved", "masked", "out_of_range")}
+    counts["no_estimate"] = counts["pixels"] - counts["retrieved"] - counts["masked"] - counts["out_of_range"]
     ssm_sum = float(sum(t["ssm_sum"] for t in tiles))
     mins = [t["ssm_min"] for t in tiles if t["ssm_min"] is not None]
     maxs = [t["ssm_max"] for t in tiles if t["ssm_max"] is not None]
@@ -809,13 +855,15 @@ def _finish_date(spark: "SparkSession", cfg: "Config", job: DateJob, files: list
         for q in sorted([p] if p.is_file() else p.rglob("*") if p.is_dir() else []):
             if q.is_file():
                 outputs[str(Path(rel.parts[0]) / q.relative_to(staging / rel.parts[0]))] = q.stat().st_size
-    result = {"tiles": len(written), "files": len(files), "files_failed": len(failed), **counts,
+    result = {"tiles": len(written), "files": len(files), "files_failed": len(failed),
+              "files_without_acquisition": len(empty), **counts,
               "ssm_mean": round(ssm_sum / counts["retrieved"], 6) if counts["retrieved"] else None,
               "ssm_min": round(min(mins), 6) if mins else None, "ssm_max": round(max(maxs), 6) if maxs else None,
               "grouping": "per tile task" if fused else "shuffle by tile"}
     if targets:
         result["aggregates"] = aggregates
-    return {"result": result, "failed": failed, "rejected": rejected, "outputs": outputs,
+    return {"result": result, "failed": failed, "rejected": rejected, "rejected_by_file": by_file, "empty": empty,
+            "outputs": outputs,
             "aggregate_seconds": round(t_agg, 2) if targets else None}
 
 
@@ -925,6 +973,9 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     d0, d1 = _parse_date(start, "start"), _parse_date(end, "end")
     if d0 and d1 and d1 < d0:
         raise ConfigError(f"--end {d1} is before --start {d0}")
+    from ssm_spark.product.files import OutputLock, ensure_writable
+
+    ensure_writable(output)  # InputIOError before any work: permission, read-only, a file in the way
     registry = load_registry(models)
     rgn = resolve_region(region, cfg, grid)
     if static is None:
@@ -938,6 +989,9 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
 
     # only the date folders in range are opened, and only the region's files are fully checked
     inv = discover(stacks, grid, static, cfg.ingest.band_aliases, start=d0, end=d1, keep_window=in_region)
+    if inv.files:  # a registry of another feature set: refused by name before any Spark work
+        registry.check_inputs(set().union(*({*f.bands, *f.static_bands, *f.class_bands} for f in inv.files)),
+                              f"the stack files under {stacks} have")
     by_date: dict[str, list] = {}
     for f in inv.files:
         by_date.setdefault(f.date, []).append(f)
@@ -954,17 +1008,22 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
                          f"{rgn.name!r} (tiles {list(rgn.tiles)[:6]}{'...' if len(rgn.tiles) > 6 else ''}); date "
                          f"folders found: {folders[0] if folders else '-'}..{folders[-1] if folders else '-'}{why}")
     mid, chash = registry.manifest_id, cfg.hash()
-    phash = product_hash(cfg, rgn, mid)
+    from ssm_spark.product.climatology import climatology_for_produce
+
+    # change detection: every date's rows get their cells' climatology, built once over the window
+    clim = climatology_for_produce(spark, cfg, registry.wcm_params, stacks, static, rgn.tiles, output, inv, d0, d1)
+    phash = product_hash(cfg, rgn, mid, clim[0].digest if clim else None)
     pc = cfg.produce
     bands = tuple(pc.cog_bands) if pc.cog else None
     info = {"product": "surface soil moisture (m3/m3), ssm_spark", "software": f"ssm_spark {ssm_spark.__version__}",
             "grid": grid.describe(), "region": rgn.describe(grid), "manifest_id": mid, "config_hash": chash,
             "product_hash": phash, "registry": str(models.resolve()), "columns": list(PRODUCT_COLUMNS),
             "cog_bands": list(bands or []), "qc_bits": {q.name: int(q) for q in QC}}
+    if clim:
+        info["climatology"] = {k: clim[1][k] for k in ("key", "folder", "digest", "settings", "window_dates")}
     if targets:
         info["aggregates"] = {"grids": [t.describe() for t in targets], "columns": list(AGG_COLUMNS),
                               "cog_bands": [*(bands or []), "frac_valid"] if bands else []}
-    output.mkdir(parents=True, exist_ok=True)
     log.info("produce: %d date(s) %s..%s over region %s (%d tiles) with manifest %s, config %s, product hash %s -> %s",
              len(dates), dates[0], dates[-1], rgn.name, len(rgn.tiles), mid, chash, phash, output)
     bc = spark.sparkContext.broadcast((registry.manifest, registry.model_bytes()))
@@ -982,11 +1041,24 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         failed = quarantined.get(date, []) + res["failed"]
         if hook is not None:
             hook("staged", date)
-        marker = {"date": date, "status": "complete", "manifest_id": mid, "config_hash": chash,
+        # the date's file ledger: every input file in exactly one place
+        q_date, r = quarantined.get(date, []), res["result"]
+        ledger = {"files_in": len(files) + len(q_date), "files_read": len(files) - r["files_failed"] -
+                  r["files_without_acquisition"], "files_without_acquisition": r["files_without_acquisition"],
+                  "files_read_failed": r["files_failed"], "files_quarantined": len(q_date)}
+        assert ledger["files_in"] == sum(v for k, v in ledger.items() if k != "files_in")
+        r.update(ledger)
+        # a read failure may be transient: the date is committed as incomplete and re-tried next run
+        status = "incomplete" if res["failed"] else "complete"
+        marker = {"date": date, "status": status, "manifest_id": mid, "config_hash": chash,
                   "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "grid": grid.name,
-                  "region": rgn.describe(grid), "counts": res["result"],
-                  "failed_files": failed,
-                  "values_out_of_range_set_missing": res["rejected"], "inputs": inputs, "outputs": res["outputs"]}
+                  "region": rgn.describe(grid), "counts": r,
+                  "failed_files": failed, "files_without_acquisition": res["empty"],
+                  "bands_absent": {b: sorted(p for p in v if p in {f.path for f in files})
+                                   for b, v in sorted(inv.absent_bands.items())
+                                   if any(p in {f.path for f in files} for p in v)},
+                  "values_out_of_range_set_missing": res["rejected"],
+                  "values_set_missing_by_file": res["rejected_by_file"], "inputs": inputs, "outputs": res["outputs"]}
         _commit(staging, output, date, marker, hook, agg_names)
         _write_product_json(output, info)
         now = time.perf_counter()
@@ -994,7 +1066,8 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         done["pixels"] += r["pixels"]
         done["t_last"] = now
         failed_all.extend(failed)
-        per_date[date] = {"status": "produced", **r, "seconds": round(now - t0, 2),
+        per_date[date] = {"status": "produced" if status == "complete" else "incomplete", **r,
+                          "seconds": round(now - t0, 2),
                           "tiles_seconds": round(t_tiles, 2), "finish_seconds": round(now - t1, 2)}
         if targets:
             per_date[date]["aggregate_seconds"] = res["aggregate_seconds"]
@@ -1036,6 +1109,14 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
             pending = finisher.submit(finish, *args)
 
     try:
+        lock = OutputLock(output, "ssm-spark produce").acquire()  # refused while another run writes here
+    except BaseException:
+        for pool in (computers, finisher):
+            if pool is not None:
+                pool.shutdown(wait=False)
+        bc.destroy()
+        raise
+    try:
         for k, date in enumerate(dates, 1):
             files = sorted(by_date[date], key=lambda f: f.path)
             q_date = quarantined.get(date, [])
@@ -1060,7 +1141,7 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
             tags = {"product": "ssm", "date": date, "grid": grid.name, "manifest_id": mid, "config_hash": chash,
                     "product_hash": phash, "software": f"ssm_spark {ssm_spark.__version__}", "qc_bits": _QC_LEGEND}
             job = DateJob(date, grid, rgn, str(staging), cfg.ingest.max_slope_deg, tags, bands,
-                          pc.cog_blocksize, pc.cog_compress, pc.overview_resampling)
+                          pc.cog_blocksize, pc.cog_compress, pc.overview_resampling, clim[0] if clim else None)
             item = {"k": k, "job": job, "files": files, "staging": staging, "inputs": inputs, "t0": t0}
             queue.append(item)
             if computers is None:
@@ -1096,6 +1177,7 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         st = output / STAGING
         if st.is_dir() and not any(st.iterdir()):
             st.rmdir()
+        lock.release()
     for date in unusable:  # nothing to produce: said in the summary, nothing written
         log.warning("produce %s: every file quarantined, no product: %s", date,
                     "; ".join(q["reason"] for q in quarantined[date]))
@@ -1111,8 +1193,11 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
                "produced": sum(1 for v in per_date.values() if v["status"] == "produced"),
                "skipped": sum(1 for v in per_date.values() if v["status"] == "skipped"),
                "failed": sum(1 for v in per_date.values() if v["status"] == "failed"),
+               "incomplete": sum(1 for v in per_date.values() if v["status"] == "incomplete"),
                "pixels": px_done, "seconds": round(total, 1),
                "pixels_per_s": round(px_done / secs_done) if secs_done else None, "failed_files": failed_all}
+    if clim:
+        summary["climatology"] = clim[1]
     log.info("produce: %d date(s) produced, %d skipped, %s pixels in %.1f s -> %s", summary["produced"],
              summary["skipped"], f"{px_done:,}", total, output)
     return summary
