@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+_CPU: list[float] = []  # median CPU ms per query of each run (the machine's load does not inflate it)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -63,14 +67,16 @@ def _queries(svc, n: int, seed: int) -> list[tuple[float, float, str]]:
 def _time_points(svc, qs) -> list[float]:
     from ssm_spark.point import PointError
 
-    ts = []
+    ts, cpu = [], []
     for lat, lon, d in qs:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             svc.point(lat, lon, d, strict=False)
         except PointError:
             pass
         ts.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+    _CPU.append(statistics.median(cpu))
     return ts
 
 
@@ -108,11 +114,14 @@ def main() -> None:
     _time_points(svc, qs[:5])  # first predictions build nothing more, but warm the OS file cache
     runs = [_time_points(svc, qs) for _ in range(args.repeats)]
     res["point_ms"] = {"p50": statistics.median(_pct(r, 50) for r in runs),
-                       "p95": statistics.median(_pct(r, 95) for r in runs)}
+                       "p95": statistics.median(_pct(r, 95) for r in runs),
+                       "cpu_p50": statistics.median(_CPU[-args.repeats:])}
     _time_points(cached, qs)  # fill the cache
     runs = [_time_points(cached, qs) for _ in range(args.repeats)]
     res["point_cached_ms"] = {"p50": statistics.median(_pct(r, 50) for r in runs),
-                              "p95": statistics.median(_pct(r, 95) for r in runs)}
+                              "p95": statistics.median(_pct(r, 95) for r in runs),
+                              "cpu_p50": statistics.median(_CPU[-args.repeats:])}
+    res["load_average_1min"] = os.getloadavg()[0]
     lat, lon, _ = qs[0]
     dates = svc.dates()
     for name, s in (("series_ms", svc), ("series_cached_ms", cached)):

@@ -200,6 +200,7 @@ def test_export_plan_regions_are_the_grid_tiles(cfg):
         dest = req["fileExportOptions"]
         assert dest["fileFormat"] == "GEO_TIFF" and dest["cloudStorageDestination"]["bucket"] == "test-bucket"
         assert dest["cloudStorageDestination"]["filenamePrefix"] == f"ssm-spark/{it.file[:-4]}"
+        assert dest["geoTiffOptions"]["noData"]["floatValue"] == (0 if it.dtype == "uint8" else X.EXPORT_NODATA)
         expr = _inline(req["expression"])
         calls = _calls(expr)
         clip = [a for n, a in calls if n == "Image.clip"]
@@ -386,9 +387,12 @@ def test_exported_geotiff_is_read_by_the_stack_reader(cfg, tmp_path):
         else:
             lo = {"vv_db": -12, "vh_db": -19, "incidence_deg": 38, "ndvi": 0.5, "lst_k": 290, "precip_mm": 3,
                   "clay_pct": 20, "sand_pct": 40, "bulk_density": 1.3, "elevation_m": 300, "slope_deg": 2}
-            data = np.stack([lo[bn] + rng.uniform(0, 1, (height, width)) for bn in it.bands]).astype("float32")
+            data = np.stack([lo[bn] + rng.uniform(0, 0.5, (height, width)) for bn in it.bands]).astype("float32")
+            if it.kind == "dynamic":  # no scene over the first row: masked, written as the export's noData
+                data[:2, 0, :] = X.EXPORT_NODATA
         with rasterio.open(p, "w", driver="GTiff", width=width, height=height, count=n, dtype=it.dtype,
-                           crs="EPSG:6933", transform=transform) as dst:  # EE writes no band descriptions
+                           crs="EPSG:6933", transform=transform,
+                           nodata=0 if it.dtype == "uint8" else X.EXPORT_NODATA) as dst:  # no band descriptions
             dst.write(data)
         state[it.key] = {"file": it.file, "state": "COMPLETED", "bands": list(it.bands), "dtype": it.dtype}
     (tmp_path / X.STATE_FILE).write_text(json.dumps({"version": 1, "tasks": state}))
@@ -400,7 +404,9 @@ def test_exported_geotiff_is_read_by_the_stack_reader(cfg, tmp_path):
     f = inv.files[0]
     assert (f.row_off, f.col_off, f.height, f.width) == (tr * 32, tc * 32, 32, 32)
     px = read_file_cells(f, grid, 20.0)
-    assert len(px) == 32 * 32 and (px["env"] == "cropland_C").all() and px["vv_db"].between(-12, -11).all()
+    assert len(px) == 31 * 32 and (px["row"] > tr * 32).all()  # the masked row is no pixel of that date
+    assert (px["env"] == "cropland_C").all() and px["vv_db"].between(-12, -11).all()
+    assert px["ndvi"].between(0.5, 1.0).all() and px["bulk_density"].between(1.3, 1.8).all()
 
 
 # ----------------------------------------------------------------------------------------- sampling

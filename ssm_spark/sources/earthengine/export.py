@@ -11,7 +11,8 @@ each file is exactly one grid tile, named as the stack reader expects::
 
 Copy the bucket or Drive folder into ``OUTPUT/`` (``gsutil -m rsync -r gs://BUCKET/PREFIX OUTPUT``),
 then ``ssm-spark ee-export --finalize --output OUTPUT`` writes our band names into the files' band
-descriptions (from the recorded plan), and ``ssm-spark produce --stacks OUTPUT/stacks`` reads them.
+descriptions (from the recorded plan) and turns the exports' masked pixels (``noData`` -9999 in the
+float stacks) into NaN, and ``ssm-spark produce --stacks OUTPUT/stacks`` reads them.
 
 Task manager (:class:`TaskManager`): submits at most ``export.max_in_flight`` tasks at once, polls
 them every ``export.poll_seconds``, retries quota (HTTP 429) and transient errors with exponential
@@ -52,6 +53,8 @@ __all__ = ["ExportItem", "plan", "build_task", "serialize", "TaskBackend", "EEBa
            "finalize", "STATE_FILE", "add_arguments", "run"]
 
 STATE_FILE = "ee_export_state.json"
+#: Masked pixels of the float stacks are written as this (GeoTIFF ``noData``); :func:`finalize` makes them NaN.
+EXPORT_NODATA = -9999.0
 DONE, FAILED, CANCELLED = "COMPLETED", "FAILED", "CANCELLED"
 ACTIVE = ("UNSUBMITTED", "READY", "RUNNING", "CANCEL_REQUESTED")
 
@@ -105,7 +108,8 @@ def build_task(item: ExportItem, cfg: "EarthEngineConfig", grid: "Grid"):
     e = cfg.export
     prefix = f"{e.prefix.rstrip('/')}/{item.file[:-4]}" if e.prefix else item.file[:-4]
     common = dict(description=item.description, fileNamePrefix=prefix, region=region, crs=R.grid_crs(grid),
-                  crsTransform=R.crs_transform(grid), maxPixels=e.max_pixels, fileFormat="GeoTIFF")
+                  crsTransform=R.crs_transform(grid), maxPixels=e.max_pixels, fileFormat="GeoTIFF",
+                  formatOptions={"noData": 0 if item.dtype == "uint8" else EXPORT_NODATA})
     if e.destination == "gcs":
         if not e.bucket:
             raise ConfigError("earthengine.export.bucket is not set (destination gcs): name the Cloud Storage "
@@ -332,6 +336,7 @@ def finalize(output: str | os.PathLike) -> dict:
 
     Returns ``{"named": [...], "missing": [...]}`` (completed exports whose file is not there yet).
     """
+    import numpy as np
     import rasterio
 
     output = Path(output)
@@ -351,6 +356,14 @@ def finalize(output: str | os.PathLike) -> dict:
             if dst.count != len(rec["bands"]):
                 raise InputError(f"{p}: {dst.count} band(s), the export had {len(rec['bands'])} ({rec['bands']}): "
                                  "not the file this export wrote?")
+            if dst.dtypes[0].startswith("float"):  # Earth Engine's masked pixels -> NaN, the stack convention
+                for i in range(1, dst.count + 1):
+                    a = dst.read(i)
+                    hole = a == EXPORT_NODATA
+                    if hole.any():
+                        a[hole] = np.nan
+                        dst.write(a, i)
+                dst.nodata = float("nan")
             for i, b in enumerate(rec["bands"], 1):
                 dst.set_band_description(i, b)
         named.append(rec["file"])
