@@ -252,8 +252,8 @@ class TrainConfig(_Strict):
 
     k_folds: int = Field(5, ge=2, description="station-grouped cross-validation folds")
     seed: int = 42
-    candidates: list[Literal["physics", "xgb_raw", "xgb_coupled", "xgb_residual", "global"]] = Field(
-        default_factory=lambda: ["physics", "xgb_raw", "xgb_coupled", "xgb_residual", "global"])
+    candidates: list[Literal["physics", "change_detection", "xgb_raw", "xgb_coupled", "xgb_residual", "global"]] = Field(
+        default_factory=lambda: ["physics", "change_detection", "xgb_raw", "xgb_coupled", "xgb_residual", "global"])
     min_stations: int = Field(8, ge=2, description="fewer stations in an environment: fall back to its land-cover group, then global")
     min_samples: int = Field(150, ge=1, description="fewer matchups in an environment: fall back likewise")
     calib_min_samples: int = Field(30, ge=1, description="WCM calibration: minimum matchups per environment")
@@ -272,6 +272,14 @@ class TrainConfig(_Strict):
                                  "broken by the higher R")
     nominal_incidence_deg: Optional[float] = Field(None, gt=0, lt=90, description="incidence angle used "
                                                    "when the matchups have no incidence_deg column")
+    selection: Literal["blend", "paired", "best"] = Field(
+        "blend", description="'best': the lowest-ubRMSE candidate wins; 'paired': an environment's best own "
+        "candidate replaces the global model only when a paired test over stations says it is better; "
+        "'blend': the same test on the best mix w own + (1 - w) global (w in 0, 0.1, ..., 1)")
+    selection_z: float = Field(1.64, ge=0, description="paired test threshold (mean over stations of the "
+                               "drop in squared error / its standard error) for 'paired' and 'blend'")
+    exclude_features: list[str] = Field(default_factory=list, description="features no tree may use "
+                                        "(e.g. static inputs that identify stations)")
     xgb: XGBConfig = XGBConfig()
 
     @model_validator(mode="after")
@@ -321,6 +329,10 @@ class ProduceConfig(_Strict):
     aggregate_min_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="a coarse cell has an ssm value when at least this fraction of its "
         "f x f fine cells has one (at least one cell always)")
+    climatology_dir: Optional[str] = Field(
+        None, description="folder of the change-detection climatology stacks (<dir>/<key>/, built once and "
+        "reused; see ssm_spark.product.climatology); null: OUTPUT/climatology. Not in the product hash (the "
+        "stack's own digest is)")
 
     @field_validator("aggregate", mode="before")
     @classmethod
@@ -370,6 +382,40 @@ class ProduceConfig(_Strict):
         return self
 
 
+class ChangeDetectionConfig(_Strict):
+    """Per-cell change detection (Wagner et al. 1999) from the backscatter time series."""
+
+    enabled: bool = Field(True, description="compute the per-cell climatology, the relative wetness and "
+                          "anomaly features and the change_detection candidate")
+    window_start: Optional[dt.date] = Field(None, description="first date of the reference window (null: "
+                                            "the first date available)")
+    window_end: Optional[dt.date] = Field(None, description="last date of the reference window (null: the last)")
+    dry_percentile: float = Field(5.0, ge=0, lt=50, description="dry reference: this percentile of the cell's "
+                                  "angle-normalised backscatter")
+    wet_percentile: float = Field(95.0, gt=50, le=100, description="wet reference percentile")
+    min_dates: int = Field(10, ge=3, description="fewer dates in the window: no change-detection features "
+                           "(QC CHANGE_DETECTION_MISSING)")
+    min_spread_deg: float = Field(3.0, ge=0, description="a cell's own angle slope is fitted where its angles "
+                                  "span at least this (multi-orbit); elsewhere the default slope")
+
+
+class PhysicsConfig(_Strict):
+    """Physics coupled to the models: angle normalisation, vegetation descriptor, change detection."""
+
+    reference_angle_deg: float = Field(40.0, gt=0, lt=90, description="backscatter is normalised to this "
+                                       "incidence angle before the WCM inversion")
+    angle_slope: Literal["environment", "cell", "none"] = Field(
+        "environment", description="slope of the normalisation (dB/deg): 'environment' fitted per environment "
+        "on the training matchups (within-station, moisture as covariate), 'cell' the cell's own multi-orbit "
+        "slope where it has one (else the environment's), 'none' no normalisation")
+    vegetation: Literal["auto", "ndvi", "radar"] = Field(
+        "auto", description="vegetation descriptor of the WCM: 'ndvi', or 'radar' = the dual-pol radar "
+        "vegetation index 4 vh / (vv + vh) (linear); 'auto' = NDVI where the table has it, else radar")
+    bound_to_porosity: bool = Field(True, description="bound the physics and change_detection estimates to "
+                                    "[0, porosity] (flagged in qc where bounded)")
+    change_detection: ChangeDetectionConfig = ChangeDetectionConfig()
+
+
 class DemoConfig(_Strict):
     """``ssm-spark demo``: the end-to-end run on the simulated region."""
 
@@ -392,6 +438,7 @@ class Config(_Strict):
     matchups: MatchupsConfig = MatchupsConfig()
     table: TableConfig = TableConfig()
     train: TrainConfig = TrainConfig()
+    physics: PhysicsConfig = PhysicsConfig()
     produce: ProduceConfig = ProduceConfig()
     demo: DemoConfig = DemoConfig()
     earthengine: EarthEngineConfig = EarthEngineConfig()

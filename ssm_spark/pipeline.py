@@ -102,7 +102,7 @@ def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path,
     from ssm_spark.insitu.ismn import daily_means, read_ismn
     from ssm_spark.matchups import build_matchups, candidate_cells, locate_stations
     from ssm_spark.sources.stacks import discover, inventory_summary, read_pixels
-    from ssm_spark.transforms import add_coupled_features
+    from ssm_spark.transforms import add_cell_climatology, add_coupled_features
 
     grid = cfg.grid.build()
     t0 = time.perf_counter()
@@ -112,7 +112,10 @@ def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path,
     inv = discover(stacks, grid, static or _static_dir_for(stacks), cfg.ingest.band_aliases)
     located, _ = locate_stations(daily[["station_id", "network", "lon", "lat"]], grid)
     cells = [(r, c) for *_, r, c, _own in candidate_cells(located, grid, cfg.matchups.tolerance_m)]
-    pixels = add_coupled_features(read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg, cells=cells), params)
+    pixels = read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg, cells=cells)
+    if cfg.physics.change_detection.enabled:   # each station cell's own stack dates (backscatter only)
+        pixels = add_cell_climatology(pixels, cfg.physics.change_detection)
+    pixels = add_coupled_features(pixels, params)
     m, report = build_matchups(spark, pixels, daily, grid, window_days=cfg.matchups.window_days,
                                tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
     write_parquet_atomic(m, output)
@@ -137,16 +140,40 @@ def write_table_atomic(df, path: Path) -> None:
 def table_matchups_run(cfg: Config, table: Path, output: Path, params=None) -> dict:
     """A user's matchup table -> the matchup contract with the coupled physics features (no Spark:
     user tables are small). Features that need an absent column (VV, incidence) are dropped."""
-    from ssm_spark.physics.features import coupled_features
+    from ssm_spark.physics.features import coupled_features, radar_vegetation_index, vegetation_column
     from ssm_spark.sources.table import import_table
 
     df, report = import_table(table, cfg.table)
-    feats = coupled_features(df, params)
+    if cfg.physics.change_detection.enabled:
+        df, report["change_detection"] = _table_climatology(df, cfg)
+    veg = vegetation_column(df, cfg.physics.vegetation)
+    if veg == "rvi":   # no optical index: the radar's own (recorded; the report says so)
+        df = df.assign(rvi=radar_vegetation_index(df["vv_db"].to_numpy(float), df["vh_db"].to_numpy(float)))
+        report["vegetation_descriptor"] = "rvi (radar vegetation index 4 vh / (vv + vh)): the table has no NDVI"
+    feats = coupled_features(df, params, nominal_incidence_deg=cfg.table.nominal_incidence_deg, veg_col=veg)
     write_table_atomic(feats, output)
     added = [c for c in feats.columns if c not in df.columns]
     summary = {"table": report, "rows": len(feats), "features_added": added, "output": str(output)}
     log.info("matchups from table %s: %d rows, %d stations -> %s", table, len(feats), report["stations"], output)
     return summary
+
+
+def _table_climatology(df, cfg: Config):
+    """Each station's change-detection climatology from its own rows of backscatter (never its
+    in-situ values), joined to its rows; stations with fewer than ``min_dates`` dates get NaN (and
+    the CHANGE_DETECTION_MISSING bit when features are computed)."""
+    from ssm_spark.physics.change_detection import climatology_frame
+    from ssm_spark.transforms import cd_kwargs, cd_window
+
+    cdc = cfg.physics.change_detection
+    clim = climatology_frame(df, ["station_id"], window=cd_window(cdc),
+                             nominal_incidence_deg=cfg.table.nominal_incidence_deg, **cd_kwargs(cdc))
+    out = df.merge(clim, on="station_id", how="left", validate="many_to_one")
+    usable = clim["clim_n"].ge(cdc.min_dates) if "clim_n" in clim.columns else clim["station_id"].map(lambda _: False)
+    report = {"stations": int(len(clim)), "stations_with_climatology": int(usable.sum()),
+              "stations_too_few_dates": sorted(map(str, clim.loc[~usable, "station_id"]))[:50],
+              "min_dates": cdc.min_dates, "window": [str(x) if x else None for x in (cd_window(cdc) or (None, None))]}
+    return out, report
 
 
 def read_matchups(path: Path):

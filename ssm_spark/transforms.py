@@ -77,3 +77,43 @@ def add_coupled_features(df: "DataFrame", params: Any = None, **kwargs: Any) -> 
             yield fn(pdf)
 
     return df.mapInPandas(_apply, ddl)
+
+
+def cd_kwargs(cdc: Any) -> dict[str, Any]:
+    """Keyword arguments of :func:`ssm_spark.physics.change_detection.climatology` from a
+    :class:`~ssm_spark.config.ChangeDetectionConfig`."""
+    return {"dry_percentile": cdc.dry_percentile, "wet_percentile": cdc.wet_percentile,
+            "min_dates": cdc.min_dates, "min_spread_deg": cdc.min_spread_deg}
+
+
+def cd_window(cdc: Any) -> tuple[Any, Any] | None:
+    """The reference window ``(start, end)`` of a ChangeDetectionConfig (None: every date)."""
+    if cdc.window_start is None and cdc.window_end is None:
+        return None
+    return (cdc.window_start, cdc.window_end)
+
+
+def add_cell_climatology(df: "DataFrame", cdc: Any, *, by: tuple[str, ...] = ("row", "col")) -> "DataFrame":
+    """Add each cell's change-detection climatology (:data:`~ssm_spark.physics.change_detection.CLIM_COLUMNS`)
+    to a pixel DataFrame: one group per cell across its dates (``groupBy(by).applyInPandas``, the
+    same :func:`~ssm_spark.physics.change_detection.climatology_frame` as the no-Spark paths), joined
+    back on ``by``. Backscatter only: no in-situ value enters a climatology."""
+    from ssm_spark.physics.change_detection import CLIM_COLUMNS, climatology_frame
+
+    pols = [p for p in ("vv", "vh") if f"{p}_db" in df.columns]
+    cols = [c for c in CLIM_COLUMNS if c in ("clim_n", "clim_theta_mean") or c.endswith(tuple(f"_{p}" for p in pols))]
+    key_types = {f.name: f.dataType.simpleString() for f in df.schema.fields if f.name in by}
+    ddl = ", ".join([f"{k} {key_types[k]}" for k in by] + [f"{c} double" for c in cols])
+    need = [*by, "date", *[f"{p}_db" for p in pols], *(["incidence_deg"] if "incidence_deg" in df.columns else [])]
+    kw = cd_kwargs(cdc)
+    window = cd_window(cdc)
+
+    def _clim(pdf: pd.DataFrame) -> pd.DataFrame:
+        out = climatology_frame(pdf, list(by), window=window, **kw)
+        for c in cols:
+            if c not in out.columns:
+                out[c] = np.nan
+        return out[[*by, *cols]]
+
+    stats = df.select(*need).groupBy(*by).applyInPandas(_clim, ddl)
+    return df.join(stats, on=list(by), how="left")

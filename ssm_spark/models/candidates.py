@@ -51,7 +51,7 @@ import xgboost as xgb
 from ssm_spark.environments import CLIMATE_MAIN, GROUPS, MASK_BITS
 from ssm_spark.errors import InputError
 from ssm_spark.physics.calibrate import group_of
-from ssm_spark.physics.features import FEATURE_COLUMNS, MV_PLAUSIBLE, coupled_features
+from ssm_spark.physics.features import FEATURE_COLUMNS, MV_PLAUSIBLE, RETRIEVAL_COLUMNS, retrieval_features
 from ssm_spark.physics.qc import QC_DTYPE
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,13 @@ __all__ = [
     "predict_quantiles",
     "resolve_nthread",
     "booster_from_bytes",
+    "blend",
+    "PHYSICAL_CANDIDATES",
 ]
 
-CANDIDATES: tuple[str, ...] = ("physics", "xgb_raw", "xgb_coupled", "xgb_residual", "global")
+CANDIDATES: tuple[str, ...] = ("physics", "change_detection", "xgb_raw", "xgb_coupled", "xgb_residual", "global")
+#: Candidates without trees: a physical retrieval served as is (their quantile models are trees).
+PHYSICAL_CANDIDATES: tuple[str, ...] = ("physics", "change_detection")
 
 #: Raw inputs a tree may use, in this order (those present and not all-NaN in the training table).
 RAW_FEATURES: tuple[str, ...] = (
@@ -96,7 +100,8 @@ RAW_FEATURES: tuple[str, ...] = (
     "slope_deg",
 )
 #: Physics features of :func:`ssm_spark.physics.features.coupled_features` (its QC column excluded).
-PHYSICS_FEATURES: tuple[str, ...] = tuple(c for c in FEATURE_COLUMNS if c != "qc")
+PHYSICS_FEATURES: tuple[str, ...] = tuple(c for c in FEATURE_COLUMNS if c != "qc") + (
+    "vv_ref_db", "vh_ref_db", "rvi", "rw_vv", "anom_vv_db", "rw_vh", "anom_vh_db", "mv_cd")
 #: One-hot environment encoding of the global model: land-cover group, then Koppen-Geiger main class.
 ENV_FEATURES: tuple[str, ...] = tuple(f"lc_{g}" for g in GROUPS) + tuple(f"climate_{c}" for c in CLIMATE_MAIN)
 
@@ -104,6 +109,7 @@ ENV_FEATURES: tuple[str, ...] = tuple(f"lc_{g}" for g in GROUPS) + tuple(f"clima
 #: subset present in its training table. The model registry refuses models whose features are not.
 FEATURE_SCHEMA: dict[str, tuple[str, ...]] = {
     "physics": (),
+    "change_detection": (),
     "xgb_raw": RAW_FEATURES,
     "xgb_coupled": RAW_FEATURES + PHYSICS_FEATURES,
     "xgb_residual": RAW_FEATURES + PHYSICS_FEATURES,
@@ -113,6 +119,7 @@ FEATURE_SCHEMA: dict[str, tuple[str, ...]] = {
 QUANTILE_FEATURE_SCHEMA: dict[str, tuple[str, ...]] = {
     **FEATURE_SCHEMA,
     "physics": FEATURE_SCHEMA["xgb_coupled"],
+    "change_detection": FEATURE_SCHEMA["xgb_coupled"],
 }
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -188,13 +195,13 @@ def add_physics(
     InputError
         From :func:`coupled_features` when required inputs are missing.
     """
-    stale = [c for c in FEATURE_COLUMNS if c in df.columns]
+    stale = [c for c in (*FEATURE_COLUMNS, *RETRIEVAL_COLUMNS) if c in df.columns]
     base = df.drop(columns=stale)
     if "qc" in df.columns:
         prior = df["qc"].to_numpy()
         prior = np.where(pd.isna(prior), 0, prior).astype(np.int64) & MASK_BITS
         base["qc"] = prior.astype(QC_DTYPE)
-    out = coupled_features(base, wcm_params, env_col=env_col, nominal_incidence_deg=nominal_incidence_deg)
+    out = retrieval_features(base, wcm_params, env_col=env_col, nominal_incidence_deg=nominal_incidence_deg)
     envs = df[env_col].to_numpy(dtype=object) if env_col in df.columns else np.full(len(df), None, dtype=object)
     enc = env_encoding(envs)
     return out.assign(**enc)
@@ -219,11 +226,13 @@ def resolve_features(df: pd.DataFrame, candidates: Sequence[str] = CANDIDATES) -
 def resolve_quantile_features(point_features: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Features of each candidate's quantile model given the resolved point-model features."""
     out = {name: list(fs) for name, fs in point_features.items()}
-    if "physics" in out:
+    for name in PHYSICAL_CANDIDATES:
+        if name not in out:
+            continue
         coupled = set(point_features.get("xgb_coupled") or point_features.get("xgb_residual") or [])
         if not coupled:
             coupled = set(point_features.get("global", [])) - set(ENV_FEATURES)
-        out["physics"] = [f for f in QUANTILE_FEATURE_SCHEMA["physics"] if f in coupled]
+        out[name] = [f for f in QUANTILE_FEATURE_SCHEMA[name] if f in coupled]
     return out
 
 
@@ -252,8 +261,14 @@ def offset(name: str, df: pd.DataFrame, base_fallback: Optional[float] = None) -
     ``base_fallback`` where ``mv_wcm`` is NaN; others: 0.
     """
     n = len(df)
+    if name == "change_detection":
+        if "mv_change_detection" not in df.columns:
+            return np.full(n, np.nan)
+        return df["mv_change_detection"].to_numpy(dtype=float)
     if name not in ("physics", "xgb_residual"):
         return np.zeros(n)
+    if name == "physics" and "mv_physics" in df.columns:
+        return df["mv_physics"].to_numpy(dtype=float)
     if "mv_wcm" not in df.columns:
         raise InputError(f"candidate {name!r} needs the physics feature 'mv_wcm' (run add_physics first)")
     mv = df["mv_wcm"].to_numpy(dtype=float)
@@ -369,7 +384,7 @@ def fit_candidate(
     if name not in CANDIDATES:
         raise InputError(f"unknown candidate {name!r}; known: {list(CANDIDATES)}")
     base_fallback = float(np.nanmean(train[ssm_col].to_numpy(dtype=float))) if name == "xgb_residual" else None
-    if name == "physics":
+    if name in PHYSICAL_CANDIDATES:
         return FittedModel(name, "point", (), None, None, None, n_train=len(train))
     y, _ = _target(name, train, base_fallback, ssm_col)
     ok = np.isfinite(y)
@@ -425,6 +440,16 @@ def predict_quantiles(model: FittedModel, df: pd.DataFrame) -> tuple[np.ndarray,
     lo = off + np.min(q, axis=1)
     hi = off + np.max(q, axis=1)
     return lo, hi
+
+
+def blend(own: np.ndarray, glob: np.ndarray, weight: float) -> np.ndarray:
+    """``weight * own + (1 - weight) * global``, the global model alone where ``own`` is NaN."""
+    own = np.asarray(own, dtype=float)
+    glob = np.asarray(glob, dtype=float)
+    if weight >= 1.0:
+        return own.copy()
+    mixed = weight * own + (1.0 - weight) * glob
+    return np.where(np.isfinite(own), mixed, glob)
 
 
 def booster_from_bytes(raw: bytes, nthread: int = 1) -> xgb.Booster:

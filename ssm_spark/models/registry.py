@@ -47,6 +47,7 @@ import ssm_spark
 from ssm_spark.environments import CLIMATE_MAIN, GROUPS, MASK_BITS
 from ssm_spark.errors import ModelRegistryError
 from ssm_spark.models import candidates
+from ssm_spark.models.candidates import blend
 from ssm_spark.models.candidates import (
     CANDIDATES,
     ENV_FEATURES,
@@ -175,6 +176,9 @@ def build_manifest(result: Any, cfg: Any, training_summary: Optional[Mapping[str
             entry.update(point_model=p_path if u.point_model is not None else None, quantile_model=q_path,
                          features=list(u.features), quantile_features=list(u.quantile_features),
                          base_fallback=u.base_fallback)
+        if u.level != "global" and not u.uses_global and u.blend_weight < 1.0:
+            entry["blend"] = {"weight": float(u.blend_weight), "with": GLOBAL_KEY}
+        entry["selection_evidence"] = dict(u.selection_evidence)
         entry["selected_by_fold"] = {str(k): v for k, v in u.selected_by_fold.items()}
         entry["ranking"] = u.ranking
         entry["feature_importance"] = u.feature_importance
@@ -206,7 +210,8 @@ def build_manifest(result: Any, cfg: Any, training_summary: Optional[Mapping[str
             "quantiles": {c: list(ctx.quantile_features[c]) for c in CANDIDATES if c in ctx.quantile_features},
             "env_encoding": {"groups": list(GROUPS), "climates": list(CLIMATE_MAIN), "columns": list(ENV_FEATURES)},
         },
-        "physics": {"wcm": ctx.wcm_params, "mv_plausible": list(MV_PLAUSIBLE), "vegetation_descriptor": "ndvi",
+        "physics": {"wcm": ctx.wcm_params, "mv_plausible": list(MV_PLAUSIBLE),
+                    "vegetation_descriptor": ctx.wcm_params.get("vegetation") or "ndvi",
                     "nominal_incidence_deg": t.nominal_incidence_deg},
         "quantiles": list(t.quantiles),
         "interval_calibration": t.interval_calibration,
@@ -579,12 +584,21 @@ class Registry:
             sub = feats.iloc[idx] if len(idx) < n else feats
             point, quant = self._fitted(unit)
             e = self.serving[unit]
-            ssm[idx] = candidates.predict_candidate(point, sub)
+            est = candidates.predict_candidate(point, sub)
             q_lo, q_hi = candidates.predict_quantiles(quant, sub)
+            mix = e.get("blend")
+            if mix is not None and unit != GLOBAL_KEY:   # w own + (1 - w) global, global where own is NaN
+                g_point, g_quant = self._fitted(GLOBAL_KEY)
+                w = float(mix["weight"])
+                est = blend(est, candidates.predict_candidate(g_point, sub), w)
+                g_lo, g_hi = candidates.predict_quantiles(g_quant, sub)
+                q_lo, q_hi = blend(q_lo, g_lo, w), blend(q_hi, g_hi, w)
+            ssm[idx] = est
             s_lo, s_hi = e.get("interval_shift", (0.0, 0.0))
             a, b = q_lo - s_lo, q_hi + s_hi
             lo[idx], hi[idx] = np.minimum(a, b), np.maximum(a, b)
-            model_id[idx] = f"{self.manifest_id}/{unit}/{e['candidate']}"
+            model_id[idx] = f"{self.manifest_id}/{unit}/{e['candidate']}" + (
+                f"+global@{1 - float(mix['weight']):.1f}" if mix is not None and unit != GLOBAL_KEY else "")
         masked = (feats["qc"].to_numpy().astype(np.int64) & MASK_BITS) != 0
         if masked.any():
             ssm[masked] = lo[masked] = hi[masked] = np.nan

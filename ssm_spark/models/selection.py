@@ -63,7 +63,7 @@ import pandas as pd
 from ssm_spark.environments import MASK_BITS
 from ssm_spark.errors import InputError
 from ssm_spark.models import candidates
-from ssm_spark.models.candidates import CANDIDATES
+from ssm_spark.models.candidates import CANDIDATES, blend
 from ssm_spark.physics import calibrate as cal
 from ssm_spark.physics.calibrate import GLOBAL_KEY, group_of
 from ssm_spark.validation import metrics as _validation_metrics
@@ -327,8 +327,9 @@ def leakage_report(df: pd.DataFrame, fold_col: str = "fold", station_col: str = 
     return pd.DataFrame(rows)
 
 
-def calibrate_fold(df: pd.DataFrame, cfg: Any, fold: Any, *, fold_col: str = "fold") -> dict[str, Any]:
-    """Calibrate the WCM on the stations *outside* ``fold`` (``fold="all"``: on everything).
+def calibrate_fold(df: pd.DataFrame, cfg: Any, fold: Any, *, fold_col: str = "fold", physics: Any = None
+                   ) -> dict[str, Any]:
+    """Calibrate the physics chain on the stations *outside* ``fold`` (``fold="all"``: on everything).
 
     Parameters
     ----------
@@ -337,35 +338,43 @@ def calibrate_fold(df: pd.DataFrame, cfg: Any, fold: Any, *, fold_col: str = "fo
     cfg : TrainConfig
         ``calib_min_samples``, ``calib_min_stations``, ``nominal_incidence_deg``.
     fold : int or "all"
+    physics : PhysicsConfig, optional
+        Angle normalisation, vegetation descriptor, bounds and change detection (default settings).
 
     Returns
     -------
     dict
-        :func:`ssm_spark.physics.calibrate.to_dict` of the table; its ``settings`` record
-        ``calibration_fold`` (the fold left out, or "all") and ``calibration_stations``.
+        :func:`ssm_spark.physics.chain.calibrate_physics`: the WCM parameters
+        (:func:`ssm_spark.physics.calibrate.to_dict` form, whose ``settings`` record
+        ``calibration_fold`` and ``calibration_stations``) with the angle slopes and the
+        change-detection calibration beside them.
     """
+    from ssm_spark.physics.chain import calibrate_physics
+
     t = _train_cfg(cfg)
     train = df if fold == "all" else df.loc[df[fold_col] != fold]
-    table = cal.calibrate_wcm(train, min_samples=t.calib_min_samples, min_stations=t.calib_min_stations,
-                              nominal_incidence_deg=t.nominal_incidence_deg)
-    table.attrs["calibration_fold"] = fold
-    table.attrs["calibration_stations"] = int(train["station_id"].nunique())
-    return cal.to_dict(table)
+    params = calibrate_physics(train, physics, min_samples=t.calib_min_samples, min_stations=t.calib_min_stations,
+                               nominal_incidence_deg=t.nominal_incidence_deg)
+    params.setdefault("settings", {})
+    params["settings"]["calibration_fold"] = fold
+    params["settings"]["calibration_stations"] = int(train["station_id"].nunique())
+    return params
 
 
-def _calibrate_job(args: tuple[pd.DataFrame, Any, Any]) -> dict[str, Any]:
-    return calibrate_fold(*args)
+def _calibrate_job(args: tuple[pd.DataFrame, Any, Any, Any]) -> dict[str, Any]:
+    df, cfg, fold, physics = args
+    return calibrate_fold(df, cfg, fold, physics=physics)
 
 
-def calibrate_folds(df: pd.DataFrame, cfg: Any, *, fold_col: str = "fold", max_workers: int = 1
-                    ) -> dict[Any, dict[str, Any]]:
+def calibrate_folds(df: pd.DataFrame, cfg: Any, *, fold_col: str = "fold", max_workers: int = 1,
+                    physics: Any = None) -> dict[Any, dict[str, Any]]:
     """:func:`calibrate_fold` for every fold and for all data: ``{0: ..., 1: ..., "all": ...}``.
 
     ``max_workers > 1`` runs them in spawned processes (the results do not depend on it).
     """
     keys: list[Any] = [*sorted(int(x) for x in df[fold_col].unique()), "all"]
     cols = [c for c in df.columns if not c.startswith("pred_")]
-    jobs = [(df[cols], cfg, k) for k in keys]
+    jobs = [(df[cols], cfg, k, physics) for k in keys]
     if max_workers > 1:
         with cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             tables = list(ex.map(_calibrate_job, jobs))
@@ -488,11 +497,14 @@ def prepare_training(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int]
     df["fold"] = df["station_id"].map(folds).astype(np.int64)
     k = int(folds.max()) + 1
     t1 = time.perf_counter()
-    fold_params = calibrate_folds(df, t, max_workers=max_workers)
+    fold_params = calibrate_folds(df, t, max_workers=max_workers, physics=getattr(cfg, "physics", None))
     t2 = time.perf_counter()
     feats_all = candidates.add_physics(df, fold_params["all"], nominal_incidence_deg=t.nominal_incidence_deg)
     cands = [c for c in t.candidates if c in CANDIDATES]
     features = candidates.resolve_features(feats_all, CANDIDATES)
+    if t.exclude_features:   # e.g. static inputs that let the trees recognise a station
+        drop = set(t.exclude_features)
+        features = {c: [f for f in fs if f not in drop] for c, fs in features.items()}
     qfeatures = candidates.resolve_quantile_features(features)
     plan, units = plan_levels(df, t)
     ctx = TrainingContext(
@@ -533,6 +545,9 @@ class UnitResult:
     feature_importance: dict[str, float]
     audit: list[dict[str, Any]]
     seconds: float
+    blend_weight: float = 1.0
+    weight_by_fold: dict[int, float] = field(default_factory=dict)
+    selection_evidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def uses_global(self) -> bool:
@@ -653,6 +668,59 @@ def rank_candidates(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any,
     return ranked
 
 
+def choose_model(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any, *, stations: np.ndarray,
+                 mask: Optional[np.ndarray] = None, level: str = "environment") -> tuple[str, float, dict[str, Any]]:
+    """The served model of a unit: the global model, or the unit's best own candidate blended with it.
+
+    ``selection: best`` is the plain rule (lowest ubRMSE of every candidate, global included, wins).
+    ``blend`` (default) and ``paired`` keep the global model unless the unit's best own candidate
+    (by :func:`rank_candidates` among the others) *significantly* improves on it: the weight ``w`` of
+    ``w own + (1 - w) global`` that minimises the mean squared error (``blend``: w in 0, 0.1, ..., 1;
+    ``paired``: w in {0, 1}) must beat the global model alone in a paired test over stations (the
+    mean over stations of each station's drop in squared error, divided by its standard error,
+    above ``selection_z``; at least 3 stations). Noise between folds therefore never replaces the
+    global model, and an environment that really differs gets its own model, or a mix.
+
+    Returns
+    -------
+    (str, float, dict)
+        Selected candidate (``"global"`` or the own candidate), its weight (1.0 for a model alone)
+        and the evidence: ``own``, ``weight_best``, ``t_stat``, ``stations``, ``mse_global``, ``mse_blend``.
+    """
+    t = _train_cfg(cfg)
+    rule = getattr(t, "selection", "best")
+    y = np.asarray(y, dtype=float)
+    if rule == "best" or "global" not in preds or level == "global" or len(preds) == 1:
+        r = rank_candidates(preds, y, t, mask=mask, stations=stations)
+        return r[0]["candidate"], 1.0, {"rule": "best"}
+    own_preds = {c: p for c, p in preds.items() if c != "global"}
+    own = rank_candidates(own_preds, y, t, mask=mask, stations=stations)[0]["candidate"]
+    rows = np.isfinite(y) & np.isfinite(preds["global"]) & np.isfinite(preds[own])
+    if mask is not None:
+        rows &= np.asarray(mask, dtype=bool)
+    info: dict[str, Any] = {"rule": rule, "own": own, "weight_best": 0.0, "t_stat": math.nan,
+                            "stations": int(pd.unique(np.asarray(stations)[rows]).size), "rows": int(rows.sum())}
+    if rows.sum() < 10:
+        return "global", 1.0, info
+    g, o, yy, st = preds["global"][rows], preds[own][rows], y[rows], np.asarray(stations)[rows]
+    weights = np.linspace(0.0, 1.0, 11) if rule == "blend" else np.array([0.0, 1.0])
+    mse = np.array([np.mean((w * o + (1 - w) * g - yy) ** 2) for w in weights])
+    w = float(weights[int(np.argmin(mse))])
+    info.update(weight_best=w, mse_global=float(mse[0]), mse_blend=float(mse.min()))
+    if w == 0.0:
+        return "global", 1.0, info
+    gain = (g - yy) ** 2 - (w * o + (1 - w) * g - yy) ** 2
+    codes = pd.factorize(st)[0]
+    per_station = np.bincount(codes, gain) / np.bincount(codes)
+    n_st = len(per_station)
+    if n_st >= 3:
+        sd = float(np.std(per_station, ddof=1))
+        info["t_stat"] = float(np.mean(per_station) / (sd / math.sqrt(n_st))) if sd > 0 else math.inf
+    if n_st >= 3 and info["t_stat"] > t.selection_z:
+        return own, w, info
+    return "global", 1.0, info
+
+
 def _importance(booster_bytes: Optional[bytes]) -> dict[str, float]:
     if booster_bytes is None:
         return {}
@@ -736,22 +804,36 @@ def _train(key: str, level: str, df_unit: pd.DataFrame, ctx: TrainingContext, na
 
     # selection: in-sample (served) and cross-fitted (reported)
     ranking = rank_candidates(preds, y, t, stations=st)
-    selected = ranking[0]["candidate"]
-    runner_up = ranking[1]["candidate"] if len(ranking) > 1 else None
+    selected, weight, evidence = choose_model(preds, y, t, stations=st, level=level)
+    runner_up = next((e["candidate"] for e in ranking if e["candidate"] != selected), None)
+
+    def served(name: str, w: float, rows: Any = slice(None)) -> np.ndarray:
+        if w < 1.0:
+            return blend(preds[name][rows], preds["global"][rows], w)
+        return preds[name][rows]
+
     framework = np.full(len(d), np.nan)
     by_fold: dict[int, str] = {}
+    weight_by_fold: dict[int, float] = {}
     folds = _by_fold(d)
     for f, test in folds:
-        choice = rank_candidates(preds, y, t, mask=~test)[0]["candidate"] if len(folds) > 1 else selected
+        if len(folds) > 1:
+            choice, w_f, _ = choose_model(preds, y, t, stations=st, mask=~test, level=level)
+        else:
+            choice, w_f = selected, weight
         by_fold[f] = choice
-        framework[test] = preds[choice][test]
+        weight_by_fold[f] = w_f
+        framework[test] = served(choice, w_f, test)
 
-    # uncertainty of the served candidate
+    # uncertainty of the served model (a blend mixes its components' bounds, then is calibrated)
     if selected == "global" and level != "global":
         lo_raw = d["lo_global"].to_numpy(dtype=float)
         hi_raw = d["hi_global"].to_numpy(dtype=float)
     else:
         lo_raw, hi_raw = _cv_quantiles(d, ctx, selected)
+        if weight < 1.0:
+            lo_raw = blend(lo_raw, d["lo_global"].to_numpy(dtype=float), weight)
+            hi_raw = blend(hi_raw, d["hi_global"].to_numpy(dtype=float), weight)
     lo, hi, shift = _served_intervals(d, lo_raw, hi_raw, y, t)
 
     # final models on all rows
@@ -770,13 +852,15 @@ def _train(key: str, level: str, df_unit: pd.DataFrame, ctx: TrainingContext, na
     for c in names:
         oof[f"pred_{c}"] = preds[c]
     oof["framework"] = framework
-    oof["framework_insample"] = preds[selected]
+    oof["framework_insample"] = served(selected, weight)
     oof["lo_raw"], oof["hi_raw"], oof["lo"], oof["hi"] = lo_raw, hi_raw, lo, hi
     res = UnitResult(
         key=key, level=level, candidates=list(names), selected=selected, runner_up=runner_up,
-        ranking=ranking, selected_by_fold=by_fold, n=int(len(d)), stations=int(pd.unique(st).size), oof=oof,
+        ranking=ranking, selected_by_fold=by_fold, blend_weight=weight, weight_by_fold=weight_by_fold,
+        selection_evidence=evidence, n=int(len(d)), stations=int(pd.unique(st).size), oof=oof,
         point_model=point_bytes, quantile_model=quant_bytes,
-        features=list(ctx.features[selected]) if point_bytes is not None or selected == "physics" else [],
+        features=list(ctx.features[selected]) if point_bytes is not None or selected in candidates.PHYSICAL_CANDIDATES
+        else [],
         quantile_features=list(ctx.quantile_features[selected]) if quant_bytes is not None else [],
         base_fallback=base_fallback, interval_shift=(float(shift[0]), float(shift[1])),
         feature_importance=_importance(point_bytes), audit=audit, seconds=time.perf_counter() - t0,
@@ -848,6 +932,8 @@ def cv_metrics(ctx: TrainingContext, units: Mapping[str, UnitResult]) -> tuple[d
             "fallback_chain": plan["fallback_chain"],
             "framework_insample_selection": _metric_block(score(rows["framework_insample"].to_numpy(), y, st)),
             "selected_by_fold": {str(k): v for k, v in unit.selected_by_fold.items()},
+            "blend_weight": unit.blend_weight,
+            "selection_evidence": unit.selection_evidence,
             "coverage_p05_p95_raw": _coverage(rows["lo_raw"].to_numpy(), rows["hi_raw"].to_numpy(), y),
             "interval_width_mean": float(np.nanmean(rows["hi"] - rows["lo"])) if len(rows) else math.nan,
         }

@@ -242,3 +242,136 @@ ratio_col, qc_col : str
         if c in out:
             result_map[c] = out[c]
     return result_map
+
+
+# ------------------------------------------------------------------------------ the retrieval chain
+
+#: Features added by :func:`retrieval_features` beyond :data:`FEATURE_COLUMNS`, in output order.
+RETRIEVAL_COLUMNS: tuple[str, ...] = (
+    "vv_ref_db", "vh_ref_db", "rvi", "rw_vv", "anom_vv_db", "rw_vh", "anom_vh_db", "mv_cd",
+    "mv_physics", "mv_change_detection", "porosity",
+)
+_INTERNAL_THETA = "__theta_ref"
+
+
+def _settings(params: Any) -> dict[str, Any]:
+    """The physics settings stored beside the WCM parameters (absent in registries from before the
+    angle normalisation: then no normalisation, NDVI, the old 0-0.6 plausible range)."""
+    if isinstance(params, Mapping):
+        return {"angle": params.get("angle"), "cd": params.get("cd"), "vegetation": params.get("vegetation"),
+                "bound": params.get("bound_to_porosity")}
+    return {"angle": None, "cd": None, "vegetation": None, "bound": None}
+
+
+def radar_vegetation_index(vv_db: np.ndarray, vh_db: np.ndarray) -> np.ndarray:
+    """Dual-polarisation radar vegetation index ``4 vh / (vv + vh)`` (linear powers; Trudel et al.
+    2012, the dual-pol form of Kim and van Zyl's RVI): about 0.2-0.4 over bare soil, 0.6-1 under
+    dense canopies. Used as the WCM's vegetation descriptor where no optical index is given."""
+    vv = 10.0 ** (np.asarray(vv_db, float) / 10.0)
+    vh = 10.0 ** (np.asarray(vh_db, float) / 10.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 4.0 * vh / (vv + vh)
+
+
+def vegetation_column(data: pd.DataFrame, choice: str | None) -> str:
+    """The vegetation descriptor a table gets: ``ndvi`` or ``rvi`` (see :class:`PhysicsConfig`)."""
+    has_ndvi = "ndvi" in data.columns and data["ndvi"].notna().any()
+    if choice == "radar" or (choice in (None, "auto") and not has_ndvi and {"vv_db", "vh_db"} <= set(data.columns)):
+        return "rvi"
+    return "ndvi"
+
+
+def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str = "env",
+                       nominal_incidence_deg: float | None = None) -> pd.DataFrame:
+    """The whole physics chain of a row: angle normalisation, WCM + Oh, change detection, bounds.
+
+    1. **Angle** (:mod:`ssm_spark.physics.angle`): ``<pol>_ref_db = <pol>_db - beta (theta -
+       theta_ref)`` with the environment's fitted slope, or the cell's own (``clim_slope_<pol>``)
+       where the settings say ``cell`` and it has one.
+    2. **WCM and Oh** (:func:`coupled_features`) on the normalised backscatter at ``theta_ref``, with
+       NDVI or the radar vegetation index ``rvi`` as the vegetation descriptor.
+    3. **Change detection** (:mod:`ssm_spark.physics.change_detection`) where the row carries its
+       cell's climatology (``clim_*`` columns): ``rw_<pol>``, ``anom_<pol>_db`` and ``mv_cd = a + b
+       rw`` with the environment's calibration; ``CHANGE_DETECTION_MISSING`` where it cannot.
+    4. **Bounds**: ``mv_physics`` and ``mv_change_detection`` are ``mv_wcm`` and ``mv_cd`` bounded to
+       ``[0, porosity]`` (``porosity = 1 - bulk_density / 2.65``, 0.6 without bulk density); the
+       unbounded values stay as features and the rows bounded are flagged
+       (``WCM_MV_OUT_OF_RANGE``, ``CHANGE_DETECTION_OUT_OF_RANGE``).
+
+    ``params`` is the WCM parameter dict of a registry or fold (:func:`calibrate.to_dict` form) with
+    the keys ``angle``, ``cd``, ``vegetation`` and ``bound_to_porosity`` beside it; without them
+    (older registries, or bare WCM parameters) steps 1, 3 and 4 reduce to what they were: no
+    normalisation, no change detection, the 0-0.6 range flag and unbounded estimates.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of ``data`` with :data:`FEATURE_COLUMNS` and the :data:`RETRIEVAL_COLUMNS` computable.
+    """
+    from ssm_spark.physics.angle import normalise, slope_arrays
+    from ssm_spark.physics.change_detection import cd_arrays, cd_features, porosity
+
+    st = _settings(params)
+    n = len(data)
+    base = data.copy()
+    envs = base[env_col].to_numpy(dtype=object) if env_col in base.columns else None
+    pols = [p for p in ("vv", "vh") if f"{p}_db" in base.columns]
+    if "incidence_deg" in base.columns:
+        theta = base["incidence_deg"].to_numpy(float)
+    elif nominal_incidence_deg is not None:
+        theta = np.full(n, float(nominal_incidence_deg))
+    else:
+        theta = None
+    angle = st["angle"] or {}
+    mode = angle.get("mode", "none")
+    veg = vegetation_column(base, st["vegetation"]) if st["vegetation"] else "ndvi"
+    if veg == "rvi" and {"vv_db", "vh_db"} <= set(base.columns):
+        base["rvi"] = radar_vegetation_index(base["vv_db"].to_numpy(float), base["vh_db"].to_numpy(float))
+    kw: dict[str, Any] = {"env_col": env_col, "veg_col": veg, "nominal_incidence_deg": nominal_incidence_deg}
+    if mode != "none" and theta is not None and pols:
+        theta_ref = float(angle.get("theta_ref", 40.0))
+        for pol in pols:
+            slope = slope_arrays(angle, envs, pol, n)
+            if mode == "cell" and f"clim_slope_{pol}" in base.columns:
+                cell = base[f"clim_slope_{pol}"].to_numpy(float)
+                slope = np.where(np.isfinite(cell), cell, slope)
+            base[f"{pol}_ref_db"] = normalise(base[f"{pol}_db"].to_numpy(float), theta, slope, theta_ref)
+        kw.update(vv_col="vv_ref_db", vh_col="vh_ref_db", incidence_col=_INTERNAL_THETA,
+                  nominal_incidence_deg=theta_ref)
+    bounded = bool(st["bound"])
+    if bounded:
+        kw["mv_plausible"] = (-np.inf, np.inf)   # flagged below against the row's own porosity
+    out = coupled_features(base, params, **kw)
+    qc = out["qc"].to_numpy().astype(QC_DTYPE)
+    if theta is not None and mode != "none":
+        qc |= flag_where(~np.isfinite(theta), QC.MISSING_INPUT)
+        from ssm_spark.physics.qc import INCIDENCE_VALID_DEG
+        lo_t, hi_t = INCIDENCE_VALID_DEG
+        qc |= flag_where(np.isfinite(theta) & ((theta < lo_t) | (theta > hi_t)), QC.INCIDENCE_OUT_OF_RANGE)
+
+    por = porosity(base["bulk_density"].to_numpy(float) if "bulk_density" in base.columns else None, n)
+    mv = out["mv_wcm"].to_numpy(float)
+    if bounded:
+        out["porosity"] = por
+        with np.errstate(invalid="ignore"):
+            outside = np.isfinite(mv) & ((mv < 0) | (mv > por))
+        qc |= flag_where(outside, QC.WCM_MV_OUT_OF_RANGE)
+        out["mv_physics"] = np.where(np.isfinite(mv), np.clip(mv, 0.0, por), np.nan)
+    if st["cd"] is not None and theta is not None:
+        feats, missing = cd_features(base, theta, pols)
+        for c, v in feats.items():
+            out[c] = v
+        qc |= flag_where(missing, QC.CHANGE_DETECTION_MISSING)
+        rw = feats.get("rw_vv")
+        if rw is None or "rw_vh" in feats:
+            rw = feats.get("rw_vh") if rw is None else np.where(np.isfinite(rw), rw, feats["rw_vh"])
+        if rw is not None:
+            a, b = cd_arrays(st["cd"], envs, n)
+            mv_cd = a + b * rw
+            out["mv_cd"] = mv_cd
+            with np.errstate(invalid="ignore"):
+                outside = np.isfinite(mv_cd) & ((mv_cd < 0) | (mv_cd > por))
+            qc |= flag_where(outside, QC.CHANGE_DETECTION_OUT_OF_RANGE)
+            out["mv_change_detection"] = np.where(np.isfinite(mv_cd), np.clip(mv_cd, 0.0, por), np.nan)
+    out["qc"] = qc
+    return out.drop(columns=[c for c in (_INTERNAL_THETA,) if c in out.columns])
