@@ -198,3 +198,19 @@ def test_poland_fields_table_loads_with_its_config(tmp_path):
             raise
         pytest.skip(f"physics needs NDVI: {exc}")
     assert summary["rows"] == 806 and len(pd.read_parquet(tmp_path / "m.parquet")) == 806
+
+
+def test_values_that_contradict_their_unit_are_refused(tmp_path):
+    text = "site,day,x,y,VV,SM,clay\n" + "".join(f"s{i},2024-05-01,2,44,{v},{m},{c}\n" for i, (v, m, c) in
+                                                  enumerate([(-10, 25, 20), (-11, 30, 25), (-9, 18, 30)]))
+    p = _csv(tmp_path, text)
+    cols = {**MAP, "clay_pct": "clay"}
+    with pytest.raises(InputError, match=r"column 'SM' \(column 6\) \(for ssm\): most values are above 1 .* set table.ssm_unit=percent"):
+        import_table(p, TableConfig(columns=cols))
+    assert import_table(p, TableConfig(columns=cols, ssm_unit="percent"))[0]["ssm"].tolist() == pytest.approx([0.25, 0.30, 0.18])
+    with pytest.raises(InputError, match=r"every value is positive \(linear power\?\).*backscatter_unit=linear"):
+        import_table(_csv(tmp_path, text.replace(",-10,", ",0.1,").replace(",-11,", ",0.08,").replace(",-9,", ",0.12,")),
+                     TableConfig(columns=cols, ssm_unit="percent"))
+    with pytest.raises(InputError, match=r"\(for clay_pct\): every value is at most 1 % .*texture_unit=fraction"):
+        import_table(_csv(tmp_path, text.replace(",20\n", ",0.2\n").replace(",25\n", ",0.25\n").replace(",30\n", ",0.3\n")),
+                     TableConfig(columns=cols, ssm_unit="percent"))

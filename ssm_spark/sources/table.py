@@ -306,6 +306,33 @@ def _numeric(values: pd.Series, decimal: str) -> tuple[pd.Series, np.ndarray, np
     return v, missing, (~missing) & v.isna().to_numpy()
 
 
+def _check_units(df: pd.DataFrame, cfg: TableConfig, ref: dict) -> None:
+    """Refuse values that contradict the configured unit (they would load as wrong numbers)."""
+    def refuse(c: str, what: str, key: str, value: str) -> None:
+        v = df[c].dropna()
+        raise InputError(f"{ref[c]} (for {c}): {what} (range {v.min():g} .. {v.max():g}) contradicts table.{key}="
+                         f"{getattr(cfg, key)}; set table.{key}={value}")
+
+    def share(c: str, cond) -> float:
+        v = df[c].dropna() if c in df else pd.Series([], dtype="f8")
+        return float(cond(v).mean()) if len(v) >= 3 else np.nan
+
+    if cfg.ssm_unit == "fraction" and share("ssm", lambda v: v > 1.0) > 0.5:
+        refuse("ssm", "most values are above 1 (volume percent?)", "ssm_unit", "percent")
+    if cfg.ssm_unit == "percent" and share("ssm", lambda v: v <= 1.0) == 1.0:
+        refuse("ssm", "every value is at most 1 % (fractions, m3/m3?)", "ssm_unit", "fraction")
+    for pol in ("vv_db", "vh_db"):
+        if cfg.backscatter_unit == "db" and share(pol, lambda v: v > 0) == 1.0:
+            refuse(pol, "every value is positive (linear power?)", "backscatter_unit", "linear")
+        if cfg.backscatter_unit == "linear" and share(pol, lambda v: v <= 0) > 0.5:
+            refuse(pol, "most values are not positive (dB?)", "backscatter_unit", "db")
+    for tex in ("clay_pct", "sand_pct"):
+        if cfg.texture_unit == "percent" and share(tex, lambda v: v <= 1.0) == 1.0:
+            refuse(tex, "every value is at most 1 % (fractions?)", "texture_unit", "fraction")
+        if cfg.texture_unit == "fraction" and share(tex, lambda v: v > 1.0) > 0.5:
+            refuse(tex, "most values are above 1 (percent?)", "texture_unit", "percent")
+
+
 def import_table(path: str | Path, cfg: TableConfig) -> tuple[pd.DataFrame, dict]:
     """Read a user's matchup table and return it in the matchup contract, with a report.
 
@@ -399,6 +426,7 @@ def import_table(path: str | Path, cfg: TableConfig) -> tuple[pd.DataFrame, dict
             unparsable_set_missing[c] = n_bad
             log.warning("%s (for %s): %d value(s) are not numbers and are set missing, e.g. %s", ref[c], c, n_bad,
                         _date_examples(col[c], bad))
+    _check_units(df, cfg, ref)
     # units
     for pol in ("vv_db", "vh_db"):
         if pol in df and cfg.backscatter_unit == "linear":
