@@ -22,6 +22,10 @@ JOB_FILE="$ROOT/jobs/$JOB.py"
 LOCAL_PY="$ROOT/.venv/bin/python"; [ -x "$LOCAL_PY" ] || LOCAL_PY=$(command -v python3)
 SUBMIT=${SPARK_SUBMIT:-$( [ -x "$ROOT/.venv/bin/spark-submit" ] && echo "$ROOT/.venv/bin/spark-submit" || echo spark-submit )}
 ARCHIVE=${ENV_ARCHIVE:-$ROOT/dist/ssm-spark-env.tar.gz}
+# pip's spark-submit finds its Spark with whatever python3 is on PATH unless SPARK_HOME is set
+if [ -z "${SPARK_HOME:-}" ] && sh_=$("$LOCAL_PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))' 2>/dev/null); then
+  export SPARK_HOME=$sh_
+fi
 
 python_args=()
 if [ "$ARCHIVE" = none ]; then
