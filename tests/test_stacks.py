@@ -202,3 +202,36 @@ def test_ambiguous_or_incomplete_files_are_quarantined_or_recorded(spark, stack_
     assert s["files_without_acquisition"] == [str(d1 / f"{a}.tif")]
     assert s["files"] == 6 and s["files_quarantined"] == 3 and s["files_read"] == 3 and s["bands_absent"] == {"lst_k": 1}
     assert len(pix) == 63 + (64 - 1 - 8)  # the good file; the one without lst_k less its all-inf column; none of the empty one
+
+
+def test_folders_names_bands_and_nodata_are_read_as_meant(stack_dir, tmp_path, caplog):
+    """Misnamed date folders are reported (an impossible date does not crash), .TIF/.tiff are read,
+    two bands of one name are refused, a declared numeric nodata is missing, not a rejected value."""
+    import logging
+
+    from ssm_spark.sources.stacks import read_file_cells
+
+    root, truth = stack_dir
+    tr, tc = TILES[0]
+    (root / "stacks" / "20240513").mkdir()
+    (root / "stacks" / "2024-02-30").mkdir()
+    d = root / "stacks" / "2024-05-01"
+    (d / f"t_{tr}_{tc}.tif").rename(d / f"t_{tr}_{tc}.TIF")
+    dyn, _ = truth[("2024-05-01", tr, tc)]
+    _write(d / "twice.tiff", dyn[:2], ["vv_db", "vv_db"], (tr, tc))
+    nd = dyn.copy()
+    nd[0, 0, :3] = -9999.0
+    _write(root / "stacks" / "2024-05-07" / f"t_{tr}_{tc}.tif", nd, DYNAMIC_BANDS, (tr, tc), nodata=-9999.0)
+    with caplog.at_level(logging.WARNING, logger="ssm_spark.sources.stacks"):
+        inv = discover(root / "stacks", GRID, root / "static")
+    assert any("2 folder(s) not named as a date YYYY-MM-DD are not read: 2024-02-30, 20240513" in r.getMessage()
+               for r in caplog.records)
+    assert sorted(Path(p).name for p in inv.ignored_folders) == ["2024-02-30", "20240513"]
+    assert {Path(f.path).name for f in inv.files if f.date == "2024-05-01"} == {f"t_{tr}_{tc}.TIF", f"t_{TILES[1][0]}_{TILES[1][1]}.tif"}
+    assert [q["reason"].split(": ", 1)[1] for q in inv.quarantine] == [
+        "bands 1 and 2 are both named 'vv_db'; which one is meant cannot be told"]
+    f = next(f for f in inv.files if f.date == "2024-05-07" and f.col_off == GRID.tile_window(tr, tc).col_off)
+    rejected: list = []
+    px = read_file_cells(f, GRID, rejected=rejected).set_index(["row", "col"])
+    w = GRID.tile_window(tr, tc)
+    assert np.isnan(px.loc[(w.row_off, w.col_off + 1), "vv_db"]) and not rejected

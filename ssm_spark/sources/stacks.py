@@ -94,6 +94,7 @@ class StackInventory:
     value_rejections: object = None  # Spark accumulator of {"file", "band", "n", "range"}
     empty_files: object = None  # Spark accumulator of {"file", "reason"}: no acquisition cell
     absent_bands: dict = field(default_factory=dict)  # optional band -> files without it
+    ignored_folders: list = field(default_factory=list)  # folders not named as a date: not read
 
     @property
     def dates(self) -> list[str]:
@@ -169,7 +170,31 @@ def check_raster(path: str | Path, grid: Grid) -> tuple[tuple[int, int, int, int
                                 f"(off by {col_f - col_off:.4f}, {row_f - row_off:.4f} cells)")
     if row_off < 0 or col_off < 0 or row_off + h > grid.n_rows or col_off + w > grid.n_cols:
         raise GridMismatchError(f"{path}: extends outside grid {grid.name}")
-    return (row_off, col_off, h, w), {n: i for i, n in enumerate(names, 1) if n}
+    return (row_off, col_off, h, w), _band_index(path, names)
+
+
+def _band_index(path, names: list[str]) -> dict[str, int]:
+    """Band name -> 1-based index; a name given to two bands cannot be told apart."""
+    out: dict[str, int] = {}
+    for i, n in enumerate(names, 1):
+        if not n:
+            continue
+        if n in out:
+            raise InputError(f"{path}: bands {out[n]} and {i} are both named {n!r}; which one is meant cannot be told")
+        out[n] = i
+    return out
+
+
+def _aliased(path, bands: dict[str, int], aliases: dict[str, str]) -> dict[str, int]:
+    """Band names after ``ingest.band_aliases``; two bands landing on one name are refused."""
+    out: dict[str, int] = {}
+    for k, i in sorted(bands.items(), key=lambda kv: kv[1]):
+        n = aliases.get(k, k)
+        if n in out:
+            raise InputError(f"{path}: bands {out[n]} and {i} both mean {n!r} (after ingest.band_aliases); which one "
+                             "is meant cannot be told")
+        out[n] = i
+    return out
 
 
 def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None = None,
@@ -206,9 +231,24 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
     """
     stacks_dir = Path(stacks_dir)
     aliases = band_aliases or {}
-    date_dirs = sorted(p for p in stacks_dir.iterdir() if p.is_dir() and _DATE_DIR.match(p.name)) if stacks_dir.is_dir() else []
+    entries = sorted(p for p in stacks_dir.iterdir() if p.is_dir()) if stacks_dir.is_dir() else []
+    date_dirs, ignored = [], []
+    for p in entries:
+        try:
+            if _DATE_DIR.match(p.name):
+                dt.date.fromisoformat(p.name)
+                date_dirs.append(p)
+                continue
+        except ValueError:
+            pass
+        ignored.append(str(p))
+    if ignored:
+        log.warning("%s: %d folder(s) not named as a date YYYY-MM-DD are not read: %s", stacks_dir, len(ignored),
+                    ", ".join(Path(p).name for p in ignored[:8]) + (" ..." if len(ignored) > 8 else ""))
     if not date_dirs:
-        raise InputError(f"{stacks_dir}: no <YYYY-MM-DD>/ folders of GeoTIFF stacks found")
+        raise InputError(f"{stacks_dir}: no <YYYY-MM-DD>/ folders of GeoTIFF stacks found"
+                         + (f" (folders found: {[Path(p).name for p in ignored[:5]]}; rename them YYYY-MM-DD)"
+                            if ignored else ""))
     files, quarantine = [], []
     static_cache: dict[str, tuple] = {}
     for d in date_dirs:
@@ -216,12 +256,12 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
         if (start is not None and day < start) or (end is not None and day > end):
             continue
         day_files: list[StackFile] = []
-        for path in sorted(d.glob("*.tif")):
+        for path in sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".tif", ".tiff")):
             try:
                 (r0, c0, h, w), bands = check_raster(path, grid)
                 if keep_window is not None and not keep_window((r0, c0, h, w)):
                     continue
-                bands = {aliases.get(k, k): v for k, v in bands.items()}
+                bands = _aliased(path, bands, aliases)
                 missing = [b for b in REQUIRED_BANDS if b not in bands]
                 if missing:
                     raise InputError(f"{path}: required band(s) {missing} missing (bands found: {sorted(bands)}); "
@@ -254,7 +294,7 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
     for b, paths in sorted(absent.items()):
         log.warning("band %s absent from %d of %d file(s) (e.g. %s): %s there", b, len(paths), len(files), paths[0],
                     ABSENT_BAND_EFFECT[b])
-    return StackInventory(files, quarantine, absent_bands=absent)
+    return StackInventory(files, quarantine, absent_bands=absent, ignored_folders=ignored)
 
 
 def _check_static(f: StackFile, static_dir) -> None:
@@ -302,7 +342,7 @@ def _static_companions(static_dir: Path, stem: str, grid: Grid, window: tuple, a
         if win != window:
             raise GridMismatchError(f"{p}: covers cells {win} but its stack covers {window}")
         out[f"{key}_path"] = str(p)
-        out[f"{'static' if key == 'static' else 'class'}_bands"] = {aliases.get(k, k): v for k, v in bands.items()}
+        out[f"{'static' if key == 'static' else 'class'}_bands"] = _aliased(p, bands, aliases)
     return out
 
 
@@ -312,6 +352,15 @@ def pixel_schema(grid: Grid) -> str:
     cols += [f"{b} double" for b in DYNAMIC_BANDS + STATIC_BANDS]
     cols += ["landcover int", "climate int", "env string", "qc int"]
     return ", ".join(cols)
+
+
+def _read_band(src, index: int) -> np.ndarray:
+    """A band as float64 with its declared nodata value (if not NaN) as NaN: missing, not a value."""
+    a = src.read(index).astype("f8")
+    nd = src.nodatavals[index - 1]
+    if nd is not None and np.isfinite(nd):
+        a[a == nd] = np.nan
+    return a
 
 
 def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None,
@@ -329,7 +378,7 @@ def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None
     with rasterio.open(f.path) as src:
         for name in FEATURE_BANDS:  # static bands may also sit in the stack file itself
             if name in f.bands:
-                cols[name] = src.read(f.bands[name]).astype("f8")
+                cols[name] = _read_band(src, f.bands[name])
             elif name in DYNAMIC_BANDS:
                 cols[name] = np.full((h, w), np.nan)
     for path, bands, names in ((f.static_path, f.static_bands, STATIC_BANDS), (f.classes_path, f.class_bands, CLASS_BANDS)):
@@ -337,7 +386,7 @@ def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None
         try:
             for name in names:
                 if src is not None and name in bands:
-                    cols[name] = src.read(bands[name]).astype("f8")
+                    cols[name] = _read_band(src, bands[name])
                 elif name not in cols:
                     cols[name] = np.full((h, w), np.nan)
         finally:
@@ -458,6 +507,7 @@ def inventory_summary(inv: StackInventory) -> dict:
                                      key=lambda r: (r["file"], r["band"])),
             "files_without_acquisition": empty,
             "bands_absent": {b: len(v) for b, v in sorted(inv.absent_bands.items())},
+            "folders_not_read": list(inv.ignored_folders),
             "cells_in_files": int(sum(f.height * f.width for f in inv.files if f.path not in failed))}
 
 
