@@ -148,12 +148,33 @@ def climatology(
         use = np.where(np.isfinite(slope), slope, DEFAULT_SLOPES[pol])
         sc = np.where(ok, s - use[:, None] * (theta - t_mean[:, None]), np.nan)
         with np.errstate(invalid="ignore"), _quiet():
-            dry = np.nanpercentile(sc, dry_percentile, axis=1)
-            wet = np.nanpercentile(sc, wet_percentile, axis=1)
+            dry = _row_nanpercentile(sc, dry_percentile)
+            wet = _row_nanpercentile(sc, wet_percentile)
             mean = np.nanmean(sc, axis=1)
         for name, val in (("slope", slope), ("dry", dry), ("wet", wet), ("mean", mean)):
             out[f"clim_{name}_{pol}"] = np.where(enough, val, np.nan)
     return out
+
+
+def _row_nanpercentile(a: np.ndarray, q: float) -> np.ndarray:
+    """``np.nanpercentile(a, q, axis=1)`` (method 'linear', same arithmetic) vectorised over rows:
+    numpy's own loops over the rows in Python when they hold NaN (100 s for a 256 x 256 tile)."""
+    a = np.asarray(a, dtype=float)
+    if a.shape[1] == 0:
+        return np.full(len(a), np.nan)
+    s = np.sort(np.where(np.isnan(a), np.inf, a), axis=1)  # NaN last (as +inf); +inf is not in a series
+    n = (~np.isnan(a)).sum(1)
+    pos = (np.maximum(n, 1) - 1) * (float(q) / 100.0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    t = pos - lo
+    idx = np.arange(len(a))
+    x0, x1 = s[idx, lo], s[idx, hi]
+    d = x1 - x0
+    with np.errstate(invalid="ignore"):
+        v = np.where(t >= 0.5, x1 - d * (1.0 - t), x0 + d * t)  # numpy's _lerp
+        v = np.where(hi == lo, x0, v)
+    return np.where(n > 0, v, np.nan)
 
 
 class _quiet:

@@ -1,0 +1,501 @@
+"""The change-detection climatology stack of a region: per-cell dry/wet references on the grid's tiles.
+
+Change detection (:mod:`ssm_spark.physics.change_detection`) needs, for every cell, statistics of
+its own backscatter time series over a reference window (:data:`CLIM_COLUMNS`: number of dates,
+mean angle, angle slope, dry and wet references and mean, per polarisation). In production they are
+computed once, in one Spark pass over every date of the window, and stored as a *climatology stack*
+that ``produce`` attaches to each pixel row (by row and column) before the physics and the models;
+a date outside the window (a near-real-time run) uses the same stored stack.
+
+One pass (:func:`build_climatology`)::
+
+    stack files of every date in the window touching the tiles (driver: discovery and checks)
+      -> Spark tasks over the grid tiles (a tile is handled whole by one task; neighbouring tiles
+         share a task, at most 4 tasks per core): read vv_db, vh_db, incidence_deg of the tile's
+         files on every date (rasterio, the tile's part of each file; values outside the valid
+         ranges and +-inf set missing exactly as the stack reader does), build the
+         (cells x dates) arrays, :func:`~ssm_spark.physics.change_detection.climatology` by blocks
+         of cells, write the tile's GeoTIFF (temporary name, then rename)
+      -> driver: ``climatology.json``
+
+Layout (``DIR`` is ``produce.climatology_dir``, default ``OUTPUT/climatology``)::
+
+    DIR/<key>/<grid>_<tile_row>_<tile_col>.tif   float32, bands = CLIM_COLUMNS (band descriptions),
+                                                 NaN nodata, the grid's CRS and the tile's transform
+                                                 (as the product COGs); tags: key, inputs, status
+    DIR/<key>/climatology.json                   settings, window, and per tile: inputs digest,
+                                                 files, dates, cells with a climatology
+
+Key and reuse. ``<key>`` (16 hex digits) is the sha256 of what decides the statistics but not which
+files: the package version, the grid, ``ingest.band_aliases``, the change-detection settings
+(percentiles, ``min_dates``, ``min_spread_deg``) and the window as configured
+(``physics.change_detection.window_start``/``window_end``; null = open on that side). Each tile
+records the digest of its inputs (every stack file of a window date touching the tile, quarantined
+ones included: path below the stacks folder, size, modification time). A tile whose file exists,
+carries the key and its current inputs digest and was complete is reused, never recomputed; a
+tile whose inputs changed (a replaced file, a new date inside the window) is recomputed in place.
+Tiles without any file in the window are not written (their cells get no climatology:
+``CHANGE_DETECTION_MISSING``). A tile with a file that could not be read is written from the rest,
+marked incomplete, and recomputed by the next build.
+
+The stack's :attr:`ClimatologyStack.digest` (key + every tile's inputs digest and status) enters
+the product hash, so a changed climatology recomputes the product's dates, and an unchanged one
+(e.g. a new date outside a closed window) does not. With an open window (the default: every date
+available) every new date is inside it: the climatology, and so every date's product, changes.
+Close the window (``window_end``) for a near-real-time archive.
+
+The build takes a lock on ``DIR/<key>`` (:class:`~ssm_spark.product.files.OutputLock`), so two runs
+sharing a climatology folder do not build the same tiles at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+import ssm_spark
+from ssm_spark.errors import SSMError
+from ssm_spark.grid import Grid
+from ssm_spark.physics.change_detection import CLIM_COLUMNS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+    from ssm_spark.config import Config
+    from ssm_spark.sources.stacks import StackInventory
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ClimatologyError", "ClimatologyStack", "build_climatology", "climatology_key", "climatology_for_produce",
+           "read_tile", "FORMAT"]
+
+#: Layout/algorithm version of the stack (enters the key).
+FORMAT = 1
+#: Cells per call of the kernel (bounds the task's memory: a few float64 arrays of cells x dates).
+BLOCK_CELLS = 16384
+_BANDS = ("vv_db", "vh_db", "incidence_deg")
+_SUMMARY_DDL = ("tile_row int, tile_col int, cells long, cells_with_climatology long, dates int, files int, "
+                "bytes long, seconds double, failed string")
+
+
+class ClimatologyError(SSMError, RuntimeError):
+    """A climatology stack that cannot be built or read (its own files, not the inputs')."""
+
+
+# ---------------------------------------------------------------------------------------- keys
+
+
+def _settings(cfg: "Config") -> dict[str, Any]:
+    from ssm_spark.transforms import cd_kwargs, cd_window
+
+    cdc = cfg.physics.change_detection
+    win = cd_window(cdc) or (None, None)
+    return {"kwargs": cd_kwargs(cdc), "window": [d.isoformat() if d is not None else None for d in win]}
+
+
+def climatology_key(cfg: "Config", grid: Grid | None = None) -> str:
+    """16-hex-digit key of a climatology stack (see the module docstring: settings, window, grid)."""
+    grid = grid or cfg.grid.build()
+    blob = {"format": FORMAT, "software": ssm_spark.__version__, "grid": grid.describe(),
+            "band_aliases": dict(sorted(cfg.ingest.band_aliases.items())), **_settings(cfg)}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _stat(path: str, root: Path | None) -> dict:
+    st = os.stat(path)
+    rel = path
+    if root is not None:
+        try:
+            rel = os.path.relpath(path, root)
+        except ValueError:
+            pass
+    return {"file": rel, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+# ------------------------------------------------------------------------------------ the stack
+
+
+@dataclass(frozen=True)
+class ClimatologyStack:
+    """A built climatology stack, as ``produce`` uses it (small: shipped to the executors)."""
+
+    folder: str
+    key: str
+    digest: str
+    grid: Grid
+    tiles: frozenset  # (tile_row, tile_col) with a file
+
+    def path(self, tile_row: int, tile_col: int) -> Path:
+        return Path(self.folder) / f"{self.grid.name}_{int(tile_row)}_{int(tile_col)}.tif"
+
+    def attach(self, px: pd.DataFrame) -> pd.DataFrame:
+        """``px`` with its cells' :data:`CLIM_COLUMNS` (NaN for cells of tiles without a climatology).
+
+        Rows are matched by their global ``row``/``col`` within their ``tile_row``/``tile_col``.
+
+        Raises
+        ------
+        ClimatologyError
+            If a tile of the stack cannot be read (naming it; remove the folder to rebuild).
+        """
+        n = len(px)
+        vals = {c: np.full(n, np.nan) for c in CLIM_COLUMNS}
+        if n:
+            trs, tcs = px["tile_row"].to_numpy(np.int64), px["tile_col"].to_numpy(np.int64)
+            rows, cols = px["row"].to_numpy(np.int64), px["col"].to_numpy(np.int64)
+            for tr, tc in {(int(a), int(b)) for a, b in zip(*np.unique(np.stack([trs, tcs]), axis=1))}:
+                if (tr, tc) not in self.tiles:
+                    continue
+                idx = np.flatnonzero((trs == tr) & (tcs == tc))
+                data, names = read_tile(self.path(tr, tc))
+                w = self.grid.tile_window(tr, tc)
+                r, c = rows[idx] - int(w.row_off), cols[idx] - int(w.col_off)
+                for i, name in enumerate(names):
+                    if name in vals:
+                        vals[name][idx] = data[i, r, c]
+        return px.assign(**vals)
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any], grid: Grid) -> "ClimatologyStack":
+        return cls(summary["folder"], summary["key"], summary["digest"], grid,
+                   frozenset(tuple(t) for t in summary["tiles_with_files"]))
+
+
+def read_tile(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A climatology tile's bands (float64, ``(bands, height, width)``) and their names."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            return src.read().astype("f8"), tuple(d or "" for d in src.descriptions)
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise ClimatologyError(f"{path}: cannot read this climatology tile ({exc}); remove its folder "
+                               f"{Path(path).parent} to have it rebuilt") from exc
+
+
+def _tile_tags(path: Path) -> dict | None:
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            if tuple(src.descriptions) != CLIM_COLUMNS:
+                return None
+            return src.tags()
+    except (rasterio.errors.RasterioError, OSError):
+        return None
+
+
+# ----------------------------------------------------------------------------------- executors
+
+
+def _clean(a: np.ndarray, band: str) -> np.ndarray:
+    """Values outside the band's valid range and +-inf set missing, as the stack reader does."""
+    from ssm_spark.sources.stacks import VALID_RANGES
+
+    lo, hi = VALID_RANGES.get(band, (-np.inf, np.inf))
+    a = a.astype("f8")
+    bad = np.isinf(a) | (np.isfinite(a) & ((a < lo) | (a > hi)))
+    a[bad] = np.nan
+    return a
+
+
+def tile_series(grid: Grid, tile_row: int, tile_col: int, files: Iterable[tuple]) -> tuple[dict, list[str], list]:
+    """The (cells x dates) arrays of one tile from its stack files (``(date, path, row_off, col_off,
+    height, width, bands)`` tuples): ``({"theta", "vv", "vh"} float32 arrays, dates, read failures)``.
+
+    A cell with no acquisition on a date (both polarisations missing) is missing on that date in
+    every array, as in the pixel table.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    from ssm_spark.sources.stacks import read_failure
+
+    files = sorted(files, key=lambda f: (f[0], f[1]))
+    dates = sorted({f[0] for f in files})
+    col_of = {d: j for j, d in enumerate(dates)}
+    tw = grid.tile_window(tile_row, tile_col)
+    h, w = int(tw.height), int(tw.width)
+    arrays = {k: np.full((h * w, len(dates)), np.nan, dtype="f4") for k in ("theta", "vv", "vh")}
+    failed = []
+    for date, path, r0f, c0f, hf, wf, bands in files:
+        r0, r1 = max(r0f, int(tw.row_off)), min(r0f + hf, int(tw.row_off) + h)
+        c0, c1 = max(c0f, int(tw.col_off)), min(c0f + wf, int(tw.col_off) + w)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        win = Window(c0 - c0f, r0 - r0f, c1 - c0, r1 - r0)
+        try:
+            with rasterio.open(path) as src:
+                got = {b: _clean(src.read(bands[b], window=win), b) if b in bands else
+                       np.full((r1 - r0, c1 - c0), np.nan) for b in _BANDS}
+        except (rasterio.errors.RasterioError, OSError, ValueError) as exc:
+            failed.append(read_failure(path, exc))
+            continue
+        acq = np.isfinite(got["vv_db"]) | np.isfinite(got["vh_db"])
+        rr, cc = np.nonzero(acq)
+        cell = (rr + (r0 - int(tw.row_off))) * w + (cc + (c0 - int(tw.col_off)))
+        j = col_of[date]
+        for key, band in (("theta", "incidence_deg"), ("vv", "vv_db"), ("vh", "vh_db")):
+            arrays[key][cell, j] = got[band][rr, cc]
+    return arrays, dates, failed
+
+
+def tile_climatology(arrays: Mapping[str, np.ndarray], shape: tuple[int, int], kwargs: Mapping[str, Any],
+                     block: int = BLOCK_CELLS) -> np.ndarray:
+    """:func:`~ssm_spark.physics.change_detection.climatology` of a tile's arrays, by blocks of cells;
+    ``(len(CLIM_COLUMNS), height, width)`` float32, NaN where a statistic is undefined."""
+    from ssm_spark.physics.change_detection import climatology
+
+    n = arrays["theta"].shape[0]
+    out = np.full((len(CLIM_COLUMNS), n), np.nan, dtype="f4")
+    for s in range(0, n, block):
+        sl = slice(s, min(n, s + block))
+        theta = arrays["theta"][sl].astype("f8")
+        series = {p: arrays[p][sl].astype("f8") for p in ("vv", "vh")}
+        res = climatology(theta, series, **kwargs)
+        for i, c in enumerate(CLIM_COLUMNS):
+            if c in res:
+                out[i, sl] = res[c].astype("f4")
+    return out.reshape(len(CLIM_COLUMNS), *shape)
+
+
+def _run_tiles(spark: "SparkSession", grid: Grid, folder: Path, plan: list[dict], kwargs: dict, tags: dict,
+               compress: str) -> list[dict]:
+    from ssm_spark.product.cog import write_tile_cog
+
+    bplan = spark.sparkContext.broadcast(plan)
+
+    def _task(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        items = bplan.value
+        for batch in batches:
+            for i in batch["id"]:
+                t = items[int(i)]
+                t0 = time.perf_counter()
+                tr, tc = t["tile"]
+                arrays, dates, failed = tile_series(grid, tr, tc, t["files"])
+                tw = grid.tile_window(tr, tc)
+                data = tile_climatology(arrays, (int(tw.height), int(tw.width)), kwargs)
+                ttags = {**tags, "tile_row": tr, "tile_col": tc, "clim_inputs": t["inputs"],
+                         "clim_status": "incomplete" if failed else "complete", "clim_dates": len(dates),
+                         "clim_files": len(t["files"]), "clim_first_date": dates[0] if dates else "",
+                         "clim_last_date": dates[-1] if dates else ""}
+                size = write_tile_cog(folder / f"{grid.name}_{tr}_{tc}.tif", data, grid, tr, tc, CLIM_COLUMNS,
+                                      {k: str(v) for k, v in ttags.items()}, compress=compress)
+                yield pd.DataFrame([{"tile_row": tr, "tile_col": tc, "cells": int(tw.height * tw.width),
+                                     "cells_with_climatology": int(np.isfinite(data[CLIM_COLUMNS.index("clim_theta_mean")]).sum()),
+                                     "dates": len(dates), "files": len(t["files"]), "bytes": size,
+                                     "seconds": time.perf_counter() - t0,
+                                     "failed": json.dumps(failed) if failed else None}])
+
+    n = len(plan)
+    parts = max(1, min(n, 4 * spark.sparkContext.defaultParallelism))
+    spark.sparkContext.setJobDescription(f"ssm-spark climatology: {n} tile(s)")
+    try:
+        return [r.asDict() for r in spark.range(0, n, 1, parts).mapInPandas(_task, _SUMMARY_DDL).collect()]
+    finally:
+        bplan.destroy()
+        spark.sparkContext.setJobDescription(None)
+
+
+# --------------------------------------------------------------------------------------- driver
+
+
+def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.PathLike | StackInventory",
+                      tiles: Iterable[tuple[int, int]] | None, output_dir: str | os.PathLike, *,
+                      static: str | os.PathLike | None = None, stacks_root: str | os.PathLike | None = None,
+                      force: bool = False, compress: str = "deflate") -> dict:
+    """Build (or reuse) the climatology stack of ``tiles`` over the configured window.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    cfg : Config
+        ``physics.change_detection`` (settings and window), ``grid``, ``ingest.band_aliases``.
+    stacks : path-like or StackInventory
+        Folder of ``<YYYY-MM-DD>/`` stack GeoTIFFs (discovered over the window's dates), or an
+        inventory already discovered (its files of the window's dates are used).
+    tiles : iterable of (tile_row, tile_col), or None
+        The tiles to build (e.g. a region's); None: every tile holding a file of the window.
+    output_dir : path-like
+        The climatology folder (``DIR``); the stack goes to ``DIR/<key>/``.
+    static : path-like, optional
+        Static layers for the discovery's checks (default: ``static/`` beside ``stacks``).
+    stacks_root : path-like, optional
+        Folder the input paths are recorded relative to (default: the stacks folder; with an
+        inventory, the parent of its first date folder).
+    force : bool
+        Recompute every tile.
+    compress : str
+        GeoTIFF compression of the tiles.
+
+    Returns
+    -------
+    dict
+        ``key``, ``folder``, ``digest`` (for the product hash), ``settings``, ``window`` (as
+        configured and the dates found), tile counts (``computed``, ``reused``, ``without_files``),
+        ``tiles_with_files``, ``failed_files``, ``seconds``.
+
+    Raises
+    ------
+    InputError
+        If ``stacks`` is a folder with no date folder.
+    """
+    from rasterio.windows import Window
+
+    from ssm_spark.pipeline import write_json_atomic
+    from ssm_spark.product.files import OutputLock, ensure_writable
+    from ssm_spark.sources.stacks import StackInventory, check_raster, discover
+    from ssm_spark.transforms import cd_window
+
+    t0 = time.perf_counter()
+    grid = cfg.grid.build()
+    cdc = cfg.physics.change_detection
+    ws, we = cd_window(cdc) or (None, None)
+    wanted = None if tiles is None else {(int(a), int(b)) for a, b in tiles}
+
+    def touches(win: tuple[int, int, int, int]) -> list[tuple[int, int]]:
+        r0, c0, h, w = win
+        got = grid.tiles_for_window(Window(c0, r0, w, h))
+        return [t for t in got if wanted is None or t in wanted]
+
+    if isinstance(stacks, StackInventory):
+        inv = stacks
+        root = Path(stacks_root) if stacks_root else (Path(inv.files[0].path).parent.parent if inv.files else None)
+    else:
+        root = Path(stacks)
+        if static is None and (root.parent / "static").is_dir():
+            static = root.parent / "static"
+        inv = discover(root, grid, static, cfg.ingest.band_aliases, start=ws, end=we,
+                       keep_window=lambda win: bool(touches(win)))
+        root = Path(stacks_root) if stacks_root else root
+
+    def in_window(date: str) -> bool:
+        d = dt.date.fromisoformat(date)
+        return (ws is None or d >= ws) and (we is None or d <= we)
+
+    per_tile: dict[tuple[int, int], list[tuple]] = {}
+    stats: dict[tuple[int, int], list[dict]] = {}
+    for f in inv.files:
+        if not in_window(f.date):
+            continue
+        bands = {b: f.bands[b] for b in _BANDS if b in f.bands}
+        st = _stat(f.path, root)
+        for t in touches((f.row_off, f.col_off, f.height, f.width)):
+            per_tile.setdefault(t, []).append((f.date, f.path, f.row_off, f.col_off, f.height, f.width, bands))
+            stats.setdefault(t, []).append(st)
+    quarantined = []
+    for q in inv.quarantine:  # replacing a bad file must change the tile's inputs
+        p = Path(q["file"])
+        if not (_is_date(p.parent.name) and in_window(p.parent.name)):
+            continue
+        quarantined.append(q)
+        try:
+            win, _ = check_raster(p, grid)
+        except SSMError:
+            continue
+        for t in touches(win):
+            if p.exists():
+                stats.setdefault(t, []).append(_stat(str(p), root))
+    key = climatology_key(cfg, grid)
+    folder = ensure_writable(Path(output_dir) / key, "the climatology folder")
+    inputs = {t: _sha(sorted(s, key=lambda d: d["file"])) for t, s in stats.items() if t in per_tile}
+    tags = {"product": "change-detection climatology", "clim_key": key, "grid": grid.name,
+            "software": f"ssm_spark {ssm_spark.__version__}", "clim_settings": json.dumps(_settings(cfg))}
+    with OutputLock(folder, "ssm-spark climatology"):
+        todo, reused = [], []
+        for t in sorted(per_tile):
+            name = f"{grid.name}_{t[0]}_{t[1]}.tif"
+            got = None if force else _tile_tags(folder / name)
+            if (got is not None and got.get("clim_key") == key and got.get("clim_inputs") == inputs[t]
+                    and got.get("clim_status") == "complete"):
+                reused.append(t)
+            else:
+                todo.append({"tile": t, "files": per_tile[t], "inputs": inputs[t]})
+        results = _run_tiles(spark, grid, folder, todo, dict(_settings(cfg)["kwargs"]), tags, compress) if todo else []
+        failed = [e for r in results if r.get("failed") for e in json.loads(r["failed"])]
+        status = {t: "complete" for t in per_tile}
+        for r in results:
+            if r.get("failed"):
+                status[(r["tile_row"], r["tile_col"])] = "incomplete"
+        meta_path = folder / "climatology.json"
+        try:
+            old = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        tile_meta = dict(old.get("tiles", {})) if old.get("key") == key else {}
+        for r in results:
+            tile_meta[f"{grid.name}_{r['tile_row']}_{r['tile_col']}"] = {
+                "inputs": inputs[(r["tile_row"], r["tile_col"])], "status": status[(r["tile_row"], r["tile_col"])],
+                **{k: r[k] for k in ("files", "dates", "cells", "cells_with_climatology", "bytes")},
+                "seconds": round(r["seconds"], 2)}
+        dates = sorted({f[0] for fs in per_tile.values() for f in fs})
+        region_tiles = sorted(wanted) if wanted is not None else sorted(per_tile)
+        digest = _sha({"key": key, "tiles": [[t[0], t[1], inputs.get(t, "none"), status.get(t, "none")]
+                                             for t in region_tiles]})
+        meta = {"key": key, "settings": _settings(cfg), "grid": grid.describe(), "format": FORMAT,
+                "software": f"ssm_spark {ssm_spark.__version__}", "columns": list(CLIM_COLUMNS), "tiles": tile_meta}
+        write_json_atomic(meta_path, meta)
+    summary = {"key": key, "folder": str(folder), "digest": digest, "settings": _settings(cfg),
+               "window_dates": [dates[0], dates[-1]] if dates else None, "dates": len(dates),
+               "tiles": len(region_tiles), "computed": len(results), "reused": len(reused),
+               "without_files": len([t for t in region_tiles if t not in per_tile]),
+               "tiles_with_files": sorted([list(t) for t in per_tile]),
+               "cells_with_climatology": int(sum(r["cells_with_climatology"] for r in results)) if results else None,
+               "failed_files": failed, "quarantined_files": len(quarantined),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    if not per_tile:
+        log.warning("climatology: no stack file dated %s..%s over the tiles: no change-detection features "
+                    "(qc CHANGE_DETECTION_MISSING)", ws or "any", we or "any")
+    log.info("climatology %s: %d tile(s) computed, %d reused, %d without files; %d date(s) %s in %.1f s -> %s",
+             key, len(results), len(reused), summary["without_files"], len(dates),
+             f"{dates[0]}..{dates[-1]}" if dates else "-", summary["seconds"], folder)
+    if failed:
+        log.warning("climatology %s: %d file(s) could not be read, their tiles are incomplete (rebuilt next run): %s",
+                    key, len(failed), "; ".join(e["reason"] for e in failed))
+    return summary
+
+
+def _is_date(name: str) -> bool:
+    try:
+        dt.date.fromisoformat(name)
+    except ValueError:
+        return False
+    return True
+
+
+def climatology_for_produce(spark: "SparkSession", cfg: "Config", wcm_params: Any, stacks: Path,
+                            static: Path | None, tiles: Iterable[tuple[int, int]], output: Path,
+                            inventory: "StackInventory", start: dt.date | None, end: dt.date | None
+                            ) -> tuple[ClimatologyStack, dict] | None:
+    """The climatology stack a ``produce`` run attaches to its rows, built or reused; None when
+    change detection is off (``physics.change_detection.enabled``) or the registry has no
+    change-detection calibration (``cd`` beside its WCM parameters).
+
+    The run's own inventory is used when its date range covers the window; else the window's
+    dates are discovered (a near-real-time run over a few new dates still gets the whole window).
+    """
+    from ssm_spark.transforms import cd_window
+
+    cdc = cfg.physics.change_detection
+    if not cdc.enabled or not isinstance(wcm_params, Mapping) or not wcm_params.get("cd"):
+        return None
+    ws, we = cd_window(cdc) or (None, None)
+    covers = (start is None or (ws is not None and start <= ws)) and (end is None or (we is not None and end >= we))
+    folder = Path(cfg.produce.climatology_dir) if cfg.produce.climatology_dir else Path(output) / "climatology"
+    src = inventory if covers else stacks
+    summary = build_climatology(spark, cfg, src, tiles, folder, static=static, stacks_root=stacks)
+    return ClimatologyStack.from_summary(summary, cfg.grid.build()), summary
