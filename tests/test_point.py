@@ -252,3 +252,58 @@ def test_http_service_on_loopback(region, service):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.spark
+def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, region, tmp_path):
+    """Files of the shape Earth Engine exports write (the export requests' crsTransform and region,
+    noData -9999, no band names), named by ee-export --finalize: produce and point read them and give
+    the product of the original stacks."""
+    import rasterio
+    from affine import Affine
+
+    from ssm_spark.point import PointService
+    from ssm_spark.product.produce import produce, resolve_region
+    from ssm_spark.sources.earthengine import export as X
+    from ssm_spark.sources.earthengine.client import offline
+
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+    offline()
+    ec = cfg.earthengine.model_copy(deep=True)
+    ec.export.bucket = "test-bucket"
+    items = X.plan(grid, resolve_region(None, cfg, grid).tiles, [DATE])
+    state = {}
+    for it in items:
+        req = X.serialize(X.build_task(it, ec, grid))
+        text = json.dumps(req["expression"])
+        assert json.dumps(X.R.crs_transform(grid)) in text
+        x0, y0, x1, y1 = X.R.tile_bounds(grid, it.tile_row, it.tile_col)
+        a, b, c, d, e, f = X.R.crs_transform(grid)
+        transform = Affine(a, b, c, d, e, f) * Affine.translation(round((x0 - c) / a), round((y1 - f) / e))
+        src_path = root / "sim" / (f"stacks/{DATE}/" if it.kind == "dynamic" else "static/") / Path(it.file).name
+        with rasterio.open(src_path) as src:
+            assert src.transform.almost_equals(transform) and (src.width, src.height) == (round((x1 - x0) / a),) * 2
+            names = list(src.descriptions)
+            data = np.stack([src.read(names.index(bn) + 1) for bn in it.bands])
+        nodata = 0 if it.dtype == "uint8" else X.EXPORT_NODATA
+        if it.dtype != "uint8":
+            data = np.where(np.isnan(data), X.EXPORT_NODATA, data)
+        out = tmp_path / it.file
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(out, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=len(it.bands),
+                           dtype=it.dtype, crs="EPSG:6933", transform=transform, nodata=nodata) as dst:
+            dst.write(data.astype(it.dtype))
+        state[it.key] = {"file": it.file, "state": "COMPLETED", "bands": list(it.bands), "dtype": it.dtype}
+    (tmp_path / X.STATE_FILE).write_text(json.dumps({"version": 1, "tasks": state}))
+    assert len(X.finalize(tmp_path)["named"]) == len(items)
+    s = produce(spark, cfg, root / "models", tmp_path / "stacks", None, DATE, DATE, tmp_path / "product")
+    assert s["produced"] == 1 and s["failed_files"] == []
+    again = pd.read_parquet(tmp_path / "product" / "parquet" / f"date={DATE}").sort_values(["row", "col"])
+    again = again.reset_index(drop=True)
+    pd.testing.assert_frame_equal(again[["row", "col", "ssm", "ssm_p05", "ssm_p95", "env", "model_id", "qc"]],
+                                  prod[["row", "col", "ssm", "ssm_p05", "ssm_p95", "env", "model_id", "qc"]])
+    svc = PointService(cfg, root / "models", tmp_path / "stacks")
+    row = prod[prod["ssm"].notna()].iloc[7]
+    lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+    _assert_same(svc.point(lat, lon, DATE), row)
