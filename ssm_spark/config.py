@@ -278,6 +278,8 @@ class TrainConfig(_Strict):
         "'blend': the same test on the best mix w own + (1 - w) global (w in 0, 0.1, ..., 1)")
     selection_z: float = Field(1.64, ge=0, description="paired test threshold (mean over stations of the "
                                "drop in squared error / its standard error) for 'paired' and 'blend'")
+    cv_group: str = Field("station_id", description="column whose values are the cross-validation groups "
+                          "(station_id; or e.g. a field id when a field holds several sampling points)")
     exclude_features: list[str] = Field(default_factory=list, description="features no tree may use "
                                         "(e.g. static inputs that identify stations)")
     xgb: XGBConfig = XGBConfig()

@@ -204,6 +204,32 @@ def holdout_stations(station_ids, fraction: float) -> list[str]:
     return out
 
 
+def physics_notes(params: dict) -> list[str]:
+    """What the physics chain of a registry did, in words for the training report."""
+    notes = []
+    angle = params.get("angle") or {}
+    if angle.get("mode", "none") != "none":
+        g = angle.get("slopes", {}).get("global", {})
+        slopes = ", ".join(f"{p.upper()} {v['slope']:.3f} dB/deg ({v['source']})" for p, v in g.items())
+        notes.append(f"Backscatter normalised to {angle.get('theta_ref')} deg before the WCM "
+                     f"({angle['mode']} slopes; global {slopes})"
+                     + ("; the table has no incidence angle, so the nominal one was used" if angle.get("nominal_angle")
+                        else "") + ".")
+    if params.get("vegetation") == "rvi":
+        notes.append("No optical vegetation index in the table: the WCM's vegetation descriptor is the radar "
+                     "vegetation index 4 vh / (vv + vh) of the backscatter itself.")
+    cd = params.get("cd")
+    if cd and cd.get("entries"):
+        g = cd["entries"]["global"]
+        notes.append(f"Change detection: relative wetness from each cell's (station's) own backscatter series; "
+                     f"global calibration mv = {g['a']:.3f} + {g['b']:.3f} m_s, per environment where it has the "
+                     "stations.")
+    if params.get("bound_to_porosity"):
+        notes.append("The physics and change_detection estimates are bounded to [0, porosity]; bounded rows carry "
+                     "a QC flag.")
+    return notes
+
+
 def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path,
               exclude_stations: "Iterable[str] | None" = None) -> dict:
     """Matchups -> candidates per environment, station-grouped CV, selection, registry, report.
@@ -232,6 +258,7 @@ def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path,
     if "incidence_nominal" in table and bool(table["incidence_nominal"].any()):
         notes.append(f"{int(table['incidence_nominal'].sum())} matchups have no incidence angle: the configured nominal "
                      f"{cfg.table.nominal_incidence_deg} deg was used for them.")
+    notes.extend(physics_notes(result.ctx.wcm_params))
     oof = result.oof
     if "lon" not in oof:
         where = table.groupby("station_id", as_index=False).agg(lon=("lon", "first"), lat=("lat", "first"))

@@ -15,7 +15,7 @@ from ssm_spark.errors import InputError
 from ssm_spark.models import candidates, selection
 from ssm_spark.physics import calibrate as cal
 from ssm_spark.physics import wcm
-from ssm_spark.physics.features import coupled_features
+from ssm_spark.physics.features import coupled_features, retrieval_features
 
 WCM_TRUTH = {"vv": {"A": 0.12, "B": 0.45, "C": -14.0, "D": 24.0}, "vh": {"A": 0.03, "B": 0.30, "C": -24.0, "D": 20.0}}
 
@@ -167,7 +167,7 @@ def test_no_station_leaks_into_calibration_or_trees(trained):
         if not missing:
             continue  # final model, fitted on everything with the all-data calibration
         (held_out,) = missing
-        expected = coupled_features(info["train"].drop(columns=["mv_wcm"]), res.ctx.fold_params[held_out])["mv_wcm"]
+        expected = retrieval_features(info["train"].drop(columns=["mv_wcm"]), res.ctx.fold_params[held_out])["mv_wcm"]
         np.testing.assert_array_equal(info["mv_wcm"], expected.to_numpy())
         assert res.ctx.fold_params[held_out]["settings"]["calibration_fold"] == held_out
         n_checked += 1

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import ssm_spark
-from ssm_spark.config import TrainConfig, XGBConfig, load_config
+from ssm_spark.config import PhysicsConfig, TrainConfig, XGBConfig, load_config
 from ssm_spark.errors import ModelRegistryError
 from ssm_spark.models import registry, selection
 from ssm_spark.models.candidates import add_physics
@@ -58,8 +58,11 @@ def trained():
         make_env("forest_C", 3, 12, "precip", 4),    # falls back to global
     ], ignore_index=True)
     cfg = load_config(paths=[], overrides=[])
-    cfg.train = TrainConfig(k_folds=4, seed=3, min_stations=6, min_samples=60,
+    # plain best-candidate selection and no angle normalisation: bare_B's synthetic soil term has no
+    # angle dependence (the WCM holds exactly), so physics must win there and be served alone
+    cfg.train = TrainConfig(k_folds=4, seed=3, min_stations=6, min_samples=60, selection="best",
                             xgb=XGBConfig(n_estimators=12, max_depth=3, learning_rate=0.3, nthread=1))
+    cfg.physics = PhysicsConfig(angle_slope="none")
     res = selection.train_models(df, cfg)
     return df, cfg, res
 
@@ -108,6 +111,24 @@ def test_round_trip_in_a_fresh_process_is_bit_for_bit(trained, saved, tmp_path):
     pd.testing.assert_frame_equal(again.predict(q), here, check_exact=True)
     assert list(here.columns) == ["ssm", "ssm_p05", "ssm_p95", "env", "model_id"]
     assert here.index.equals(q.index)
+
+
+def test_a_blended_unit_mixes_its_model_with_the_global_one(trained, saved):
+    df, _, _ = trained
+    path, manifest = saved
+    reg = registry.load_registry(path)
+    q = queries(df).iloc[:-4]
+    q = q[q["env"] == "cropland_C"]
+    own = reg.predict(q)
+    m2 = json.loads(json.dumps(manifest))
+    m2["serving"]["cropland_C"]["blend"] = {"weight": 0.3, "with": "global"}
+    m2["serving"]["cropland_C"]["interval_shift"] = [0.0, 0.0]
+    m3 = json.loads(json.dumps(manifest))
+    m3["serving"]["cropland_C"] = dict(m3["serving"]["global"])   # the global model on the same rows
+    glob = registry.Registry(m3, reg.model_bytes()).predict(q)
+    mixed = registry.Registry(m2, reg.model_bytes()).predict(q)
+    np.testing.assert_allclose(mixed["ssm"], 0.3 * own["ssm"] + 0.7 * glob["ssm"], atol=1e-9)
+    assert mixed["model_id"].str.endswith("+global@0.7").all()
 
 
 def test_predict_routes_every_environment(trained, saved):

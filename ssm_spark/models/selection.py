@@ -493,9 +493,19 @@ def prepare_training(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int]
     t = _train_cfg(cfg)
     t0 = time.perf_counter()
     df, dropped = clean_matchups(matchups)
-    folds = assign_folds(df, t.k_folds, t.seed)
-    df["fold"] = df["station_id"].map(folds).astype(np.int64)
-    k = int(folds.max()) + 1
+    group = t.cv_group
+    if group not in df.columns:
+        raise InputError(f"training: train.cv_group {group!r} is not a column of the matchups "
+                         f"(columns: {list(df.columns)})")
+    if group != "station_id":   # e.g. fields holding several sampling points: a field is one CV group
+        split = df.groupby("station_id")[group].nunique()
+        if (split > 1).any():
+            raise InputError(f"training: stations {list(split[split > 1].index[:5])} lie in several "
+                             f"{group!r} groups; a station must belong to one CV group")
+    group_folds = assign_folds(df, t.k_folds, t.seed, station_col=group)
+    df["fold"] = df[group].map(group_folds).astype(np.int64)
+    folds = df.groupby("station_id")["fold"].first()
+    k = int(group_folds.max()) + 1
     t1 = time.perf_counter()
     fold_params = calibrate_folds(df, t, max_workers=max_workers, physics=getattr(cfg, "physics", None))
     t2 = time.perf_counter()
