@@ -174,7 +174,8 @@ class StackSource:
         ``ingest.max_slope_deg``.
     cache_files : int, default 0
         Keep this many files' pixel tables in memory (a service answering many points of the same
-        tiles and dates); 0: read only the queried cell each time.
+        tiles and dates: a file's table is read whole at its second query, then kept, least
+        recently used out) and every date's checked file list; 0: read only the queried cell.
     """
 
     name = "stacks"
@@ -195,6 +196,7 @@ class StackSource:
         self._dates = sorted(p.name for p in self.root.iterdir() if p.is_dir() and _DATE.match(p.name))
         self._inv: dict[str, Any] = {}
         self._frames: "collections.OrderedDict[str, pd.DataFrame]" = collections.OrderedDict()
+        self._hits: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def dates(self) -> list[str]:
@@ -247,6 +249,14 @@ class StackSource:
             frame = self._frames.get(f.path)
             if frame is not None:
                 self._frames.move_to_end(f.path)
+            else:  # a file's whole table is read and kept from its second query on
+                self._hits[f.path] = self._hits.get(f.path, 0) + 1
+                if len(self._hits) > 64 * self.cache_files:
+                    self._hits.clear()
+                once = self._hits.get(f.path, 0) < 2
+        if frame is None and once:
+            px = read_file_cells(f, self.grid, self.max_slope_deg, cells=np.array([[row, col]], dtype=np.int64))
+            return px, f.path
         if frame is None:
             frame = read_file_cells(f, self.grid, self.max_slope_deg)
             with self._lock:
@@ -603,12 +613,30 @@ class PointService:
         days = [d for d in self.dates() if d0.isoformat() <= d <= d1.isoformat()]
         if isinstance(self.stacks, EarthEngineSource):
             days = [(d0 + dt.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
-        points, skipped = [], []
+        from ssm_spark.product.produce import predict_rows
+
+        points, skipped, batch = [], [], []
         for d in days:
             try:
-                points.append(self.point(la, lo, d, strict=False))
+                if self.product is not None and (self.stacks is None or d in self.product.dates()):
+                    pr, where = self.product.row(row, col, d)
+                    points.append(self._answer(pr, la, lo, d, "product", where, None, t0))
+                    continue
+                px, where = self.stacks.pixel(row, col, d)
             except (NoAcquisitionError, OutsideCoverageError) as exc:
                 skipped.append({"date": d, "reason": str(exc).split(";")[0]})
+                continue
+            if len(px) == 0:
+                skipped.append({"date": d, "reason": f"no backscatter at the cell in {where}"})
+                continue
+            batch.append((d, px, where))
+        if batch:  # one predict_rows call for every date (rows are independent: the same numbers)
+            rec = _Recorder(self.registry)
+            rows = predict_rows(pd.concat([b[1] for b in batch], ignore_index=True), rec)
+            for i, (d, px, where) in enumerate(batch):
+                points.append(self._answer(rows.iloc[i].to_dict(), la, lo, d, self.stacks.name, where,
+                                           self._features(px, rec.last.iloc[[i]]), t0))
+        points.sort(key=lambda a: a["date"])
         return {"lat": la, "lon": lo, "start": d0.isoformat(), "end": d1.isoformat(),
                 "cell": {"grid": self.grid.name, "row": row, "col": col}, "manifest_id": self.registry.manifest_id,
                 "n": len(points), "points": points, "skipped": skipped,

@@ -507,3 +507,39 @@ def test_transient_classification_and_retry(cfg):
     assert retry(flaky, "x", attempts=4, backoff_s=1.0, sleep=sleeps.append) == "ok" and len(sleeps) == 2
     with pytest.raises(EarthEngineError, match="transient, gave up after 2"):
         retry(lambda: (_ for _ in ()).throw(HttpError429(500, "boom")), "y", attempts=2, sleep=lambda s: None)
+
+
+def test_matchup_sampling_batches_stations_by_dates(cfg):
+    """Stations x dates: at most max_points_per_request points (over all dates of a request) and
+    max_dates_per_request dates per request; rows without backscatter are no matchups."""
+    import pandas as pd
+
+    from ssm_spark.sources.earthengine import sample as S
+
+    grid = cfg.grid.build()
+    ec = cfg.earthengine.model_copy(deep=True)
+    ec.sample.max_points_per_request, ec.sample.max_dates_per_request = 30, 4
+    st = pd.DataFrame({"station_id": [f"s{i}" for i in range(12)], "lon": np.linspace(2.2, 2.8, 12),
+                       "lat": np.linspace(43.8, 44.2, 12)})
+    dates = [dt.date(2024, 5, 1) + dt.timedelta(days=6 * k) for k in range(6)]
+
+    class Recorded:
+        def __init__(self):
+            self.shapes = []
+
+        def get_info(self, req, what=""):
+            feats = [a for n, a in _calls(_graph(req)) if n == "Feature"]
+            md = [a["metadata"]["constantValue"] if "constantValue" in a["metadata"] else {
+                k: v["constantValue"] for k, v in a["metadata"]["dictionaryValue"]["values"].items()} for a in feats]
+            self.shapes.append((len(feats), len({m["date"] for m in md})))
+            return {"features": [{"properties": {**m, "vv_db": -11.0 if m["i"] % 3 else None,
+                                                 "vh_db": None}} for m in md]}
+
+    client = Recorded()
+    out = S.sample_matchups(client, ec, grid, st, dates)
+    assert all(n <= 30 and nd <= 4 for n, nd in client.shapes) and sum(n for n, _ in client.shapes) == 12 * 6
+    # dates in chunks of 4 + 2; stations in chunks of 30 // 4 = 7 (7 + 5), then 30 // 2 = 15 (all 12)
+    assert sorted(client.shapes) == sorted([(28, 4), (20, 4), (24, 2)])
+    assert len(out) == 6 * 8 and set(out["date"]) == set(dates) and (out["vv_db"] == -11.0).all()
+    r, c = grid.to_cell(st["lon"].to_numpy(), st["lat"].to_numpy())
+    assert set(zip(out["row"], out["col"])) <= set(zip(r.tolist(), c.tolist()))

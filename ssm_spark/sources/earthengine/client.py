@@ -172,8 +172,11 @@ class EEClient:
                 raise CredentialsError("Earth Engine default credentials not found: set earthengine.credentials "
                                        "(a service-account key file) or GOOGLE_APPLICATION_CREDENTIALS, or run "
                                        "'earthengine authenticate'") from None
-            raise CredentialsError(f"Earth Engine initialisation for project {cfg.project!r} with {origin} failed: "
-                                   f"{type(exc).__name__}") from None
+            net = isinstance(exc, OSError) or "connection" in type(exc).__name__.lower() or "resolve" in msg.lower()
+            why = ("cannot reach earthengine.googleapis.com (no network, or a proxy/firewall in the way?)" if net
+                   else "are the credentials allowed to use Earth Engine in this project?")
+            raise CredentialsError(f"Earth Engine initialisation for project {cfg.project!r} with {origin} failed "
+                                   f"({type(exc).__name__}): {why}") from None
         log.info("Earth Engine initialised for project %s (%s)", cfg.project,
                  "service-account key" if creds is not None else "default credentials")
         return cls(cfg)
