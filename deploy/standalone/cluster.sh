@@ -35,6 +35,16 @@ export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$PY}
 
 say() { printf '[cluster] %s\n' "$*" >&2; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+children() {  # PID: its child processes, from /proc (no procps needed)
+  local parent=$1 stat line s
+  for stat in /proc/[0-9]*/stat; do
+    line=$(cat "$stat" 2>/dev/null) || continue
+    line=${line##*) }  # after "(command) ": state, ppid, ...
+    # shellcheck disable=SC2086
+    set -- $line
+    if [ "${2:-}" = "$parent" ]; then s=${stat#/proc/}; echo "${s%/stat}"; fi
+  done
+}
 
 launch() {  # NAME CLASS ARGS...: start a daemon in the background, record its pid
   local name=$1; shift
@@ -78,7 +88,7 @@ stop_pid() {  # NAME: TERM, then KILL after 10 s; the worker's executors are its
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
   if kill -0 "$pid" 2>/dev/null; then
-    kids=$(pgrep -P "$pid" || true)
+    kids=$(children "$pid")
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$pid" 2>/dev/null && { say "$1 (pid $pid) did not stop on TERM: KILL"; kill -KILL "$pid" 2>/dev/null || true; }
@@ -98,7 +108,7 @@ case "${1:-}" in
     start_worker "${2:?start-worker I}" ;;
   kill-worker)  # the loss of a node: SIGKILL the worker and its executors at once
     f="$DIR/worker-${2:-1}.pid"; alive "$f" || { say "worker ${2:-1} is not running"; exit 1; }
-    pid=$(cat "$f"); kids=$(pgrep -P "$pid" || true)
+    pid=$(cat "$f"); kids=$(children "$pid")
     # shellcheck disable=SC2086
     kill -KILL "$pid" $kids; say "killed worker ${2:-1} (pid $pid; executors: ${kids:-none})"; rm -f "$f" ;;
   stop)
