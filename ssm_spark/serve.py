@@ -11,7 +11,8 @@ status that says what is wrong: 400 bad or missing parameters (NaN, infinite, ou
 date, unknown or repeated parameters), 404 outside the grid or coverage / no acquisition (with the
 nearest dates), 405 a method other than GET/HEAD, 414 a request line longer than the limit, 422 a
 masked cell (with its QC bits and the full answer). Anything unexpected answers 500 with a request
-id; the traceback goes to the server's log only, never to the client.
+id; the traceback goes to the server's log only, never to the client. The server's folders appear
+in answers as ``<stacks>`` and ``<product>``.
 
 Safe by default: binds to 127.0.0.1 unless ``--host`` says otherwise; bounded series length and
 request size; one thread per connection (``ThreadingHTTPServer``); the registry and caches are
@@ -27,6 +28,7 @@ import math
 import threading
 import uuid
 from http import HTTPStatus
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -83,6 +85,18 @@ def _params(path: str, query: str) -> dict[str, str]:
 
 
 def _handler(service: PointService, max_series_days: int) -> type[BaseHTTPRequestHandler]:
+    # the server's folders are not the client's business: answers name them <stacks>, <product>
+    roots = sorted(((str(Path(getattr(src, "root")).resolve()), f"<{src.name}>") for src in
+                    (service.stacks, service.product) if src is not None and hasattr(src, "root")),
+                   key=lambda kv: -len(kv[0]))
+    roots += [(str(getattr(src, "root")), f"<{src.name}>") for src in (service.stacks, service.product)
+              if src is not None and hasattr(src, "root")]
+
+    def scrub(text: str) -> str:
+        for path, name in roots:
+            text = text.replace(path, name)
+        return text
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "ssm-spark"
         sys_version = ""
@@ -92,7 +106,7 @@ def _handler(service: PointService, max_series_days: int) -> type[BaseHTTPReques
             log.info("%s %s", self.address_string(), format % args)
 
         def _send(self, status: int, body: dict, head: bool = False) -> None:
-            data = json.dumps(body, allow_nan=False, default=str).encode()
+            data = scrub(json.dumps(body, allow_nan=False, default=str)).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -153,11 +167,15 @@ def _handler(service: PointService, max_series_days: int) -> type[BaseHTTPReques
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+
 def make_server(service: PointService, host: str = "127.0.0.1", port: int = 8080,
                 max_series_days: int = MAX_SERIES_DAYS) -> ThreadingHTTPServer:
     """An HTTP server answering from ``service`` (not started; ``port=0`` picks a free port)."""
-    srv = ThreadingHTTPServer((host, port), _handler(service, max_series_days))
-    srv.daemon_threads = True
+    srv = _Server((host, port), _handler(service, max_series_days))
     return srv
 
 

@@ -216,7 +216,7 @@ def test_http_service_on_loopback(region, service):
         row = prod[prod["ssm"].notna()].iloc[10]
         lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
         st, body = _get(port, f"/point?lat={lat!r}&lon={lon!r}&date={DATE}")
-        assert st == 200
+        assert st == 200 and body["file"].startswith("<stacks>/") and str(root) not in json.dumps(body)
         _assert_same(body, row)
         st, body = _get(port, f"/series?lat={lat!r}&lon={lon!r}&start=2024-04-01&end=2024-04-13")
         assert st == 200 and body["n"] == 3 and body["points"][1]["ssm"] == pytest.approx(row["ssm"], abs=1e-6)
@@ -237,7 +237,7 @@ def test_http_service_on_loopback(region, service):
             f"/point?{q}": (400, "missing parameter 'date'"),
             f"/point?{q}&date={DATE}&date={DATE}": (400, "2 times"),
             f"/point?{q}&date={DATE}&file=/etc/passwd": (400, "unknown parameter"),
-            f"/point?{q}&date=2024-04-08": (404, "nearest dates"),
+            f"/point?{q}&date=2024-04-08": (404, "no stacks dated 2024-04-08 in <stacks>"),
             f"/point?lat=0&lon=0&date={DATE}": (404, "outside the stacks"),
             f"/series?{q}&start=1900-01-01&end=2100-12-31": (400, "at most"),
             f"/series?{q}&start=2024-04-13&end=2024-04-01": (400, "before start"),
