@@ -69,6 +69,7 @@ def _assert_same(ans: dict, row: pd.Series) -> None:
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_point_equals_the_product_for_the_same_cell_and_date(region, service):
     from ssm_spark.point import MaskedCellError, PointService
 
@@ -95,6 +96,7 @@ def test_point_equals_the_product_for_the_same_cell_and_date(region, service):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_earth_engine_values_go_through_the_same_reader(region, service, monkeypatch):
     """A cell's band values as Earth Engine sampling returns them -> the same answer as the stack file."""
     from ssm_spark.point import PointService
@@ -139,6 +141,7 @@ def test_earth_engine_values_go_through_the_same_reader(region, service, monkeyp
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_clear_errors_outside_grid_coverage_and_dates(region, service):
     from ssm_spark.errors import InputError
     from ssm_spark.point import NoAcquisitionError, OutsideCoverageError, PointError
@@ -167,6 +170,7 @@ def test_clear_errors_outside_grid_coverage_and_dates(region, service):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_cli_point_json_and_exit_codes(region, capsys):
     from ssm_spark.cli import main
 
@@ -202,6 +206,7 @@ def _get(port: int, target: str, method: str = "GET") -> tuple[int, dict]:
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_http_service_on_loopback(region, service):
     from ssm_spark.serve import serve_in_thread
 
@@ -255,6 +260,7 @@ def test_http_service_on_loopback(region, service):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, region, tmp_path):
     """Files of the shape Earth Engine exports write (the export requests' crsTransform and region,
     noData -9999, no band names), named by ee-export --finalize: produce and point read them and give
