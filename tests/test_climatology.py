@@ -120,6 +120,12 @@ def test_stack_equals_the_pandas_climatology_is_reused_and_keyed_by_window(spark
     s3 = build_climatology(spark, wcfg, stacks, None, tmp_path / "clim")
     assert (s3["computed"], s3["reused"]) == (1, 3) and s3["digest"] != sw["digest"]
 
+    # fewer dates than min_dates in every tile: nothing to compute, nothing written
+    few = load_config(overrides=SMALL + ["physics.change_detection.min_dates=7"])
+    s5 = build_climatology(spark, few, stacks, None, tmp_path / "clim")
+    assert (s5["computed"], s5["too_few_dates"], s5["tiles_with_files"]) == (0, 4, [])
+    assert not list(Path(s5["folder"]).glob("*.tif"))
+
     # attach: the rows get their cell's values
     stack = ClimatologyStack.from_summary(s1, grid)
     sub = px.sample(500, random_state=1).reset_index(drop=True)

@@ -34,8 +34,8 @@ records the digest of its inputs (every stack file of a window date touching the
 ones included: path below the stacks folder, size, modification time). A tile whose file exists,
 carries the key and its current inputs digest and was complete is reused, never recomputed; a
 tile whose inputs changed (a replaced file, a new date inside the window) is recomputed in place.
-Tiles without any file in the window are not written (their cells get no climatology:
-``CHANGE_DETECTION_MISSING``). A tile with a file that could not be read is written from the rest,
+Tiles without any file in the window, or with fewer dates than ``min_dates`` (every statistic
+would be NaN), are not written (their cells get no climatology: ``CHANGE_DETECTION_MISSING``). A tile with a file that could not be read is written from the rest,
 marked incomplete, and recomputed by the next build.
 
 The stack's :attr:`ClimatologyStack.digest` (key + every tile's inputs digest and status) enters
@@ -45,7 +45,10 @@ available) every new date is inside it: the climatology, and so every date's pro
 Close the window (``window_end``) for a near-real-time archive.
 
 The build takes a lock on ``DIR/<key>`` (:class:`~ssm_spark.product.files.OutputLock`), so two runs
-sharing a climatology folder do not build the same tiles at once.
+sharing a climatology folder do not build the same tiles at once (``produce`` builds it while it
+holds its own output folder's lock).
+``climatology.json`` holds no timing, and a build that only reuses rewrites no file, so products
+(and their folders) stay byte-identical across resumed runs.
 """
 
 from __future__ import annotations
@@ -415,9 +418,10 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
     inputs = {t: _sha(sorted(s, key=lambda d: d["file"])) for t, s in stats.items() if t in per_tile}
     tags = {"product": "change-detection climatology", "clim_key": key, "grid": grid.name,
             "software": f"ssm_spark {ssm_spark.__version__}", "clim_settings": json.dumps(_settings(cfg))}
+    sparse = {t for t, fs in per_tile.items() if len({f[0] for f in fs}) < cdc.min_dates}
     with OutputLock(folder, "ssm-spark climatology"):
         todo, reused = [], []
-        for t in sorted(per_tile):
+        for t in sorted(set(per_tile) - sparse):  # fewer dates than min_dates: every statistic NaN, nothing to write
             name = f"{grid.name}_{t[0]}_{t[1]}.tif"
             got = None if force else _tile_tags(folder / name)
             if (got is not None and got.get("clim_key") == key and got.get("clim_inputs") == inputs[t]
@@ -427,7 +431,7 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
                 todo.append({"tile": t, "files": per_tile[t], "inputs": inputs[t]})
         results = _run_tiles(spark, grid, folder, todo, dict(_settings(cfg)["kwargs"]), tags, compress) if todo else []
         failed = [e for r in results if r.get("failed") for e in json.loads(r["failed"])]
-        status = {t: "complete" for t in per_tile}
+        status = {t: "too_few_dates" if t in sparse else "complete" for t in per_tile}
         for r in results:
             if r.get("failed"):
                 status[(r["tile_row"], r["tile_col"])] = "incomplete"
@@ -440,28 +444,29 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
         for r in results:
             tile_meta[f"{grid.name}_{r['tile_row']}_{r['tile_col']}"] = {
                 "inputs": inputs[(r["tile_row"], r["tile_col"])], "status": status[(r["tile_row"], r["tile_col"])],
-                **{k: r[k] for k in ("files", "dates", "cells", "cells_with_climatology", "bytes")},
-                "seconds": round(r["seconds"], 2)}
+                **{k: r[k] for k in ("files", "dates", "cells", "cells_with_climatology", "bytes")}}
         dates = sorted({f[0] for fs in per_tile.values() for f in fs})
         region_tiles = sorted(wanted) if wanted is not None else sorted(per_tile)
         digest = _sha({"key": key, "tiles": [[t[0], t[1], inputs.get(t, "none"), status.get(t, "none")]
                                              for t in region_tiles]})
         meta = {"key": key, "settings": _settings(cfg), "grid": grid.describe(), "format": FORMAT,
                 "software": f"ssm_spark {ssm_spark.__version__}", "columns": list(CLIM_COLUMNS), "tiles": tile_meta}
-        write_json_atomic(meta_path, meta)
+        if meta != old:  # a build that only reuses rewrites nothing
+            write_json_atomic(meta_path, meta)
     summary = {"key": key, "folder": str(folder), "digest": digest, "settings": _settings(cfg),
                "window_dates": [dates[0], dates[-1]] if dates else None, "dates": len(dates),
                "tiles": len(region_tiles), "computed": len(results), "reused": len(reused),
                "without_files": len([t for t in region_tiles if t not in per_tile]),
-               "tiles_with_files": sorted([list(t) for t in per_tile]),
+               "too_few_dates": len(sparse), "tiles_with_files": sorted([list(t) for t in set(per_tile) - sparse]),
+               "tile_seconds": round(sum(r["seconds"] for r in results), 2),
                "cells_with_climatology": int(sum(r["cells_with_climatology"] for r in results)) if results else None,
                "failed_files": failed, "quarantined_files": len(quarantined),
                "seconds": round(time.perf_counter() - t0, 2)}
-    if not per_tile:
-        log.warning("climatology: no stack file dated %s..%s over the tiles: no change-detection features "
-                    "(qc CHANGE_DETECTION_MISSING)", ws or "any", we or "any")
-    log.info("climatology %s: %d tile(s) computed, %d reused, %d without files; %d date(s) %s in %.1f s -> %s",
-             key, len(results), len(reused), summary["without_files"], len(dates),
+    if len(sparse) == len(per_tile):
+        log.warning("climatology: no tile has %d stack date(s) in %s..%s (the window's min_dates): no "
+                    "change-detection features (qc CHANGE_DETECTION_MISSING)", cdc.min_dates, ws or "any", we or "any")
+    log.info("climatology %s: %d tile(s) computed, %d reused, %d without files, %d with too few dates; %d date(s) "
+             "%s in %.1f s -> %s", key, len(results), len(reused), summary["without_files"], len(sparse), len(dates),
              f"{dates[0]}..{dates[-1]}" if dates else "-", summary["seconds"], folder)
     if failed:
         log.warning("climatology %s: %d file(s) could not be read, their tiles are incomplete (rebuilt next run): %s",
@@ -491,7 +496,7 @@ def climatology_for_produce(spark: "SparkSession", cfg: "Config", wcm_params: An
     from ssm_spark.transforms import cd_window
 
     cdc = cfg.physics.change_detection
-    if not cdc.enabled or not isinstance(wcm_params, Mapping) or not wcm_params.get("cd"):
+    if not cdc.enabled or not isinstance(wcm_params, Mapping) or wcm_params.get("cd") is None:
         return None
     ws, we = cd_window(cdc) or (None, None)
     covers = (start is None or (ws is not None and start <= ws)) and (end is None or (we is not None and end >= we))
