@@ -451,6 +451,9 @@ def _demo_product(spark: "SparkSession", cfg: Config, output: Path, grid, held: 
     val["seconds"] = round(time.perf_counter() - t0, 1)
     produced = {k: prod[k] for k in ("output", "manifest_id", "product_hash", "produced", "skipped", "pixels",
                                      "seconds", "pixels_per_s", "failed_files")}
+    if "climatology" in prod:  # change detection: the climatology stack built (or reused) for the product
+        produced["climatology"] = {k: prod["climatology"][k] for k in ("key", "folder", "dates", "window_dates",
+                                                                       "computed", "reused", "seconds")}
     if "held_out" in val:
         h, t = val["held_out"]["pooled"], truth["pooled"]
         log.info("demo product: held-out stations R=%.3f ubRMSE=%.4f; truth (every land cell) R=%.3f ubRMSE=%.4f",
