@@ -632,7 +632,10 @@ def cached_registry(manifest: Mapping[str, Any], model_bytes: Mapping[str, bytes
                     nthread: Optional[int] = None) -> Registry:
     """One :class:`Registry` per manifest id per Python process (for Spark executors: call it inside
     ``mapInPandas`` with the broadcast value; Boosters are then built once per worker)."""
-    key = f"{manifest.get('manifest_id')}:{nthread}"
+    # the files' checksums are part of the key: a registry rewritten in place under the same manifest id
+    # (models replaced, checksums updated) must not be served from a worker's cache of the old one
+    files = hashlib.sha256(_canonical_json(manifest.get("files", {})).encode()).hexdigest()[:16]
+    key = f"{manifest.get('manifest_id')}:{files}:{nthread}"
     with _CACHE_LOCK:
         reg = _CACHE.get(key)
         if reg is None:

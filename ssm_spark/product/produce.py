@@ -86,6 +86,17 @@ the engine behind JTS/Sedona's ``ST_Intersects``): the rows are already in the P
 reads and predicts them, so the test costs no round trip through the JVM; tiles wholly inside the
 region are not tested cell by cell.
 
+Bad input is refused or recorded, never silent: the output folder is locked for the run
+(``OUTPUT/_LOCK.json``; a second run is refused naming the holder; a killed run's lock is taken over once
+its pid is gone or it was not refreshed for two minutes); a registry trained on other inputs is refused
+before any Spark work (:meth:`Registry.check_inputs`); estimates outside the physical range are masked
+with ``QC.PREDICTION_OUT_OF_RANGE`` and counted, and a tile where they are more than
+:data:`MAX_OUT_OF_RANGE_FRACTION` of the unmasked cells fails the date (a broken model: nothing of the
+date is committed); a date where a file could not be read is committed with ``"status": "incomplete"``
+and recomputed by the next run (the error may be transient). The marker and the run summary keep the
+ledger: files in = read + without acquisition + read failed + quarantined, pixels = retrieved + masked +
+out of range + no estimate.
+
 The output folder must be a filesystem the driver and the executors share (local mode, NFS, a
 mounted bucket): executors write files there and the driver renames them.
 """
@@ -959,7 +970,20 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     ConfigError
         A bad date, or a ``produce.aggregate`` grid that does not nest in the product grid (checked
         first, before any work).
+    InputIOError
+        An output folder that cannot be written (before any work).
     """
+    from ssm_spark.product.files import OutputLock, ensure_writable
+
+    output = ensure_writable(Path(output).resolve())  # permission, read-only, a file in the way
+    with OutputLock(output, "ssm-spark produce"):  # refused while another run writes here (names the holder)
+        return _produce(spark, cfg, models, stacks, region, start, end, output, static, force=force, hook=hook)
+
+
+def _produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stacks: str | os.PathLike,
+             region: str | None, start: Any, end: Any, output: Path, static: str | os.PathLike | None = None, *,
+             force: bool = False, hook: Callable[[str, str], None] | None = None) -> dict:
+    """:func:`produce` while holding the output folder's lock."""
     from rasterio.windows import Window
 
     from ssm_spark.models.registry import load_registry
@@ -973,9 +997,6 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     d0, d1 = _parse_date(start, "start"), _parse_date(end, "end")
     if d0 and d1 and d1 < d0:
         raise ConfigError(f"--end {d1} is before --start {d0}")
-    from ssm_spark.product.files import OutputLock, ensure_writable
-
-    ensure_writable(output)  # InputIOError before any work: permission, read-only, a file in the way
     registry = load_registry(models)
     rgn = resolve_region(region, cfg, grid)
     if static is None:
@@ -1109,14 +1130,6 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
             pending = finisher.submit(finish, *args)
 
     try:
-        lock = OutputLock(output, "ssm-spark produce").acquire()  # refused while another run writes here
-    except BaseException:
-        for pool in (computers, finisher):
-            if pool is not None:
-                pool.shutdown(wait=False)
-        bc.destroy()
-        raise
-    try:
         for k, date in enumerate(dates, 1):
             files = sorted(by_date[date], key=lambda f: f.path)
             q_date = quarantined.get(date, [])
@@ -1177,7 +1190,6 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         st = output / STAGING
         if st.is_dir() and not any(st.iterdir()):
             st.rmdir()
-        lock.release()
     for date in unusable:  # nothing to produce: said in the summary, nothing written
         log.warning("produce %s: every file quarantined, no product: %s", date,
                     "; ".join(q["reason"] for q in quarantined[date]))
@@ -1198,8 +1210,20 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
                "pixels_per_s": round(px_done / secs_done) if secs_done else None, "failed_files": failed_all}
     if clim:
         summary["climatology"] = clim[1]
-    log.info("produce: %d date(s) produced, %d skipped, %s pixels in %.1f s -> %s", summary["produced"],
-             summary["skipped"], f"{px_done:,}", total, output)
+    # the run's ledger over the dates computed (skipped dates keep theirs in their markers)
+    keys = ("files_in", "files_read", "files_without_acquisition", "files_read_failed", "files_quarantined",
+            "pixels", "retrieved", "masked", "out_of_range", "no_estimate")
+    ledger = {k: int(sum(v.get(k, 0) for v in per_date.values() if v["status"] in ("produced", "incomplete")))
+              for k in keys}
+    for date in unusable:
+        ledger["files_in"] += len(quarantined[date])
+        ledger["files_quarantined"] += len(quarantined[date])
+    summary["ledger"] = ledger
+    log.info("produce: %d date(s) produced, %d incomplete, %d skipped, %s pixels in %.1f s -> %s; files: %d in = %d "
+             "read + %d without acquisition + %d unreadable + %d quarantined; pixels: %s = %s with ssm + %s masked + "
+             "%s out of range + %s without estimate", summary["produced"], summary["incomplete"], summary["skipped"],
+             f"{px_done:,}", total, output, *(ledger[k] for k in keys[:5]),
+             *(f"{ledger[k]:,}" for k in keys[5:]))
     return summary
 
 
