@@ -8,7 +8,8 @@
 #   SUBMIT_ARGS    extra spark-submit arguments (resources: --driver-memory 8g --executor-cores 4 ...)
 # The jars are on the command line, so the job itself adds none (spark.jars.mode=cluster).
 # The library travels to the executors as a zip (--py-files); its Python dependencies must be
-# installed on the cluster's Python (pip install -c requirements/constraints.txt .).
+# installed on the cluster's Python (pip install -c requirements/constraints.txt .). For a real
+# cluster prefer deploy/spark-submit/ (the wheel and a packed environment with --archives).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 JOB=${1:?usage: deploy/submit.sh JOB [args...]}; shift

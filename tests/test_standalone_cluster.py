@@ -130,6 +130,12 @@ def _run(url: str, cluster, region, name: str, on_start=None) -> tuple[int, dict
     return proc.returncode, summary, err
 
 
+def _why(err: str) -> str:
+    """The job's own messages and errors from a spark-submit log (not Spark's INFO chatter)."""
+    keep = [ln for ln in err.splitlines() if "ssm_spark" in ln or "ERROR" in ln or "Error" in ln or "Traceback" in ln]
+    return "\n".join(keep[-40:]) or err[-3000:]
+
+
 def _wait_for(predicate, proc, seconds: float = 180) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and proc.poll() is None:
@@ -144,7 +150,7 @@ def test_produce_on_the_cluster_equals_local_mode(cluster, region, url):
     _, _, state = cluster
     t0 = time.perf_counter()
     rc, summary, err = _run(url, cluster, region, "on_cluster")
-    assert rc == 0, err[-4000:]
+    assert rc == 0, _why(err)
     assert summary["product_hash"] == local["product_hash"] and summary["config_hash"] == local["config_hash"]
     assert summary["produced"] == 2 and summary["pixels"] == local["pixels"] and not summary["failed_files"]
     ref, got = _outputs(root / "local"), _outputs(root / "on_cluster")
@@ -184,12 +190,12 @@ def test_a_worker_then_the_driver_killed_mid_run_and_the_resumed_output_is_ident
             events["driver"] = True
 
     rc, summary, err = _run(url, cluster, region, out.name, on_start=faults)
-    assert events == {"worker": True, "driver": True}, (events, rc, err[-3000:])
+    assert events == {"worker": True, "driver": True}, (events, rc, _why(err))
     assert rc == -signal.SIGKILL and summary is None and not (state / "worker-1.pid").exists()
     assert marker.is_file() and not (out / "parquet" / f"date={D2}" / "_SUCCESS.json").exists()
 
     rc, summary, err = _run(url, cluster, region, out.name)
-    assert rc == 0, err[-4000:]
+    assert rc == 0, _why(err)
     assert summary["product_hash"] == local["product_hash"] and not summary["failed_files"]
     assert (summary["produced"], summary["skipped"]) == (1, 1)
     ref, got = _outputs(root / "local"), _outputs(out)
