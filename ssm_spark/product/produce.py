@@ -1041,7 +1041,7 @@ def _produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, st
             "product_hash": phash, "registry": str(models.resolve()), "columns": list(PRODUCT_COLUMNS),
             "cog_bands": list(bands or []), "qc_bits": {q.name: int(q) for q in QC}}
     if clim:
-        info["climatology"] = {k: clim[1][k] for k in ("key", "folder", "digest", "settings", "window_dates")}
+        info["climatology"] = {k: clim[1][k] for k in ("key", "digest", "settings", "window_dates")}
     if targets:
         info["aggregates"] = {"grids": [t.describe() for t in targets], "columns": list(AGG_COLUMNS),
                               "cog_bands": [*(bands or []), "frac_valid"] if bands else []}
