@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+import rasterio.windows
 
 from ssm_spark.config import load_config
 from ssm_spark.physics.change_detection import CLIM_COLUMNS, climatology_frame
@@ -78,6 +79,60 @@ def _assert_equal_to_pandas(stack: pd.DataFrame, px: pd.DataFrame, cfg) -> None:
     for c in CLIM_COLUMNS:
         np.testing.assert_allclose(got[c].to_numpy(), want[c].to_numpy(), rtol=0, atol=1e-5, equal_nan=True,
                                    err_msg=c)
+
+
+def test_tile_series_of_files_across_tiles_equals_the_pixel_rows(tmp_path):
+    """Stack files that are not grid tiles (a 6 x 6 file over four 4 x 4 tiles, shifted by 2 cells),
+    values out of range, +inf, cells without acquisition and a file without incidence: each tile's
+    climatology (kernel by blocks) equals climatology_frame on the stack reader's pixel rows."""
+    from ssm_spark.grid import Grid
+    from ssm_spark.product.climatology import tile_climatology, tile_series
+    from ssm_spark.sources.stacks import StackFile, check_raster, read_file_cells
+
+    grid = Grid.ease2(1, tile_size=4)
+    r_off, c_off = 2048 + 2, 17408 + 2
+    rng = np.random.default_rng(7)
+    files = []
+    for k in range(7):
+        date = f"2024-04-{k + 1:02d}"
+        names = ["vv_db", "vh_db"] + ([] if k == 3 else ["incidence_deg"])
+        a = np.stack([rng.normal(-11, 2, (6, 6)), rng.normal(-18, 2, (6, 6)), rng.uniform(30, 46, (6, 6))])[:len(names)]
+        a[0, 0, :2] = np.nan
+        a[1, 0, :2] = np.nan  # no acquisition there
+        a[0, 5, 5], a[1, 4, 4] = 9.0, np.inf  # out of range, infinite
+        path = tmp_path / date / "f.tif"
+        path.parent.mkdir()
+        with rasterio.open(path, "w", driver="GTiff", width=6, height=6, count=len(names), dtype="float32",
+                           crs=grid.crs, transform=grid.window_transform(rasterio.windows.Window(c_off, r_off, 6, 6)),
+                           nodata=float("nan")) as dst:
+            dst.write(a.astype("f4"))
+            dst.descriptions = names
+        win, bands = check_raster(path, grid)
+        files.append(StackFile(date, str(path), *win, {**bands, "ndvi": 1}))
+    px = pd.concat([read_file_cells(f, grid) for f in files], ignore_index=True)
+    kw = {"dry_percentile": 10.0, "wet_percentile": 90.0, "min_dates": 4, "min_spread_deg": 3.0}
+    want = climatology_frame(px, ["row", "col"], **kw).set_index(["row", "col"])
+    tiles = sorted({(int(a), int(b)) for a, b in zip(px["tile_row"], px["tile_col"])})
+    assert len(tiles) == 4
+    for tr, tc in tiles:
+        tup = [(f.date, f.path, f.row_off, f.col_off, f.height, f.width,
+                {b: i for b, i in f.bands.items() if b != "ndvi"}) for f in files]
+        arrays, dates, failed = tile_series(grid, tr, tc, tup)
+        assert len(dates) == 7 and failed == []
+        w = grid.tile_window(tr, tc)
+        data = tile_climatology(arrays, (4, 4), kw, block=3)
+        np.testing.assert_array_equal(data, tile_climatology(arrays, (4, 4), kw))
+        r, c = np.meshgrid(np.arange(w.row_off, w.row_off + 4), np.arange(w.col_off, w.col_off + 4), indexing="ij")
+        got = pd.DataFrame({n: data[i].ravel() for i, n in enumerate(CLIM_COLUMNS)},
+                           index=pd.MultiIndex.from_arrays([r.ravel(), c.ravel()], names=["row", "col"]))
+        inside = got.index.isin(want.index)
+        out = got.loc[~inside]  # cells outside the file, or never acquired: no date, no statistic
+        assert (out["clim_n"] == 0).all() and np.isnan(out.drop(columns="clim_n").to_numpy()).all()
+        ref = want.reindex(got.index[inside])
+        for n in CLIM_COLUMNS:
+            np.testing.assert_allclose(got.loc[inside, n].to_numpy(), ref[n].to_numpy(), rtol=0, atol=1e-5,
+                                       equal_nan=True, err_msg=f"{n} tile {tr},{tc}")
+    assert np.isfinite(want["clim_dry_vv"]).sum() > 20
 
 
 @pytest.mark.spark

@@ -84,8 +84,9 @@ __all__ = ["ClimatologyError", "ClimatologyStack", "build_climatology", "climato
 
 #: Layout/algorithm version of the stack (enters the key).
 FORMAT = 1
-#: Cells per call of the kernel (bounds the task's memory: a few float64 arrays of cells x dates).
-BLOCK_CELLS = 16384
+#: Cells x dates per call of the kernel (bounds the task's memory: about ten float64 arrays of that
+#: size, 16 MiB each).
+BLOCK_ENTRIES = 1 << 21
 _BANDS = ("vv_db", "vh_db", "incidence_deg")
 _SUMMARY_DDL = ("tile_row int, tile_col int, cells long, cells_with_climatology long, dates int, files int, "
                 "bytes long, seconds double, failed string")
@@ -258,12 +259,13 @@ def tile_series(grid: Grid, tile_row: int, tile_col: int, files: Iterable[tuple]
 
 
 def tile_climatology(arrays: Mapping[str, np.ndarray], shape: tuple[int, int], kwargs: Mapping[str, Any],
-                     block: int = BLOCK_CELLS) -> np.ndarray:
+                     block: int | None = None) -> np.ndarray:
     """:func:`~ssm_spark.physics.change_detection.climatology` of a tile's arrays, by blocks of cells;
     ``(len(CLIM_COLUMNS), height, width)`` float32, NaN where a statistic is undefined."""
     from ssm_spark.physics.change_detection import climatology
 
-    n = arrays["theta"].shape[0]
+    n, n_dates = arrays["theta"].shape
+    block = block or max(256, BLOCK_ENTRIES // max(n_dates, 1))
     out = np.full((len(CLIM_COLUMNS), n), np.nan, dtype="f4")
     for s in range(0, n, block):
         sl = slice(s, min(n, s + block))
