@@ -14,7 +14,7 @@ from ssm_spark.config import load_config
 
 SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=16", "simulate.end=2024-05-07",
          "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3",
-         "demo.holdout_stations=0.25", "produce.quicklook_max_px=128"]
+         "demo.holdout_stations=0.25", "produce.quicklook_max_px=128", "physics.change_detection.min_dates=5"]
 
 
 @pytest.mark.spark
@@ -37,6 +37,16 @@ def test_demo_end_to_end_small(spark, tmp_path: Path):
     assert set(pairs_held["station_id"]).isdisjoint(set(oof["station_id"]))
     assert set(pairs_train["station_id"]) <= set(oof["station_id"])
     assert val["held_out"]["pooled"]["n"] > 0 and val["training"]["pooled"]["n"] > 0
+
+    # the physics chain: the station cells' climatology from their own stack dates, in the registry
+    m = pd.read_parquet(out / "matchups.parquet")
+    assert m["clim_n"].min() >= 5 and m["clim_dry_vv"].notna().all()
+    wcm = json.loads((out / "models" / "manifest.json").read_text())["physics"]["wcm"]
+    assert wcm["angle"]["mode"] == "environment" and wcm["angle"]["theta_ref"] == 40.0
+    assert "global" in wcm["cd"]["entries"]
+    cvm = json.loads((out / "models" / "cv_metrics.json").read_text())
+    assert "change_detection" in cvm["overall"]["candidates"]
+    assert oof["pred_physics"].dropna().between(0, 0.6).all()   # bounded to [0, porosity]
 
     # the product: every simulated date, every output kind
     dates = sorted(p.name for p in (out / "sim" / "stacks").iterdir() if p.is_dir())

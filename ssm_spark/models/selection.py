@@ -814,7 +814,11 @@ def _train(key: str, level: str, df_unit: pd.DataFrame, ctx: TrainingContext, na
 
     # selection: in-sample (served) and cross-fitted (reported)
     ranking = rank_candidates(preds, y, t, stations=st)
-    selected, weight, evidence = choose_model(preds, y, t, stations=st, level=level)
+    # a unit holding every row of the table (one environment) has no global model apart from its own:
+    # there the global model is one more own candidate, and the plain cross-fitted rule applies
+    sole = level != "global" and len(d) == int(ctx.summary.get("rows", -1))
+    rule_level = "global" if sole else level
+    selected, weight, evidence = choose_model(preds, y, t, stations=st, level=rule_level)
     runner_up = next((e["candidate"] for e in ranking if e["candidate"] != selected), None)
 
     def served(name: str, w: float, rows: Any = slice(None)) -> np.ndarray:
@@ -828,7 +832,7 @@ def _train(key: str, level: str, df_unit: pd.DataFrame, ctx: TrainingContext, na
     folds = _by_fold(d)
     for f, test in folds:
         if len(folds) > 1:
-            choice, w_f, _ = choose_model(preds, y, t, stations=st, mask=~test, level=level)
+            choice, w_f, _ = choose_model(preds, y, t, stations=st, mask=~test, level=rule_level)
         else:
             choice, w_f = selected, weight
         by_fold[f] = choice
