@@ -235,3 +235,21 @@ def test_folders_names_bands_and_nodata_are_read_as_meant(stack_dir, tmp_path, c
     px = read_file_cells(f, GRID, rejected=rejected).set_index(["row", "col"])
     w = GRID.tile_window(tr, tc)
     assert np.isnan(px.loc[(w.row_off, w.col_off + 1), "vv_db"]) and not rejected
+
+
+@pytest.mark.spark
+def test_a_stack_with_its_own_land_cover_needs_no_companions(spark, tmp_path):
+    tr, tc = TILES[0]
+    rng = np.random.default_rng(5)
+    dyn = np.stack([rng.uniform(lo, hi, (8, 8)) for lo, hi in [(-20, -5), (-28, -12), (30, 45), (0, 0.9)]])
+    lc = np.full((1, 8, 8), 40.0)
+    lc[0, 0, 0] = 80
+    _write(tmp_path / "stacks" / "2024-05-01" / "own.tif", np.concatenate([dyn, lc]),
+           ["vv_db", "vh_db", "incidence_deg", "ndvi", "landcover"], (tr, tc))
+    _write(tmp_path / "stacks" / "2024-05-01" / "bare.tif", dyn, ["vv_db", "vh_db", "incidence_deg", "ndvi"], TILES[1])
+    inv = discover(tmp_path / "stacks", GRID, None)
+    assert [Path(f.path).name for f in inv.files] == ["own.tif"]
+    assert [Path(q["file"]).name for q in inv.quarantine] == ["bare.tif"] and "no land-cover layer" in inv.quarantine[0]["reason"]
+    pix = read_pixels(spark, inv, GRID).toPandas().set_index(["row", "col"])
+    w = GRID.tile_window(tr, tc)
+    assert pix.loc[(w.row_off, w.col_off), "qc"] & 8 and pix.loc[(w.row_off, w.col_off + 1), "env"] == "cropland"

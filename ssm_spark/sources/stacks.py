@@ -298,9 +298,12 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
 
 
 def _check_static(f: StackFile, static_dir) -> None:
-    """A file must come with a land-cover layer, and with both static companions when a static
-    folder is in use (else its masks, environment and texture would silently be missing)."""
+    """A file must come with a land-cover layer: its own ``landcover`` band, or both static
+    companions when a static folder is in use (else its masks, environment and texture would
+    silently be missing)."""
     stem = Path(f.path).stem
+    if "landcover" in f.bands:  # the stack carries its own land cover: companions optional (absent bands recorded)
+        return
     if static_dir is None:
         if "landcover" not in f.bands:
             raise InputError(f"{f.path}: no land-cover layer: no static folder (--static, or static/ beside the "
