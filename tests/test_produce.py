@@ -151,6 +151,28 @@ def test_product_hash_follows_the_product_not_the_resources():
     assert P.product_hash(other, region, "m1") != h and P.product_hash(cfg, region, "m2") != h
 
 
+def test_output_lock_names_its_holder_and_expires(tmp_path: Path):
+    import os
+    import socket
+    import time
+
+    from ssm_spark.product import files as F
+
+    with F.OutputLock(tmp_path, "produce A"):
+        with pytest.raises(InputError, match=rf"in use by another produce A: pid {os.getpid()} on {socket.gethostname()}"):
+            F.OutputLock(tmp_path, "produce B").acquire()
+    assert not (tmp_path / F.LOCK).exists()
+    # another machine's lock: alive while refreshed, stale once its heartbeat stops
+    (tmp_path / F.LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "job": "produce", "token": "t"}))
+    with pytest.raises(InputError, match="pid 1 on elsewhere"):
+        F.OutputLock(tmp_path).acquire()
+    old = time.time() - F.STALE_AFTER_S - 5
+    os.utime(tmp_path / F.LOCK, (old, old))
+    lock = F.OutputLock(tmp_path).acquire()
+    assert json.loads((tmp_path / F.LOCK).read_text())["host"] == socket.gethostname()
+    lock.release()
+
+
 # ------------------------------------------------------------------------------------- Spark
 
 
