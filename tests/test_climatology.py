@@ -83,7 +83,8 @@ def _assert_equal_to_pandas(stack: pd.DataFrame, px: pd.DataFrame, cfg) -> None:
 
 def test_tile_series_of_files_across_tiles_equals_the_pixel_rows(tmp_path):
     """Stack files that are not grid tiles (a 6 x 6 file over four 4 x 4 tiles, shifted by 2 cells),
-    values out of range, +inf, cells without acquisition and a file without incidence: each tile's
+    values out of range, +inf, a declared numeric nodata, cells without acquisition and a file
+    without incidence: each tile's
     climatology (kernel by blocks) equals climatology_frame on the stack reader's pixel rows."""
     from ssm_spark.grid import Grid
     from ssm_spark.product.climatology import tile_climatology, tile_series
@@ -100,11 +101,14 @@ def test_tile_series_of_files_across_tiles_equals_the_pixel_rows(tmp_path):
         a[0, 0, :2] = np.nan
         a[1, 0, :2] = np.nan  # no acquisition there
         a[0, 5, 5], a[1, 4, 4] = 9.0, np.inf  # out of range, infinite
+        nodata = 0.0 if k == 5 else float("nan")
+        if k == 5:
+            a[2, 3, 3] = 0.0  # the declared nodata value: missing, though within the valid range
         path = tmp_path / date / "f.tif"
         path.parent.mkdir()
         with rasterio.open(path, "w", driver="GTiff", width=6, height=6, count=len(names), dtype="float32",
                            crs=grid.crs, transform=grid.window_transform(rasterio.windows.Window(c_off, r_off, 6, 6)),
-                           nodata=float("nan")) as dst:
+                           nodata=nodata) as dst:
             dst.write(a.astype("f4"))
             dst.descriptions = names
         win, bands = check_raster(path, grid)

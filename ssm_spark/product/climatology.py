@@ -206,12 +206,15 @@ def _tile_tags(path: Path) -> dict | None:
 # ----------------------------------------------------------------------------------- executors
 
 
-def _clean(a: np.ndarray, band: str) -> np.ndarray:
-    """Values outside the band's valid range and +-inf set missing, as the stack reader does."""
+def _clean(a: np.ndarray, band: str, nodata: float | None = None) -> np.ndarray:
+    """The declared nodata value, values outside the band's valid range and +-inf set missing, as
+    the stack reader (:func:`~ssm_spark.sources.stacks.read_file_cells`) does."""
     from ssm_spark.sources.stacks import VALID_RANGES
 
     lo, hi = VALID_RANGES.get(band, (-np.inf, np.inf))
     a = a.astype("f8")
+    if nodata is not None and np.isfinite(nodata):
+        a[a == nodata] = np.nan
     bad = np.isinf(a) | (np.isfinite(a) & ((a < lo) | (a > hi)))
     a[bad] = np.nan
     return a
@@ -244,8 +247,8 @@ def tile_series(grid: Grid, tile_row: int, tile_col: int, files: Iterable[tuple]
         win = Window(c0 - c0f, r0 - r0f, c1 - c0, r1 - r0)
         try:
             with rasterio.open(path) as src:
-                got = {b: _clean(src.read(bands[b], window=win), b) if b in bands else
-                       np.full((r1 - r0, c1 - c0), np.nan) for b in _BANDS}
+                got = {b: _clean(src.read(bands[b], window=win), b, src.nodatavals[bands[b] - 1]) if b in bands
+                       else np.full((r1 - r0, c1 - c0), np.nan) for b in _BANDS}
         except (rasterio.errors.RasterioError, OSError, ValueError) as exc:
             failed.append(read_failure(path, exc))
             continue
