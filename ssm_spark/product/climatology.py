@@ -353,9 +353,11 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
     Returns
     -------
     dict
-        ``key``, ``folder``, ``digest`` (for the product hash), ``settings``, ``window`` (as
-        configured and the dates found), tile counts (``computed``, ``reused``, ``without_files``),
-        ``tiles_with_files``, ``failed_files``, ``seconds``.
+        ``key``, ``folder``, ``digest`` (for the product hash), ``settings`` (kernel arguments and
+        the window as configured), ``window_dates`` (first and last date found) and ``dates``, tile
+        counts (``tiles``, ``computed``, ``reused``, ``without_files``, ``too_few_dates``),
+        ``tiles_with_files`` (the tiles written), ``cells_with_climatology`` (of those computed),
+        ``failed_files``, ``quarantined_files``, ``tile_seconds`` (summed over the tasks), ``seconds``.
 
     Raises
     ------
