@@ -175,7 +175,8 @@ class StackSource:
     cache_files : int, default 0
         Keep this many files' pixel tables in memory (a service answering many points of the same
         tiles and dates: a file's table is read whole at its second query, then kept, least
-        recently used out) and every date's checked file list; 0: read only the queried cell.
+        recently used out); 0: read only the queried cell. The checked files are remembered
+        either way (a file is checked once per source).
     """
 
     name = "stacks"
@@ -194,7 +195,7 @@ class StackSource:
         self.max_slope_deg = max_slope_deg
         self.cache_files = int(cache_files)
         self._dates = sorted(p.name for p in self.root.iterdir() if p.is_dir() and _DATE.match(p.name))
-        self._inv: dict[str, Any] = {}
+        self._inv: dict[str, list] = {}  # date -> the checked files found so far
         self._frames: "collections.OrderedDict[str, pd.DataFrame]" = collections.OrderedDict()
         self._hits: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -202,43 +203,45 @@ class StackSource:
     def dates(self) -> list[str]:
         return list(self._dates)
 
-    def _inventory(self, date: str, row: int, col: int):
-        """The date's checked files: all of them (cached) with a cache, else only the cell's file."""
+    def _file(self, row: int, col: int, date: str) -> "StackFile":
+        """The checked stack file of the date holding the cell: :func:`discover` (the produce check:
+        grid, bands, static companions) of the file whose window holds it, remembered per date."""
         from ssm_spark.sources.stacks import discover
 
-        day = dt.date.fromisoformat(date)
-        if self.cache_files:
-            with self._lock:
-                inv = self._inv.get(date)
-            if inv is None:
-                inv = discover(self.root, self.grid, self.static, self.aliases, start=day, end=day)
-                with self._lock:
-                    self._inv[date] = inv
-            return inv
-
-        def holds(win: tuple[int, int, int, int]) -> bool:
-            r0, c0, h, w = win
-            return r0 <= row < r0 + h and c0 <= col < c0 + w
-
-        return discover(self.root, self.grid, self.static, self.aliases, start=day, end=day, keep_window=holds)
-
-    def _file(self, row: int, col: int, date: str) -> "StackFile":
         if date not in self._dates:
             near = _nearest(self._dates, date)
             raise NoAcquisitionError(
                 f"no stacks dated {date} in {self.root} (no <{date}>/ folder); nearest dates with stacks: "
                 f"{', '.join(near) if near else 'none'}", nearest=near, date=date)
-        inv = self._inventory(date, row, col)
+
+        def holds(f) -> bool:
+            return f.row_off <= row < f.row_off + f.height and f.col_off <= col < f.col_off + f.width
+
+        with self._lock:
+            known = list(self._inv.get(date, ()))
+        for f in known:
+            if holds(f):
+                return f
+
+        def window_holds(win: tuple[int, int, int, int]) -> bool:
+            r0, c0, h, w = win
+            return r0 <= row < r0 + h and c0 <= col < c0 + w
+
+        day = dt.date.fromisoformat(date)
+        inv = discover(self.root, self.grid, self.static, self.aliases, start=day, end=day, keep_window=window_holds)
+        with self._lock:
+            mine = self._inv.setdefault(date, [])
+            mine.extend(f for f in inv.files if f not in mine)
         for f in inv.files:
-            if f.row_off <= row < f.row_off + f.height and f.col_off <= col < f.col_off + f.width:
+            if holds(f):
                 return f
         bad = [q for q in inv.quarantine if Path(q["file"]).parent.name == date]
         why = f"; {len(bad)} file(s) of that date were rejected, e.g. {bad[0]['reason']}" if bad else ""
         raise OutsideCoverageError(f"cell (row {row}, col {col}) of grid {self.grid.name} is outside the stacks "
-                                   f"of {date} in {self.root / date} ({len(inv.files)} usable file(s)){why}",
-                                   date=date)
+                                   f"of {date} in {self.root / date}{why}", date=date)
 
-    def pixel(self, row: int, col: int, date: str) -> tuple[pd.DataFrame, str]:
+    def pixel(self, row: int, col: int, date: str, keep: bool = True) -> tuple[pd.DataFrame, str]:
+        """``keep=False``: use a kept table but read no file whole (a series touches each file once)."""
         from ssm_spark.sources.stacks import read_file_cells
 
         f = self._file(row, col, date)
@@ -249,11 +252,11 @@ class StackSource:
             frame = self._frames.get(f.path)
             if frame is not None:
                 self._frames.move_to_end(f.path)
-            else:  # a file's whole table is read and kept from its second query on
+            elif keep:  # a file's whole table is read and kept from its second query on
                 self._hits[f.path] = self._hits.get(f.path, 0) + 1
                 if len(self._hits) > 64 * self.cache_files:
                     self._hits.clear()
-                once = self._hits.get(f.path, 0) < 2
+            once = not keep or self._hits.get(f.path, 0) < 2
         if frame is None and once:
             px = read_file_cells(f, self.grid, self.max_slope_deg, cells=np.array([[row, col]], dtype=np.int64))
             return px, f.path
@@ -389,6 +392,48 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _needs_climatology(cfg: "Config", registry: "Registry") -> bool:
+    """True when produce would attach a change-detection climatology to the rows (the registry has
+    a change-detection calibration and ``physics.change_detection.enabled``)."""
+    from collections.abc import Mapping
+
+    cdc = getattr(getattr(cfg, "physics", None), "change_detection", None)
+    wcm = registry.wcm_params
+    return bool(cdc is not None and cdc.enabled and isinstance(wcm, Mapping) and wcm.get("cd") is not None)
+
+
+def _find_climatology(cfg: "Config", grid: "Grid", registry: "Registry", places: Sequence[Any]):
+    """The climatology stack ``produce`` built for this configuration (``DIR/<key>/``), from the first of
+    ``places`` (a climatology folder ``DIR`` or ``DIR/<key>``) that holds it.
+
+    Raises
+    ------
+    InputError
+        None found: the models of this registry need it (naming where it was looked for).
+    """
+    from ssm_spark.product.climatology import ClimatologyStack, climatology_key
+
+    key = climatology_key(cfg, grid)
+    looked = []
+    for place in places:
+        if not place:
+            continue
+        d = Path(place)
+        for folder in (d / key, d):
+            looked.append(str(folder))
+            if folder.name == key and (folder / "climatology.json").is_file():
+                tiles = set()
+                for t in folder.glob(f"{grid.name}_*_*.tif"):
+                    parts = t.stem[len(grid.name) + 1:].split("_")
+                    if len(parts) == 2 and all(p.isdigit() for p in parts):
+                        tiles.add((int(parts[0]), int(parts[1])))
+                log.info("point: change-detection climatology %s (%d tiles)", folder, len(tiles))
+                return ClimatologyStack(str(folder), key, "", grid, frozenset(tiles))
+    raise InputError(f"registry {registry.manifest_id} uses change detection: its models need each cell's "
+                     f"climatology, built by 'ssm-spark produce' into OUTPUT/climatology/{key}/ "
+                     f"(produce.climatology_dir); give --climatology DIR (looked in: {', '.join(looked) or 'nowhere'})")
+
+
 class _Recorder:
     """The registry as :func:`predict_rows` sees it, keeping the frame :meth:`Registry.predict`
     returned (its physics features), so a point shows the features its answer used without
@@ -425,6 +470,10 @@ class PointService:
         Pixel tables of this many stack files kept in memory (:class:`StackSource`).
     ee_client : optional
         The Earth Engine client for ``source="ee"`` (tests inject a fake one).
+    climatology : path-like, optional
+        For a registry with change detection: the climatology folder ``produce`` built
+        (``OUTPUT/climatology``; default: the product's, else ``produce.climatology_dir``); its
+        ``clim_*`` columns are attached to the pixel rows exactly as in produce.
 
     Raises
     ------
@@ -433,7 +482,8 @@ class PointService:
 
     def __init__(self, cfg: "Config", models: Any, stacks: str | os.PathLike | None = None, *,
                  static: str | os.PathLike | None = None, product: str | os.PathLike | None = None,
-                 source: str | None = None, cache_files: int = 0, ee_client: Any = None) -> None:
+                 source: str | None = None, cache_files: int = 0, ee_client: Any = None,
+                 climatology: str | os.PathLike | None = None) -> None:
         from ssm_spark.models.registry import Registry, load_registry
 
         t0 = time.perf_counter()
@@ -459,6 +509,10 @@ class PointService:
         self.product = ProductSource(product, self.grid) if product is not None else None
         if self.stacks is None and self.product is None:
             raise InputError("point: give a source (--stacks PATH, --product PATH or --source ee|PATH)")
+        self.climatology = None
+        if self.stacks is not None and _needs_climatology(cfg, self.registry):
+            self.climatology = _find_climatology(cfg, self.grid, self.registry, [climatology, product and
+                                                 Path(product) / "climatology", cfg.produce.climatology_dir])
         self.load_seconds = time.perf_counter() - t0
 
     # -- information
@@ -555,6 +609,8 @@ class PointService:
                 raise NoAcquisitionError(f"no acquisition at lat {la}, lon {lo} (cell row {row}, col {col}) on {day}: "
                                          f"no backscatter there in {where}; nearest dates with one: "
                                          f"{', '.join(near) if near else 'none found'}", nearest=near, date=day)
+            if self.climatology is not None:  # as produce's read_clipped: the cell's change-detection climatology
+                px = self.climatology.attach(px)
             rec = _Recorder(self.registry)
             pr = predict_rows(px, rec).iloc[0].to_dict()  # produce's own function, on one row
             ans = self._answer(pr, la, lo, day, self.stacks.name, where, self._features(px, rec.last), t0)
@@ -622,7 +678,8 @@ class PointService:
                     pr, where = self.product.row(row, col, d)
                     points.append(self._answer(pr, la, lo, d, "product", where, None, t0))
                     continue
-                px, where = self.stacks.pixel(row, col, d)
+                px, where = (self.stacks.pixel(row, col, d, keep=False) if isinstance(self.stacks, StackSource)
+                             else self.stacks.pixel(row, col, d))
             except (NoAcquisitionError, OutsideCoverageError) as exc:
                 skipped.append({"date": d, "reason": str(exc).split(";")[0]})
                 continue
@@ -632,7 +689,10 @@ class PointService:
             batch.append((d, px, where))
         if batch:  # one predict_rows call for every date (rows are independent: the same numbers)
             rec = _Recorder(self.registry)
-            rows = predict_rows(pd.concat([b[1] for b in batch], ignore_index=True), rec)
+            allpx = pd.concat([b[1] for b in batch], ignore_index=True)
+            if self.climatology is not None:
+                allpx = self.climatology.attach(allpx)
+            rows = predict_rows(allpx, rec)
             for i, (d, px, where) in enumerate(batch):
                 points.append(self._answer(rows.iloc[i].to_dict(), la, lo, d, self.stacks.name, where,
                                            self._features(px, rec.last.iloc[[i]]), t0))
@@ -658,6 +718,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a stacks folder (<YYYY-MM-DD>/*.tif) or a product folder (from ssm-spark produce)")
     parser.add_argument("--stacks", default=None, help="feature-stack folder (same as --source PATH)")
     parser.add_argument("--static", default=None, help="static layers (default: a static/ folder beside the stacks)")
+    parser.add_argument("--climatology", default=None,
+                        help="change-detection climatology folder built by produce (OUTPUT/climatology), for "
+                             "registries that use it (default: produce.climatology_dir)")
     parser.add_argument("--json", action="store_true", help="print the full answer as JSON")
 
 
@@ -680,7 +743,8 @@ def run(args: argparse.Namespace, cfg: "Config") -> int:
     cannot be answered (the message says why)."""
     if args.source is None and args.stacks is None:
         raise PointError("point: give --source ee|PATH or --stacks PATH")
-    svc = PointService(cfg, args.models, args.stacks, static=args.static, source=args.source)
+    svc = PointService(cfg, args.models, args.stacks, static=args.static, source=args.source,
+                       climatology=args.climatology)
     if args.end:
         res = svc.series(args.lat, args.lon, args.date, args.end)
         if args.json:

@@ -195,6 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--static", default=None, help="static layers (default: a static/ folder beside --stacks)")
     parser.add_argument("--product", default=None, help="an existing product folder, answered from for its dates")
     parser.add_argument("--source", default=None, help="'ee' to sample Earth Engine instead of local stacks")
+    parser.add_argument("--climatology", default=None,
+                        help="change-detection climatology folder built by produce, for registries that use it")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
@@ -208,7 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: "Config") -> int:
     """``ssm-spark serve``: runs until interrupted."""
     svc = PointService(cfg, args.models, args.stacks, static=args.static, product=args.product, source=args.source,
-                       cache_files=args.cache_files)
+                       cache_files=args.cache_files, climatology=args.climatology)
     srv = make_server(svc, args.host, args.port, args.max_series_days)
     host, port = srv.server_address[:2]
     log.info("serving %s on http://%s:%d (/point, /series, /health); registry loaded in %.2f s", svc.registry,

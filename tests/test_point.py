@@ -15,15 +15,21 @@ import pytest
 
 from ssm_spark.config import load_config
 from ssm_spark.environments import MASK_BITS
+from ssm_spark.physics.qc import QC
 
-SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-04-19",
-         "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3"]
+# 2 x 2 tiles of 32 cells, 6 dates; change detection on (min_dates 4), so the registry has a
+# change-detection calibration and produce attaches each cell's climatology to its rows
+SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-05-01",
+         "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3",
+         "physics.change_detection.min_dates=4"]
 DATE = "2024-04-07"
+DATES = ["2024-04-01", "2024-04-07", "2024-04-13", "2024-04-19", "2024-04-25", "2024-05-01"]
 
 
 @pytest.fixture(scope="module")
 def region(spark, tmp_path_factory):
-    """Simulated 2 x 2 tiles of 32 cells, 3 dates; a registry trained on it; the product of DATE."""
+    """Simulated 2 x 2 tiles of 32 cells, 6 dates; a registry (with change detection) trained on it;
+    the product of DATE (with the region's climatology)."""
     from ssm_spark.pipeline import matchups_run, train_run
     from ssm_spark.product.produce import produce
     from ssm_spark.sources.simulate import simulate
@@ -34,7 +40,7 @@ def region(spark, tmp_path_factory):
     matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
     train_run(spark, cfg, root / "matchups.parquet", root / "models")
     summary = produce(spark, cfg, root / "models", root / "sim" / "stacks", None, DATE, DATE, root / "product")
-    assert summary["produced"] == 1
+    assert summary["produced"] == 1 and summary["climatology"]["computed"] == 4
     prod = pd.read_parquet(root / "product" / "parquet" / f"date={DATE}")
     return cfg, root, prod.sort_values(["row", "col"]).reset_index(drop=True)
 
@@ -44,7 +50,7 @@ def service(region):
     from ssm_spark.point import PointService
 
     cfg, root, _ = region
-    return PointService(cfg, root / "models", root / "sim" / "stacks")
+    return PointService(cfg, root / "models", root / "sim" / "stacks", climatology=root / "product" / "climatology")
 
 
 def _sample(prod: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -75,7 +81,9 @@ def test_point_equals_the_product_for_the_same_cell_and_date(region, service):
 
     cfg, root, prod = region
     grid = cfg.grid.build()
-    cached = PointService(cfg, service.registry, root / "sim" / "stacks", cache_files=4)
+    assert service.climatology is not None and len(service.climatology.tiles) == 4
+    cached = PointService(cfg, service.registry, root / "sim" / "stacks", cache_files=4,
+                          climatology=root / "product" / "climatology")
     from_product = PointService(cfg, service.registry, source=str(root / "product"))
     cells = _sample(prod, 60, 1)
     assert ((cells["qc"] & MASK_BITS) != 0).any() and cells["ssm"].notna().sum() >= 60
@@ -90,6 +98,12 @@ def test_point_equals_the_product_for_the_same_cell_and_date(region, service):
             bits = [b for b in ans["qc_flags"] if b.startswith("MASKED") or b in ("FROZEN", "STEEP_SLOPE")]
             assert bits and all(b in str(ei.value) for b in bits)
             assert ei.value.info["result"]["qc"] == int(row["qc"])
+    land = prod[(prod["qc"] & MASK_BITS) == 0]
+    assert ((land["qc"] & int(QC.CHANGE_DETECTION_MISSING)) == 0).mean() > 0.9  # the climatology in play
+    from ssm_spark.errors import InputError
+
+    with pytest.raises(InputError, match="uses change detection.*--climatology"):
+        PointService(cfg, service.registry, root / "sim" / "stacks", climatology=root / "nowhere")
     ans = service.point(*grid.to_lonlat(int(cells.iloc[0]["row"]), int(cells.iloc[0]["col"]))[::-1], DATE)
     assert ans["candidate"] == ans["model_id"].split("/")[2] and ans["manifest_id"] == service.registry.manifest_id
     assert {"vv_db", "ndvi", "mv_wcm", "landcover"} <= set(ans["features"]) and ans["source"] == "stacks"
@@ -131,7 +145,8 @@ def test_earth_engine_values_go_through_the_same_reader(region, service, monkeyp
         fake.cells, fake.date = list(cells), str(date)
 
     monkeypatch.setattr(S, "cells_request", cells_request)
-    ee_svc = PointService(cfg, service.registry, source="ee", ee_client=fake)
+    ee_svc = PointService(cfg, service.registry, source="ee", ee_client=fake,
+                          climatology=root / "product" / "climatology")
     for _, row in rows.iterrows():
         lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
         ans = ee_svc.point(lat, lon, DATE, strict=False)
@@ -162,8 +177,8 @@ def test_clear_errors_outside_grid_coverage_and_dates(region, service):
     for la, lo in ((float("nan"), lon), (lat, float("inf")), (95.0, lon), ("x", lon)):
         with pytest.raises(PointError):
             service.point(la, lo, DATE)
-    s = service.series(lat, lon, "2024-04-01", "2024-04-19")
-    assert [p["date"] for p in s["points"]] == ["2024-04-01", "2024-04-07", "2024-04-13", "2024-04-19"]
+    s = service.series(lat, lon, "2024-04-01", "2024-05-01")
+    assert [p["date"] for p in s["points"]] == DATES
     assert s["points"][1]["ssm"] == service.point(lat, lon, DATE, strict=False)["ssm"]
     with pytest.raises(PointError, match="at most 400"):
         service.series(lat, lon, "2000-01-01", "2024-01-01")
@@ -178,8 +193,9 @@ def test_cli_point_json_and_exit_codes(region, capsys):
     grid = cfg.grid.build()
     row = prod[prod["ssm"].notna()].iloc[3]
     lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
-    base = ["point", "--set", "grid.tile_size=32", "--models", str(root / "models"), "--source",
-            str(root / "sim" / "stacks"), "--lat", str(lat), "--lon", str(lon)]
+    base = ["point", *sum((["--set", o] for o in SMALL), []), "--models", str(root / "models"), "--climatology",
+            str(root / "product" / "climatology"), "--source", str(root / "sim" / "stacks"), "--lat", str(lat),
+            "--lon", str(lon)]
     assert main(base + ["--date", DATE, "--json"]) == 0
     _assert_same(json.loads(capsys.readouterr().out), row)
     assert main(base + ["--date", "2024-04-08"]) == 2
@@ -261,7 +277,7 @@ def test_http_service_on_loopback(region, service):
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, region, tmp_path):
+def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, region, service, tmp_path):
     """Files of the shape Earth Engine exports write (the export requests' crsTransform and region,
     noData -9999, no band names), named by ee-export --finalize: produce and point read them and give
     the product of the original stacks."""
@@ -278,7 +294,7 @@ def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, r
     offline()
     ec = cfg.earthengine.model_copy(deep=True)
     ec.export.bucket = "test-bucket"
-    items = X.plan(grid, resolve_region(None, cfg, grid).tiles, [DATE])
+    items = X.plan(grid, resolve_region(None, cfg, grid).tiles, DATES)  # every date: the climatology needs them
     state = {}
     for it in items:
         req = X.serialize(X.build_task(it, ec, grid))
@@ -287,7 +303,7 @@ def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, r
         x0, y0, x1, y1 = X.R.tile_bounds(grid, it.tile_row, it.tile_col)
         a, b, c, d, e, f = X.R.crs_transform(grid)
         transform = Affine(a, b, c, d, e, f) * Affine.translation(round((x0 - c) / a), round((y1 - f) / e))
-        src_path = root / "sim" / (f"stacks/{DATE}/" if it.kind == "dynamic" else "static/") / Path(it.file).name
+        src_path = root / "sim" / (f"stacks/{it.date}/" if it.kind == "dynamic" else "static/") / Path(it.file).name
         with rasterio.open(src_path) as src:
             assert src.transform.almost_equals(transform) and (src.width, src.height) == (round((x1 - x0) / a),) * 2
             names = list(src.descriptions)
@@ -309,7 +325,9 @@ def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, r
     again = again.reset_index(drop=True)
     pd.testing.assert_frame_equal(again[["row", "col", "ssm", "ssm_p05", "ssm_p95", "env", "model_id", "qc"]],
                                   prod[["row", "col", "ssm", "ssm_p05", "ssm_p95", "env", "model_id", "qc"]])
-    svc = PointService(cfg, root / "models", tmp_path / "stacks")
+    assert s["climatology"]["computed"] == 4
+    svc = PointService(cfg, root / "models", tmp_path / "stacks", climatology=tmp_path / "product" / "climatology")
+    assert svc.climatology is not None and svc.climatology.tiles == service.climatology.tiles
     row = prod[prod["ssm"].notna()].iloc[7]
     lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
     _assert_same(svc.point(lat, lon, DATE), row)
