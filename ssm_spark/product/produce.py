@@ -975,6 +975,11 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     """
     from ssm_spark.product.files import OutputLock, ensure_writable
 
+    # the configuration's own checks first: a refused run writes nothing
+    resolve_targets(cfg.produce.aggregate, cfg.grid.build(), cfg.produce.aggregate_min_fraction)  # ConfigError
+    d0, d1 = _parse_date(start, "start"), _parse_date(end, "end")
+    if d0 and d1 and d1 < d0:
+        raise ConfigError(f"--end {d1} is before --start {d0}")
     output = ensure_writable(Path(output).resolve())  # permission, read-only, a file in the way
     with OutputLock(output, "ssm-spark produce"):  # refused while another run writes here (names the holder)
         return _produce(spark, cfg, models, stacks, region, start, end, output, static, force=force, hook=hook)
