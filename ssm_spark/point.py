@@ -194,13 +194,23 @@ class StackSource:
         self.aliases = dict(band_aliases or {})
         self.max_slope_deg = max_slope_deg
         self.cache_files = int(cache_files)
-        self._dates = sorted(p.name for p in self.root.iterdir() if p.is_dir() and _DATE.match(p.name))
+        self._mtime = -1
+        self._dates: list[str] = []
+        self._refresh()
         self._inv: dict[str, list] = {}  # date -> the checked files found so far
         self._frames: "collections.OrderedDict[str, pd.DataFrame]" = collections.OrderedDict()
         self._hits: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def _refresh(self) -> None:
+        """Re-list the date folders when the stacks folder changed (a service sees new dates)."""
+        m = self.root.stat().st_mtime_ns
+        if m != self._mtime:
+            self._dates = sorted(p.name for p in self.root.iterdir() if p.is_dir() and _DATE.match(p.name))
+            self._mtime = m
+
     def dates(self) -> list[str]:
+        self._refresh()
         return list(self._dates)
 
     def _file(self, row: int, col: int, date: str) -> "StackFile":
@@ -208,6 +218,8 @@ class StackSource:
         grid, bands, static companions) of the file whose window holds it, remembered per date."""
         from ssm_spark.sources.stacks import discover
 
+        if date not in self._dates:
+            self._refresh()
         if date not in self._dates:
             near = _nearest(self._dates, date)
             raise NoAcquisitionError(
@@ -290,6 +302,8 @@ class ProductSource:
     def row(self, row: int, col: int, date: str) -> tuple[dict, str]:
         import pyarrow.dataset as pads
 
+        if date not in self._dates and (self.root / f"date={date}" / "_SUCCESS.json").is_file():
+            self._dates = sorted({*self._dates, date})  # committed since the service started
         if date not in self._dates:
             near = _nearest(self._dates, date)
             raise NoAcquisitionError(f"no complete product dated {date} in {self.root}; nearest product dates: "

@@ -331,3 +331,25 @@ def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, r
     row = prod[prod["ssm"].notna()].iloc[7]
     lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
     _assert_same(svc.point(lat, lon, DATE), row)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_running_service_sees_new_dates(region, service, tmp_path):
+    import shutil
+
+    from ssm_spark.point import NoAcquisitionError, PointService
+
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+    stacks = tmp_path / "stacks"
+    shutil.copytree(root / "sim" / "stacks" / DATES[0], stacks / DATES[0])
+    shutil.copytree(root / "sim" / "static", tmp_path / "static")
+    svc = PointService(cfg, service.registry, stacks, cache_files=2, climatology=root / "product" / "climatology")
+    row = prod[prod["ssm"].notna()].iloc[5]
+    lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+    with pytest.raises(NoAcquisitionError, match=f"nearest dates with stacks: {DATES[0]}"):
+        svc.point(lat, lon, DATE)
+    shutil.copytree(root / "sim" / "stacks" / DATE, stacks / DATE)  # a new date arrives
+    _assert_same(svc.point(lat, lon, DATE), row)
+    assert svc.health()["dates"] == 2
