@@ -214,3 +214,18 @@ def test_values_that_contradict_their_unit_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"\(for clay_pct\): every value is at most 1 % .*texture_unit=fraction"):
         import_table(_csv(tmp_path, text.replace(",20\n", ",0.2\n").replace(",25\n", ",0.25\n").replace(",30\n", ",0.3\n")),
                      TableConfig(columns=cols, ssm_unit="percent"))
+
+
+def test_ragged_lines_are_refused_and_local_midnights_stay_dates(tmp_path):
+    cfg = TableConfig(columns=MAP)
+    with pytest.raises(InputError, match=r"line 3 has 7 fields, the header 6 \(separator ','"):
+        import_table(_csv(tmp_path, "site,day,x,y,VV,SM\na,2024-05-01,2,44,-9,0.2\nb,2024-05-01,2,44,-9,0,2\n"), cfg)
+    day = pd.to_datetime(["2024-05-01", "2024-05-02"]).tz_localize("Europe/Warsaw")  # dates stored as local midnight
+    p = tmp_path / "t.parquet"
+    pd.DataFrame({"site": ["a", "b"], "day": day, "x": [2.0] * 2, "y": [44.0] * 2, "VV": [-9.0] * 2, "SM": [0.2] * 2}).to_parquet(p)
+    assert [str(d) for d in import_table(p, cfg)[0]["date"]] == ["2024-05-01", "2024-05-02"]
+    out, _ = import_table(_csv(tmp_path, _table(["2024-05-01T00:00:00+02:00", "2024-05-02T00:00+02:00"])), cfg)
+    assert [str(d) for d in out["date"]] == ["2024-05-01", "2024-05-02"]
+    pd.DataFrame({"site": ["a"], "day": pd.to_datetime(["2024-05-01T01:30"]).tz_localize("Europe/Warsaw"), "x": [2.0],
+                  "y": [44.0], "VV": [-9.0], "SM": [0.2]}).to_parquet(p)
+    assert [str(d) for d in import_table(p, cfg)[0]["date"]] == ["2024-04-30"]  # a time: its UTC date

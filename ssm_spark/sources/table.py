@@ -108,12 +108,19 @@ def _read_csv(path: Path, cfg: TableConfig) -> tuple[list[str], pd.DataFrame, di
     except StopIteration:
         raise InputError(f"{path}: the file is empty (no header, no rows)") from None
     header = [h.strip() for h in header]
+    rows = []
     try:
-        raw = pd.read_csv(io.StringIO(text), sep=delim, header=None, skiprows=1, names=list(range(len(header))),
-                          dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=True,
-                          index_col=False)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise InputIOError(f"{path}: cannot read as a {delim!r}-separated CSV ({exc})") from exc
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if len(row) != len(header):
+                raise InputError(f"{path}: line {reader.line_num} has {len(row)} fields, the header {len(header)} "
+                                 f"(separator {delim!r}; an unquoted separator inside a value, or a cut line?)")
+            rows.append(row)
+    except csv.Error as exc:
+        raise InputIOError(f"{path}: cannot read as a {delim!r}-separated CSV (line {reader.line_num}: {exc})") from exc
+    raw = pd.DataFrame(rows, columns=list(range(len(header))), dtype=object) if rows else \
+        pd.DataFrame({i: pd.Series([], dtype=object) for i in range(len(header))})
     return header, raw, info
 
 
@@ -206,7 +213,9 @@ def parse_dates(values: pd.Series, fmt: str | None, where: str) -> tuple[np.ndar
     """
     n = len(values)
     if pd.api.types.is_datetime64_any_dtype(values):
-        v = values.dt.tz_convert("UTC") if getattr(values.dt, "tz", None) is not None else values
+        v = values
+        if getattr(values.dt, "tz", None) is not None and not _all_midnight(values):
+            v = values.dt.tz_convert("UTC")  # times: the UTC date (the matchup contract); local midnights are dates
         d = v.dt.date.to_numpy(dtype=object)
         return np.where(pd.isna(v).to_numpy(), None, d), np.zeros(n, bool), "datetime values"
     if values.dtype == object and len(values) and values.map(lambda x: isinstance(x, dt.date)).all():
@@ -246,6 +255,10 @@ def parse_dates(values: pd.Series, fmt: str | None, where: str) -> tuple[np.ndar
     k = kinds[0]
     sel = kind == k
     if k == "iso":
+        times = s[sel].str.slice(11)
+        if times.str.fullmatch(r"(00:00(:00(\.0+)?)?)?\s*(Z|[+-]\d\d:?\d\d)?").all():  # dates, maybe at midnight
+            parsed = pd.to_datetime(s.where(sel).str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+            return _finish_dates(parsed, present, values, where, "ISO 8601")
         parsed = pd.to_datetime(s.where(sel), format="ISO8601", errors="coerce", utc=True)
         return _finish_dates(parsed, present, values, where, "ISO 8601 (UTC)")
     if k == "ymd8":
@@ -276,6 +289,11 @@ def parse_dates(values: pd.Series, fmt: str | None, where: str) -> tuple[np.ndar
     return _finish_dates(parsed, present, values, where,
                          f"{f} (inferred: {values.iloc[first]!r} in data row {first + 1} has a "
                          f"{'day' if day_first else 'day in second place'} above 12)")
+
+
+def _all_midnight(v: pd.Series) -> bool:
+    ok = v.dropna()
+    return bool(len(ok)) and bool(((ok.dt.hour == 0) & (ok.dt.minute == 0) & (ok.dt.second == 0)).all())
 
 
 def _finish_dates(parsed: pd.Series, present: np.ndarray, values: pd.Series, where: str, how: str):
