@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,11 +83,15 @@ def region(spark, cluster, tmp_path_factory):
     from ssm_spark.sources.simulate import simulate
 
     root = tmp_path_factory.mktemp("cluster_region")
-    cfg = load_config(overrides=SMALL)
+    # a copy of the defaults, read by every run: the same config hash in every output even if
+    # conf/default.yaml changes while the module runs
+    shutil.copy(ROOT / "conf" / "default.yaml", root / "default.yaml")
+    cfg = load_config([root / "default.yaml"], SMALL)
     simulate(cfg, root / "sim")
     matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
     train_run(spark, cfg, root / "matchups.parquet", root / "models")
-    args = ["--models", str(root / "models"), "--stacks", str(root / "sim" / "stacks"), "--start", D1, "--end", D2]
+    args = ["--config", str(root / "default.yaml"), "--models", str(root / "models"),
+            "--stacks", str(root / "sim" / "stacks"), "--start", D1, "--end", D2]
     import contextlib
     import io
 
@@ -123,10 +128,12 @@ def _run(url: str, cluster, region, name: str, on_start=None) -> tuple[int, dict
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
     out, err = (root / f"{name}.out").read_text(), (root / f"{name}.err").read_text()
-    try:
-        summary = json.loads(out)
+    try:  # the run's summary: the JSON object printed last
+        summary = json.loads(out[out.index("{\n"):]) if "{\n" in out else None
     except ValueError:
         summary = None
+    if proc.returncode == 0 and summary is None:
+        raise AssertionError(f"no JSON summary on stdout: {out[:2000]!r}\n{_why(err)}")
     return proc.returncode, summary, err
 
 
