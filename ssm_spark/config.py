@@ -399,6 +399,8 @@ class ChangeDetectionConfig(_Strict):
                            "(QC CHANGE_DETECTION_MISSING)")
     min_spread_deg: float = Field(3.0, ge=0, description="a cell's own angle slope is fitted where its angles "
                                   "span at least this (multi-orbit); elsewhere the default slope")
+    table_group: str = Field("station_id", description="user tables: the rows sharing one climatology (a "
+                             "station's own rows; or e.g. group_id for a field sampled at a few points per date)")
 
 
 class PhysicsConfig(_Strict):

@@ -162,16 +162,21 @@ def _table_climatology(df, cfg: Config):
     """Each station's change-detection climatology from its own rows of backscatter (never its
     in-situ values), joined to its rows; stations with fewer than ``min_dates`` dates get NaN (and
     the CHANGE_DETECTION_MISSING bit when features are computed)."""
+    from ssm_spark.errors import InputError
     from ssm_spark.physics.change_detection import climatology_frame
     from ssm_spark.transforms import cd_kwargs, cd_window
 
     cdc = cfg.physics.change_detection
-    clim = climatology_frame(df, ["station_id"], window=cd_window(cdc),
+    key = cdc.table_group
+    if key not in df.columns:
+        raise InputError(f"physics.change_detection.table_group {key!r} is not a column of the table "
+                         f"(columns: {list(df.columns)})")
+    clim = climatology_frame(df, [key], window=cd_window(cdc),
                              nominal_incidence_deg=cfg.table.nominal_incidence_deg, **cd_kwargs(cdc))
-    out = df.merge(clim, on="station_id", how="left", validate="many_to_one")
-    usable = clim["clim_n"].ge(cdc.min_dates) if "clim_n" in clim.columns else clim["station_id"].map(lambda _: False)
-    report = {"stations": int(len(clim)), "stations_with_climatology": int(usable.sum()),
-              "stations_too_few_dates": sorted(map(str, clim.loc[~usable, "station_id"]))[:50],
+    out = df.merge(clim, on=key, how="left", validate="many_to_one")
+    usable = clim["clim_n"].ge(cdc.min_dates) if "clim_n" in clim.columns else clim[key].map(lambda _: False)
+    report = {"grouped_by": key, "groups": int(len(clim)), "groups_with_climatology": int(usable.sum()),
+              "groups_too_few_dates": sorted(map(str, clim.loc[~usable, key]))[:50],
               "min_dates": cdc.min_dates, "window": [str(x) if x else None for x in (cd_window(cdc) or (None, None))]}
     return out, report
 

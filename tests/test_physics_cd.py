@@ -165,3 +165,31 @@ def test_chain_without_settings_is_the_old_physics():
     for c in ("mv_wcm", "sigma0_soil_vv_db", "qc"):
         np.testing.assert_array_equal(old[c].to_numpy(), new[c].to_numpy())
     assert "mv_physics" not in new.columns and "rw_vv" not in new.columns
+
+
+def test_user_table_gets_each_stations_climatology_and_the_radar_vegetation_index(tmp_path):
+    from ssm_spark.config import load_config
+    from ssm_spark.pipeline import table_matchups_run
+
+    rng = np.random.default_rng(8)
+    rows = []
+    for s, n_dates in (("A", 12), ("B", 12), ("C", 4)):
+        for k in range(n_dates):
+            rows.append({"sid": s, "day": f"2024-05-{k + 1:02d}", "lat": 50.0, "lon": 18.0 + (s == "B"),
+                         "VV": -12 + rng.normal(), "VH": -19 + rng.normal(), "inc": 35 + 5 * (k % 2), "sm": 0.2})
+    csv = tmp_path / "t.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    cfg = load_config(overrides=["table.columns={station_id: sid, date: day, lat: lat, lon: lon, vv_db: VV, "
+                                 "vh_db: VH, incidence_deg: inc, ssm: sm}", "table.default_env=cropland"])
+    out = tmp_path / "m.parquet"
+    summary = table_matchups_run(cfg, csv, out)
+    m = pd.read_parquet(out)
+    cd = summary["table"]["change_detection"]
+    assert cd["groups"] == 3 and cd["groups_with_climatology"] == 2 and cd["groups_too_few_dates"] == ["C"]
+    assert m.loc[m.station_id == "A", "clim_n"].eq(12).all() and m.loc[m.station_id == "C", "clim_dry_vv"].isna().all()
+    a = m[m.station_id == "A"]
+    expect = climatology_frame(pd.DataFrame(rows).rename(columns={"sid": "station_id", "day": "date", "VV": "vv_db",
+                                                                   "VH": "vh_db", "inc": "incidence_deg"})
+                               .query("station_id == 'A'"), ["station_id"])
+    assert a["clim_wet_vv"].iloc[0] == pytest.approx(expect["clim_wet_vv"].iloc[0], abs=1e-9)
+    assert "rvi" in summary["table"]["vegetation_descriptor"] and m["rvi"].between(0, 4).all()

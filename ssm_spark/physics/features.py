@@ -324,7 +324,7 @@ def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str =
         theta = None
     angle = st["angle"] or {}
     mode = angle.get("mode", "none")
-    veg = vegetation_column(base, st["vegetation"]) if st["vegetation"] else "ndvi"
+    veg = st["vegetation"] if st["vegetation"] in ("ndvi", "rvi") else vegetation_column(base, st["vegetation"])
     if veg == "rvi" and {"vv_db", "vh_db"} <= set(base.columns):
         base["rvi"] = radar_vegetation_index(base["vv_db"].to_numpy(float), base["vh_db"].to_numpy(float))
     kw: dict[str, Any] = {"env_col": env_col, "veg_col": veg, "nominal_incidence_deg": nominal_incidence_deg}
