@@ -194,6 +194,8 @@ def read_tile(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
 def _tile_tags(path: Path) -> dict | None:
     import rasterio
 
+    if not path.is_file():
+        return None
     try:
         with rasterio.open(path) as src:
             if tuple(src.descriptions) != CLIM_COLUMNS:
