@@ -132,6 +132,9 @@ def test_s1_request_collection_filters_dates_and_grid(cfg):
     rr = [a for n, a in _calls(g) if n == "Image.reduceResolution"]
     assert rr and all(a["maxPixels"]["constantValue"] == ec.reduce_max_pixels for a in rr)
     assert "Reducer.mean" in _names(g)
+    # the composite gets a fixed projection at the native 10 m first, so the cell is a mean, not a sample
+    sdp = [a for n, a in _calls(g) if n == "Image.setDefaultProjection"]
+    assert sdp and all(a["scale"]["constantValue"] == 10.0 for a in sdp)
     # averaged in linear power: 10^(dB/10) then 10 log10; border noise and edge angles masked
     assert {"Image.pow", "Image.log10", "Image.updateMask"} <= set(_names(g))
     assert -30.0 in consts and 30.0 in consts and 46.0 in consts
@@ -159,6 +162,8 @@ def test_dynamic_static_classes_stacks_have_our_bands_and_sources(cfg):
     assert ec.ndvi.s2_scl_masked in c and ["B8", "B4"] in c and "ImageCollection.qualityMosaic" in _names(dyn)
     # MODIS LST scale factor, CHIRPS antecedent sum of 5 days ending on the date
     assert 0.02 in c and {"reduce.sum", "reduce.mean"} <= set(_names(dyn))
+    scales = {a["scale"]["constantValue"] for n, a in _calls(dyn) if n == "Image.setDefaultProjection"}
+    assert scales == {10.0, 1000.0, 5566.0}  # S1 and S2, MODIS LST, CHIRPS
     ranges = {(a["start"]["constantValue"], a["end"]["constantValue"]) for n, a in _calls(dyn) if n == "DateRange"}
     assert ("2024-04-27", "2024-05-02") in ranges  # precip: 04-27 .. 05-01 inclusive
     assert ("2024-04-30", "2024-05-03") in ranges  # LST +- 1 day
@@ -173,6 +178,7 @@ def test_dynamic_static_classes_stacks_have_our_bands_and_sources(cfg):
     cl = _graph(R.classes_stack(ec, grid))
     assert list(CLASS_BANDS) in _constants(cl) and "Image.toUint8" in _names(cl) and "Reducer.mode" in _names(cl)
     assert "ESA/WorldCover/v200" in _constants(cl)
+    assert [a["scale"]["constantValue"] for n, a in _calls(cl) if n == "Image.setDefaultProjection"] == [10.0]
     # other sources from config
     ec2 = ec.model_copy(deep=True)
     ec2.ndvi.source, ec2.precip.source = "modis", "era5_land"

@@ -83,11 +83,17 @@ def tile_region(grid: "Grid", tile_row: int, tile_col: int):
     return ee.Geometry.Rectangle(tile_bounds(grid, tile_row, tile_col), proj=grid_crs(grid), geodesic=False)
 
 
-def on_grid(image, grid: "Grid", cfg: "EarthEngineConfig", *, reducer: str = "mean"):
+def on_grid(image, grid: "Grid", cfg: "EarthEngineConfig", *, reducer: str = "mean", native_m: float | None = None):
     """``image`` resampled onto the grid: ``reduceResolution`` (``mean``, or ``mode`` for classes) at
-    most ``cfg.reduce_max_pixels`` inputs per cell, then ``reproject(crs, crsTransform)``."""
+    most ``cfg.reduce_max_pixels`` inputs per cell, then ``reproject(crs, crsTransform)``.
+
+    A composite of a collection has no fixed projection (Earth Engine would sample it at the output
+    cell instead of averaging): ``native_m`` gives it one first, the grid's CRS at the input's own
+    pixel size, so ``reduceResolution`` averages the native pixels under each cell."""
     ee = _ee()
     red = ee.Reducer.mode() if reducer == "mode" else ee.Reducer.mean()
+    if native_m is not None:
+        image = image.setDefaultProjection(crs=grid_crs(grid), scale=float(native_m))
     return (image.reduceResolution(reducer=red, maxPixels=cfg.reduce_max_pixels)
             .reproject(crs=grid_crs(grid), crsTransform=crs_transform(grid)))
 
@@ -159,8 +165,8 @@ def s1(cfg: "EarthEngineConfig", date: Any, grid: "Grid", region=None):
     w = s.temporal_days if s.speckle == "temporal_mean" else s.window_days
     col = s1_collection(cfg, d - dt.timedelta(days=w), d + dt.timedelta(days=w + 1), region).map(_s1_clean(cfg))
     mean = col.mean()
-    lin = on_grid(mean.select(["VV", "VH"]), grid, cfg)
-    angle = on_grid(mean.select(["angle"]), grid, cfg)
+    lin = on_grid(mean.select(["VV", "VH"]), grid, cfg, native_m=s.resolution_m)
+    angle = on_grid(mean.select(["angle"]), grid, cfg, native_m=s.resolution_m)
     db = lin.log10().multiply(10)
     return db.rename(["vv_db", "vh_db"]).addBands(angle.rename(["incidence_deg"]))
 
@@ -179,7 +185,7 @@ def ndvi(cfg: "EarthEngineConfig", date: Any, grid: "Grid", region=None):
     t0 = ee.Date(_iso(d))
     start, end = d - dt.timedelta(days=n.window_days), d + dt.timedelta(days=n.window_days + 1)
     if n.source == "modis":
-        return on_grid(layer_image(n.modis, start, end), grid, cfg).rename(["ndvi"])
+        return on_grid(layer_image(n.modis, start, end), grid, cfg, native_m=n.modis.native_m).rename(["ndvi"])
     col = (ee.ImageCollection(n.s2_collection).filterDate(_iso(start), _iso(end))
            .filter(ee.Filter.lte("CLOUDY_PIXEL_PERCENTAGE", n.s2_max_cloud_pct)))
     if region is not None:
@@ -203,7 +209,7 @@ def ndvi(cfg: "EarthEngineConfig", date: Any, grid: "Grid", region=None):
     wa = tb.divide(tb.add(ta).max(1e-6))  # weight of the after-observation
     interp = b.select("ndvi").multiply(ee.Image(1).subtract(wa)).add(a.select("ndvi").multiply(wa))
     v = interp.unmask(b.select("ndvi")).unmask(a.select("ndvi"))
-    return on_grid(v.rename(["ndvi"]), grid, cfg)
+    return on_grid(v.rename(["ndvi"]), grid, cfg, native_m=n.s2_native_m)
 
 
 def lst(cfg: "EarthEngineConfig", date: Any, grid: "Grid"):
@@ -211,7 +217,7 @@ def lst(cfg: "EarthEngineConfig", date: Any, grid: "Grid"):
     d = _day(date)
     w = cfg.lst.window_days
     img = layer_image(cfg.lst.layer, d - dt.timedelta(days=w), d + dt.timedelta(days=w + 1))
-    return on_grid(img, grid, cfg).rename(["lst_k"])
+    return on_grid(img, grid, cfg, native_m=cfg.lst.layer.native_m).rename(["lst_k"])
 
 
 def precip(cfg: "EarthEngineConfig", date: Any, grid: "Grid"):
@@ -221,7 +227,7 @@ def precip(cfg: "EarthEngineConfig", date: Any, grid: "Grid"):
     d = _day(date)
     layer = {"chirps": p.chirps, "gpm": p.gpm, "era5_land": p.era5_land}[p.source]
     img = layer_image(layer, d - dt.timedelta(days=p.window_days - 1), d + dt.timedelta(days=1), reducer="sum")
-    return on_grid(img, grid, cfg).rename(["precip_mm"])
+    return on_grid(img, grid, cfg, native_m=layer.native_m).rename(["precip_mm"])
 
 
 def dynamic_stack(cfg: "EarthEngineConfig", date: Any, grid: "Grid", region=None):
@@ -264,14 +270,16 @@ def static_stack(cfg: "EarthEngineConfig", grid: "Grid"):
 
 def landcover(cfg: "EarthEngineConfig", grid: "Grid"):
     """``landcover``: ESA WorldCover codes, the most frequent 10 m class of each cell."""
-    img = layer_image(cfg.static.landcover, reducer="mosaic")
-    return on_grid(img, grid, cfg, reducer="mode").rename(["landcover"])
+    lc = cfg.static.landcover
+    img = layer_image(lc, reducer="mosaic")
+    return on_grid(img, grid, cfg, reducer="mode", native_m=None if lc.image else lc.native_m).rename(["landcover"])
 
 
 def climate(cfg: "EarthEngineConfig", grid: "Grid"):
     """``climate``: Koppen-Geiger class 1-30, the most frequent class of each cell."""
-    img = layer_image(cfg.static.climate, reducer="mosaic")
-    return on_grid(img, grid, cfg, reducer="mode").rename(["climate"])
+    cl = cfg.static.climate
+    img = layer_image(cl, reducer="mosaic")
+    return on_grid(img, grid, cfg, reducer="mode", native_m=None if cl.image else cl.native_m).rename(["climate"])
 
 
 def classes_stack(cfg: "EarthEngineConfig", grid: "Grid"):

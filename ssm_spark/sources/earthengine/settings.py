@@ -27,6 +27,9 @@ class Layer(_Strict):
     scale: float = 1.0
     offset: float = 0.0
     image: bool = False
+    native_m: Optional[float] = Field(None, gt=0, description="pixel size (m) of the asset: a composite of a "
+                                      "collection (which has no fixed projection) is given it in the grid's CRS "
+                                      "before reduceResolution averages it into grid cells")
 
 
 class S1Settings(_Strict):
@@ -63,13 +66,14 @@ class NdviSettings(_Strict):
                                      "saturated, cloud shadow, cloud (medium, high), cirrus, snow")
     s2_max_cloud_pct: float = Field(80.0, ge=0, le=100, description="scenes with CLOUDY_PIXEL_PERCENTAGE above "
                                     "this are skipped")
-    modis: Layer = Layer(collection="MODIS/061/MOD13Q1", band="NDVI", scale=0.0001)
+    modis: Layer = Layer(collection="MODIS/061/MOD13Q1", band="NDVI", scale=0.0001, native_m=250.0)
+    s2_native_m: float = Field(10.0, gt=0, description="pixel size of the NDVI bands (m)")
     window_days: int = Field(16, ge=1, description="clear observations within this many days before and after "
                              "the date are linearly interpolated to it (the nearest one alone on one side)")
 
 
 class LstSettings(_Strict):
-    layer: Layer = Layer(collection="MODIS/061/MOD11A1", band="LST_Day_1km", scale=0.02)
+    layer: Layer = Layer(collection="MODIS/061/MOD11A1", band="LST_Day_1km", scale=0.02, native_m=1000.0)
     window_days: int = Field(1, ge=0, description="mean of the daily values within +- this many days")
 
 
@@ -77,11 +81,11 @@ class PrecipSettings(_Strict):
     """Antecedent precipitation: the sum over the ``window_days`` days ending on the date (mm)."""
 
     source: Literal["chirps", "gpm", "era5_land"] = "chirps"
-    chirps: Layer = Layer(collection="UCSB-CHG/CHIRPS/DAILY", band="precipitation")
-    gpm: Layer = Field(Layer(collection="NASA/GPM_L3/IMERG_V07", band="precipitation", scale=0.5),
+    chirps: Layer = Layer(collection="UCSB-CHG/CHIRPS/DAILY", band="precipitation", native_m=5566.0)
+    gpm: Layer = Field(Layer(collection="NASA/GPM_L3/IMERG_V07", band="precipitation", scale=0.5, native_m=11132.0),
                        description="mm/h per half hour: x 0.5 gives mm")
     era5_land: Layer = Field(Layer(collection="ECMWF/ERA5_LAND/DAILY_AGGR", band="total_precipitation_sum",
-                                   scale=1000.0), description="m per day: x 1000 gives mm")
+                                   scale=1000.0, native_m=11132.0), description="m per day: x 1000 gives mm")
     window_days: int = Field(5, ge=1, description="days summed, the date included (simulate.precip_window_days "
                              "for the demo)")
 
@@ -95,7 +99,7 @@ class StaticSettings(_Strict):
                                       scale=0.01, image=True), description="SoilGrids cg/cm3: x 0.01 gives g/cm3")
     dem: Layer = Field(Layer(collection="COPERNICUS/DEM/GLO30", band="DEM"),
                        description="elevation (m); slope_deg is ee.Terrain.slope of it at its native resolution")
-    landcover: Layer = Layer(collection="ESA/WorldCover/v200", band="Map")
+    landcover: Layer = Layer(collection="ESA/WorldCover/v200", band="Map", native_m=10.0)
     climate: Layer = Field(Layer(collection="projects/sat-io/open-datasets/KG_CLIMATE/KG_1991_2020", band="b1",
                                  image=True), description="Koppen-Geiger classes 1-30 (Beck et al. legend); a "
                            "community asset: check the id for your project")
