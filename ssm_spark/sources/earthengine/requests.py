@@ -150,7 +150,7 @@ def _s1_clean(cfg: "EarthEngineConfig"):
         lin = ee.Image(10).pow(db.divide(10))
         if s.speckle == "focal_median":
             lin = lin.focalMedian(radius=s.speckle_radius_m, kernelType="circle", units="meters")
-        return lin.addBands(angle).updateMask(ok).copyProperties(img, ["system:time_start"])
+        return ee.Image(lin.addBands(angle).updateMask(ok).copyProperties(img, ["system:time_start"]))
 
     return clean
 
@@ -199,10 +199,10 @@ def ndvi(cfg: "EarthEngineConfig", date: Any, grid: "Grid", region=None):
         days = ee.Date(img.get("system:time_start")).difference(t0, "day")
         return v.addBands(ee.Image.constant(days).float().rename("dt")).updateMask(ok)
 
-    obs = col.map(clear_ndvi)
-    # latest before (largest dt <= 0) and earliest after (smallest dt >= 0, via -dt as quality)
-    before = obs.filter(ee.Filter.lte("system:time_start", t0.millis()))
-    after = obs.filter(ee.Filter.gte("system:time_start", t0.millis()))
+    # latest before (largest dt <= 0) and earliest after (smallest dt >= 0, via -dt as quality); the
+    # scenes are split by date before the NDVI (normalizedDifference keeps no properties)
+    before = col.filter(ee.Filter.lte("system:time_start", t0.millis())).map(clear_ndvi)
+    after = col.filter(ee.Filter.gte("system:time_start", t0.millis())).map(clear_ndvi)
     b = before.qualityMosaic("dt")
     a = after.map(lambda i: i.addBands(i.select("dt").multiply(-1).rename("q"))).qualityMosaic("q")
     tb, ta = b.select("dt").abs(), a.select("dt").abs()
