@@ -112,9 +112,10 @@ case "${1:-}" in
     # shellcheck disable=SC2086
     kill -KILL "$pid" $kids; say "killed worker ${2:-1} (pid $pid; executors: ${kids:-none})"; rm -f "$f" ;;
   stop)
+    ls "$DIR"/*.pid >/dev/null 2>&1 || { say "nothing started from $DIR (CLUSTER_DIR)"; exit 0; }
     for f in "$DIR"/worker-*.pid; do [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"; done
     stop_pid master
-    say "stopped" ;;
+    say "stopped (state in $DIR)" ;;
   status)
     master_json || { say "no master at http://$HOST:$WEBUI"; exit 1; } ;;
   url)
