@@ -3,7 +3,8 @@
 The answer goes through exactly the code of ``ssm-spark produce`` on a one-pixel input:
 
     source -> pixel row of the cell (:func:`ssm_spark.sources.stacks.read_file_cells`, the reader of
-    produce's tasks: value ranges, environment, mask bits) -> product row
+    produce's tasks: value ranges, environment, mask bits) -> with a change-detection registry, the
+    cell's climatology (:meth:`ClimatologyStack.attach`, as produce's ``read_clipped``) -> product row
     (:func:`ssm_spark.product.produce.predict_rows`: :meth:`Registry.predict` with the registry's
     WCM parameters and the model selected for the environment, QC bits)
 
