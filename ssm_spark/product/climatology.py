@@ -161,10 +161,13 @@ class ClimatologyStack:
         if n:
             trs, tcs = px["tile_row"].to_numpy(np.int64), px["tile_col"].to_numpy(np.int64)
             rows, cols = px["row"].to_numpy(np.int64), px["col"].to_numpy(np.int64)
-            for tr, tc in {(int(a), int(b)) for a, b in zip(*np.unique(np.stack([trs, tcs]), axis=1))}:
+            code = trs * (1 << 20) + tcs
+            uniq = [code[0]] if (code == code[0]).all() else np.unique(code)  # a stack file is mostly one tile
+            for k in uniq:
+                tr, tc = int(k) >> 20, int(k) & ((1 << 20) - 1)
                 if (tr, tc) not in self.tiles:
                     continue
-                idx = np.flatnonzero((trs == tr) & (tcs == tc))
+                idx = np.arange(n) if len(uniq) == 1 else np.flatnonzero(code == k)
                 data, names = read_tile(self.path(tr, tc))
                 w = self.grid.tile_window(tr, tc)
                 r, c = rows[idx] - int(w.row_off), cols[idx] - int(w.col_off)
