@@ -24,8 +24,8 @@ from ssm_spark.transforms import cd_kwargs, cd_window
 
 # 2 x 2 tiles of 32 cells, 6 dates (2024-04-01 .. 2024-05-01 every 6 days)
 SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-05-01",
-         "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3",
-         "physics.change_detection.min_dates=4"]
+         "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=2",
+         "train.candidates=[change_detection, xgb_coupled, global]", "physics.change_detection.min_dates=4"]
 WINDOW = ["physics.change_detection.window_end=2024-04-25"]  # 5 dates; 2024-05-01 lies outside
 LAST = "2024-05-01"
 
