@@ -76,7 +76,9 @@ The product hash covers what decides the product's bytes: the package version, t
 ``ingest`` and ``produce`` sections (except ``nthread``, ``tile_grouping``, ``dates_in_flight`` and
 ``regions``; the
 ``aggregate*`` keys only when aggregation is on, so products made without it keep their hash) and
-the resolved region. The full configuration hash is recorded beside it but does not force a recompute
+the resolved region, and with change detection the digest of the climatology stack the rows get
+(:mod:`ssm_spark.product.climatology`: built or reused under ``produce.climatology_dir``, default
+``OUTPUT/climatology/``, before the first date; a changed climatology recomputes every date). The full configuration hash is recorded beside it but does not force a recompute
 (changing ``spark.master`` does not change the product).
 
 Region clipping: the region's tiles come from :meth:`Grid.tiles_for_geometry` on the driver; on the
