@@ -44,8 +44,8 @@ def test_demo_end_to_end_small(spark, tmp_path: Path):
     wcm = json.loads((out / "models" / "manifest.json").read_text())["physics"]["wcm"]
     assert wcm["angle"]["mode"] == "environment" and wcm["angle"]["theta_ref"] == 40.0
     assert "global" in wcm["cd"]["entries"]
-    cvm = json.loads((out / "models" / "cv_metrics.json").read_text())
-    assert "change_detection" in cvm["overall"]["candidates"]
+    feats = json.loads((out / "models" / "manifest.json").read_text())["features"]["candidates"]["global"]
+    assert {"vv_ref_db", "rw_vv", "anom_vv_db", "mv_cd"} <= set(feats)   # the coupled physics reaches the trees
     assert oof["pred_physics"].dropna().between(0, 0.6).all()   # bounded to [0, porosity]
 
     # the product: every simulated date, every output kind

@@ -291,7 +291,8 @@ def test_cv_metrics_json_has_the_contract_keys(saved):
     assert set(cv) == {"overall", "environments"}
     keys = {"R", "ubRMSE", "bias", "RMSE", "n", "stations"}
     assert keys <= set(cv["overall"]["framework"])
-    assert set(cv["overall"]["candidates"]) == {"physics", "xgb_raw", "xgb_coupled", "xgb_residual", "global"}
+    assert set(cv["overall"]["candidates"]) == {"physics", "change_detection", "xgb_raw", "xgb_coupled",
+                                                "xgb_residual", "global"}
     assert all(keys <= set(m) for m in cv["overall"]["candidates"].values())
     env_keys = {"framework", "candidates", "selected", "runner_up", "level", "n", "stations", "coverage_p05_p95"}
     for blk in cv["environments"].values():
