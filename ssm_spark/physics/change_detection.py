@@ -33,7 +33,6 @@ scatterometer and soil data, Remote Sens. Environ. 70, 191-207. Bauer-Marschalli
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -84,7 +83,7 @@ def _robust_slopes(y: np.ndarray, x: np.ndarray, ok: np.ndarray, iters: int = 3,
             dy = np.where(ok, y0 - ym[:, None], 0.0)
             b = (w * dx * dy).sum(1) / (w * dx * dx).sum(1)
             r = np.where(ok, dy - b[:, None] * dx, np.nan)
-            scale = 1.4826 * np.nanmedian(np.abs(r), axis=1) if r.shape[1] else np.full(len(b), np.nan)
+            scale = 1.4826 * _row_nanpercentile(np.abs(r), 50.0) if r.shape[1] else np.full(len(b), np.nan)
             scale = np.where(np.isfinite(scale) & (scale > 1e-6), scale, 1e-6)
             w = np.where(ok, np.minimum(1.0, c * scale[:, None] / np.maximum(np.abs(r), 1e-12)), 0.0)
     return b
@@ -357,7 +356,3 @@ def cd_arrays(cd: Mapping[str, Any] | None, envs: np.ndarray | None, n: int) -> 
     a[-1], b[-1] = glob["a"], glob["b"]
     idx = np.where(codes < 0, len(uniq), codes)
     return a[idx], b[idx]
-
-
-def _nan_to_none(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
