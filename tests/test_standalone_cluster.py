@@ -9,6 +9,8 @@ and a half on 2 cores; the local reference is produced in-process with the share
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -92,9 +94,6 @@ def region(spark, cluster, tmp_path_factory):
     train_run(spark, cfg, root / "matchups.parquet", root / "models")
     args = ["--config", str(root / "default.yaml"), "--models", str(root / "models"),
             "--stacks", str(root / "sim" / "stacks"), "--start", D1, "--end", D2]
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(["produce", "-q", *_sets(SMALL), *args, "--output", str(root / "local")]) == 0
