@@ -679,7 +679,8 @@ def rank_candidates(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any,
 
 
 def choose_model(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any, *, stations: np.ndarray,
-                 mask: Optional[np.ndarray] = None, level: str = "environment") -> tuple[str, float, dict[str, Any]]:
+                 mask: Optional[np.ndarray] = None, level: str = "environment", reference: str = "global"
+                 ) -> tuple[str, float, dict[str, Any]]:
     """The served model of a unit: the global model, or the unit's best own candidate blended with it.
 
     ``selection: best`` is the plain rule (lowest ubRMSE of every candidate, global included, wins).
@@ -691,6 +692,10 @@ def choose_model(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any, *, st
     above ``selection_z``; at least 3 stations). Noise between folds therefore never replaces the
     global model, and an environment that really differs gets its own model, or a mix.
 
+    ``reference`` names the default model (``"global"``); any other reference (a unit that holds the
+    whole table, whose "global" model is one more of its own: ``"xgb_raw"``, the plainest tree) is
+    compared the same way with weights {0, 1} only (a served blend mixes with the global model).
+
     Returns
     -------
     (str, float, dict)
@@ -700,25 +705,25 @@ def choose_model(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any, *, st
     t = _train_cfg(cfg)
     rule = getattr(t, "selection", "best")
     y = np.asarray(y, dtype=float)
-    if rule == "best" or "global" not in preds or level == "global" or len(preds) == 1:
+    if rule == "best" or reference not in preds or level == "global" or len(preds) == 1:
         r = rank_candidates(preds, y, t, mask=mask, stations=stations)
         return r[0]["candidate"], 1.0, {"rule": "best"}
-    own_preds = {c: p for c, p in preds.items() if c != "global"}
+    own_preds = {c: p for c, p in preds.items() if c != reference}
     own = rank_candidates(own_preds, y, t, mask=mask, stations=stations)[0]["candidate"]
-    rows = np.isfinite(y) & np.isfinite(preds["global"]) & np.isfinite(preds[own])
+    rows = np.isfinite(y) & np.isfinite(preds[reference]) & np.isfinite(preds[own])
     if mask is not None:
         rows &= np.asarray(mask, dtype=bool)
-    info: dict[str, Any] = {"rule": rule, "own": own, "weight_best": 0.0, "t_stat": math.nan,
+    info: dict[str, Any] = {"rule": rule, "reference": reference, "own": own, "weight_best": 0.0, "t_stat": math.nan,
                             "stations": int(pd.unique(np.asarray(stations)[rows]).size), "rows": int(rows.sum())}
     if rows.sum() < 10:
-        return "global", 1.0, info
-    g, o, yy, st = preds["global"][rows], preds[own][rows], y[rows], np.asarray(stations)[rows]
-    weights = np.linspace(0.0, 1.0, 11) if rule == "blend" else np.array([0.0, 1.0])
+        return reference, 1.0, info
+    g, o, yy, st = preds[reference][rows], preds[own][rows], y[rows], np.asarray(stations)[rows]
+    weights = np.linspace(0.0, 1.0, 11) if rule == "blend" and reference == "global" else np.array([0.0, 1.0])
     mse = np.array([np.mean((w * o + (1 - w) * g - yy) ** 2) for w in weights])
     w = float(weights[int(np.argmin(mse))])
     info.update(weight_best=w, mse_global=float(mse[0]), mse_blend=float(mse.min()))
     if w == 0.0:
-        return "global", 1.0, info
+        return reference, 1.0, info
     gain = (g - yy) ** 2 - (w * o + (1 - w) * g - yy) ** 2
     codes = pd.factorize(st)[0]
     per_station = np.bincount(codes, gain) / np.bincount(codes)
@@ -728,7 +733,7 @@ def choose_model(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any, *, st
         info["t_stat"] = float(np.mean(per_station) / (sd / math.sqrt(n_st))) if sd > 0 else math.inf
     if n_st >= 3 and info["t_stat"] > t.selection_z:
         return own, w, info
-    return "global", 1.0, info
+    return reference, 1.0, info
 
 
 def _importance(booster_bytes: Optional[bytes]) -> dict[str, float]:
@@ -815,10 +820,10 @@ def _train(key: str, level: str, df_unit: pd.DataFrame, ctx: TrainingContext, na
     # selection: in-sample (served) and cross-fitted (reported)
     ranking = rank_candidates(preds, y, t, stations=st)
     # a unit holding every row of the table (one environment) has no global model apart from its own:
-    # there the global model is one more own candidate, and the plain cross-fitted rule applies
+    # there the global model is one more own candidate, and the plainest tree is the reference
     sole = level != "global" and len(d) == int(ctx.summary.get("rows", -1))
-    rule_level = "global" if sole else level
-    selected, weight, evidence = choose_model(preds, y, t, stations=st, level=rule_level)
+    reference = "xgb_raw" if sole and "xgb_raw" in preds else "global"
+    selected, weight, evidence = choose_model(preds, y, t, stations=st, level=level, reference=reference)
     runner_up = next((e["candidate"] for e in ranking if e["candidate"] != selected), None)
 
     def served(name: str, w: float, rows: Any = slice(None)) -> np.ndarray:
@@ -832,7 +837,7 @@ def _train(key: str, level: str, df_unit: pd.DataFrame, ctx: TrainingContext, na
     folds = _by_fold(d)
     for f, test in folds:
         if len(folds) > 1:
-            choice, w_f, _ = choose_model(preds, y, t, stations=st, mask=~test, level=rule_level)
+            choice, w_f, _ = choose_model(preds, y, t, stations=st, mask=~test, level=level, reference=reference)
         else:
             choice, w_f = selected, weight
         by_fold[f] = choice
