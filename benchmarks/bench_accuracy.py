@@ -60,6 +60,7 @@ VARIANTS = {
               "train.candidates=[physics, xgb_raw, xgb_coupled, xgb_residual, global]"],
     "best_selection": ["train.selection=best"],
     "paired_selection": ["train.selection=paired"],
+    "blend_selection": ["train.selection=blend"],
     "no_static": [f"train.exclude_features=[{', '.join(STATIC)}]"],
     "no_static_terrain": ["train.exclude_features=[elevation_m, slope_deg]"],
     "regularised": ["train.xgb.min_child_weight=30", "train.xgb.reg_lambda=10", "train.xgb.colsample_bytree=0.5"],

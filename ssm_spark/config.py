@@ -272,10 +272,11 @@ class TrainConfig(_Strict):
                                  "broken by the higher R")
     nominal_incidence_deg: Optional[float] = Field(None, gt=0, lt=90, description="incidence angle used "
                                                    "when the matchups have no incidence_deg column")
-    selection: Literal["blend", "paired", "best"] = Field(
-        "blend", description="'best': the lowest-ubRMSE candidate wins; 'paired': an environment's best own "
+    selection: Literal["shrink", "blend", "paired", "best"] = Field(
+        "shrink", description="'best': the lowest-ubRMSE candidate wins; 'paired': an environment's best own "
         "candidate replaces the global model only when a paired test over stations says it is better; "
-        "'blend': the same test on the best mix w own + (1 - w) global (w in 0, 0.1, ..., 1)")
+        "'blend': the same test on the best mix w own + (1 - w) global (w in 0, 0.1, ..., 1); 'shrink': every "
+        "environment's best own model mixed with the global one by one weight pooled over all environments")
     selection_z: float = Field(1.64, ge=0, description="paired test threshold (mean over stations of the "
                                "drop in squared error / its standard error) for 'paired' and 'blend'")
     cv_group: str = Field("station_id", description="column whose values are the cross-validation groups "

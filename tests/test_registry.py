@@ -336,3 +336,37 @@ def test_estimates_outside_the_physical_range_are_masked_and_flagged(trained, sa
     assert bad.tolist() == [False, True, False, True, True, True]
     assert out["ssm"].isna().tolist() == bad.tolist() and out.loc[bad, ["ssm_p05", "ssm_p95"]].isna().all().all()
     assert out["ssm"].iloc[2] == 0.54
+
+
+def test_shrink_selection_pools_one_weight_and_serves_it(tmp_path):
+    df = pd.concat([make_env("cropland_C", 8, 12, "precip", 11), make_env("bare_B", 8, 12, "wcm", 12),
+                    make_env("forest_C", 8, 12, "precip", 13)], ignore_index=True)
+    cfg = load_config(paths=[], overrides=[])
+    cfg.train = TrainConfig(k_folds=4, seed=3, min_stations=6, min_samples=60, selection="shrink",
+                            candidates=["xgb_raw", "global"],
+                            xgb=XGBConfig(n_estimators=12, max_depth=3, learning_rate=0.3, nthread=1))
+    res = selection.train_models(df, cfg)
+    w = res.cv_metrics["overall"]["shrinkage_weight"]
+    assert 0.0 <= w <= 1.0 and set(res.cv_metrics["overall"]["shrinkage_weight_by_fold"]) == {"0", "1", "2", "3"}
+    oof = res.oof
+    # the cross-fitted framework is the mix with each fold's own pooled weight
+    by_fold = res.cv_metrics["overall"]["shrinkage_weight_by_fold"]
+    wf = oof["fold"].astype(str).map(by_fold).to_numpy(float)
+    own = oof["pred_xgb_raw"].to_numpy()
+    np.testing.assert_allclose(oof["framework"], wf * own + (1 - wf) * oof["pred_global"].to_numpy(), atol=1e-12)
+    path = tmp_path / "models"
+    manifest = registry.save_registry(path, res, cfg)
+    reg = registry.load_registry(path)
+    q = df[df["env"] == "cropland_C"].drop(columns=["ssm"])
+    got = reg.predict(q)["ssm"].to_numpy()
+    assert 0 < w < 1   # the global model underfits the two kinds of environment: the own models weigh in
+    if 0 < w < 1:
+        assert manifest["serving"]["cropland_C"]["blend"]["weight"] == w
+        m_own = json.loads(json.dumps(manifest))
+        m_own["serving"]["cropland_C"].pop("blend")
+        m_glob = json.loads(json.dumps(manifest))
+        m_glob["serving"]["cropland_C"] = dict(m_glob["serving"]["global"])
+        a = registry.Registry(m_own, reg.model_bytes()).predict(q)["ssm"].to_numpy()
+        b = registry.Registry(m_glob, reg.model_bytes()).predict(q)["ssm"].to_numpy()
+        np.testing.assert_allclose(got, w * a + (1 - w) * b, atol=1e-9)
+    assert np.isfinite(got).all()

@@ -22,12 +22,12 @@ def test_noise_never_replaces_the_global_model():
     wins = 0
     for seed in range(20):   # an own candidate exactly as good as global, different noise
         own = y + np.random.default_rng(100 + seed).normal(0, 0.04, y.size)
-        sel, w, ev = choose_model({"xgb_coupled": own, "global": glob}, y, TrainConfig(), stations=st)
+        sel, w, ev = choose_model({"xgb_coupled": own, "global": glob}, y, TrainConfig(selection="blend"), stations=st)
         wins += sel != "global"
     # a blend of two equally good, independent models is better (variance halves): that must win
     assert wins >= 15
     worse = glob + rng.normal(0, 0.03, y.size)   # the global model's errors and more: no mix helps
-    sel, w, ev = choose_model({"xgb_coupled": worse, "global": glob}, y, TrainConfig(), stations=st)
+    sel, w, ev = choose_model({"xgb_coupled": worse, "global": glob}, y, TrainConfig(selection="blend"), stations=st)
     assert sel == "global" and w == 1.0 and ev["own"] == "xgb_coupled"
 
 
@@ -35,7 +35,7 @@ def test_a_clearly_better_own_model_is_served_and_paired_gives_weight_one():
     rng, st, y = _data(1)
     glob = y + rng.normal(0, 0.06, y.size)
     own = y + rng.normal(0, 0.02, y.size)
-    sel, w, ev = choose_model({"xgb_raw": own, "global": glob}, y, TrainConfig(), stations=st)
+    sel, w, ev = choose_model({"xgb_raw": own, "global": glob}, y, TrainConfig(selection="blend"), stations=st)
     assert sel == "xgb_raw" and 0.7 <= w <= 1.0 and ev["t_stat"] > 1.64
     sel, w, _ = choose_model({"xgb_raw": own, "global": glob}, y, TrainConfig(selection="paired"), stations=st)
     assert (sel, w) == ("xgb_raw", 1.0)
@@ -47,7 +47,7 @@ def test_one_lucky_station_is_not_evidence():
     own = glob.copy()
     lucky = st == 0
     own[lucky] = y[lucky]       # better at one station only: large mean gain, no consistency
-    sel, w, ev = choose_model({"xgb_raw": own, "global": glob}, y, TrainConfig(), stations=st)
+    sel, w, ev = choose_model({"xgb_raw": own, "global": glob}, y, TrainConfig(selection="blend"), stations=st)
     assert sel == "global"
     assert np.isfinite(ev["t_stat"]) and ev["t_stat"] < 1.64
 
