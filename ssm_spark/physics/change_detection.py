@@ -126,9 +126,9 @@ def climatology(
     base_ok = np.isfinite(np.asarray(series[first], float)) & np.isfinite(theta)
     n = base_ok.sum(1)
     enough = n >= int(min_dates)
-    with np.errstate(invalid="ignore"):
-        t_mean = np.where(enough, np.nanmean(np.where(base_ok, theta, np.nan), axis=1) if theta.shape[1] else np.nan,
-                          np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_sum = np.where(base_ok, theta, 0.0).sum(1) if theta.shape[1] else np.zeros(len(n))
+        t_mean = np.where(enough, t_sum / np.maximum(n, 1), np.nan)
         t_min = np.nanmin(np.where(base_ok, theta, np.inf), axis=1) if theta.shape[1] else np.full(len(n), np.inf)
         t_max = np.nanmax(np.where(base_ok, theta, -np.inf), axis=1) if theta.shape[1] else np.full(len(n), -np.inf)
     out["clim_n"] = n.astype(float)
