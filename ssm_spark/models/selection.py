@@ -713,7 +713,7 @@ def choose_model(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any, *, st
     rows = np.isfinite(y) & np.isfinite(preds[reference]) & np.isfinite(preds[own])
     if mask is not None:
         rows &= np.asarray(mask, dtype=bool)
-    info: dict[str, Any] = {"rule": rule, "reference": reference, "own": own, "weight_best": 0.0, "t_stat": math.nan,
+    info: dict[str, Any] = {"rule": "blend" if rule == "shrink" else rule, "reference": reference, "own": own, "weight_best": 0.0, "t_stat": math.nan,
                             "stations": int(pd.unique(np.asarray(stations)[rows]).size), "rows": int(rows.sum())}
     if rows.sum() < 10:
         return reference, 1.0, info
@@ -1013,7 +1013,7 @@ def shrink_units(ctx: TrainingContext, units: Mapping[str, UnitResult]) -> dict[
     folds; ``w = 0`` serves the global model. Units are updated in place (framework, intervals,
     selection); returns the weights."""
     t = ctx.cfg
-    sh = {k: u for k, u in units.items() if u.selection_evidence.get("rule") == "shrink"}
+    sh = {k: u for k, u in units.items() if "own_cf" in u.oof.columns}
     if not sh:
         return {}
     pooled = pd.concat([u.oof for u in sh.values()], ignore_index=True)
