@@ -7,7 +7,6 @@ into place only when complete, so no half-written output is ever visible; a re-r
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -18,19 +17,12 @@ from typing import TYPE_CHECKING, Iterable
 
 from ssm_spark.config import Config
 
+from ssm_spark.product.files import write_json_atomic
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def write_parquet_atomic(df: "DataFrame", path: Path, partition_by: list[str] | None = None) -> None:

@@ -371,7 +371,7 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
     """
     from rasterio.windows import Window
 
-    from ssm_spark.pipeline import write_json_atomic
+    from ssm_spark.product.files import write_json_atomic
     from ssm_spark.product.files import OutputLock, ensure_writable
     from ssm_spark.sources.stacks import StackInventory, check_raster, discover
     from ssm_spark.transforms import cd_window

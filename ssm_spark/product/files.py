@@ -10,7 +10,22 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["write_parquet_file", "ensure_writable", "OutputLock", "LOCK"]
+__all__ = ["write_json_atomic", "write_parquet_file", "ensure_writable", "OutputLock", "LOCK"]
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_parquet_file(table, path: Path) -> int:

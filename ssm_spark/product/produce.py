@@ -763,7 +763,7 @@ def _clean_staging(output: Path, date: str | None = None) -> None:
 def _commit(staging: Path, output: Path, date: str, marker: dict, hook: Callable | None,
             aggregates: Sequence[str] = ()) -> None:
     """Move a staged date into place; the marker goes last (see the module docstring)."""
-    from ssm_spark.pipeline import write_json_atomic
+    from ssm_spark.product.files import write_json_atomic
 
     _marker_path(output, date).unlink(missing_ok=True)
     trash = staging / "_replaced"
@@ -785,7 +785,7 @@ def _commit(staging: Path, output: Path, date: str, marker: dict, hook: Callable
 
 
 def _write_product_json(output: Path, info: dict) -> None:
-    from ssm_spark.pipeline import write_json_atomic
+    from ssm_spark.product.files import write_json_atomic
 
     done = sorted(p.parent.name.split("=", 1)[1] for p in (output / "parquet").glob(f"date=*/{MARKER}"))
     write_json_atomic(output / "product.json", {**info, "dates": done})
