@@ -42,11 +42,11 @@ from ssm_spark.config import load_config  # noqa: E402
 from ssm_spark.models.candidates import RAW_FEATURES, feature_matrix  # noqa: E402
 from ssm_spark.models.selection import clean_matchups, score, train_models, _station_median  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"   # copies of ../shared/data (see each SOURCE.md)
 TABLES = {
     "demo": {"configs": [], "path": None},
-    "hawaii": {"configs": ["conf/scan_hawaii.yaml"], "path": SHARED / "scan_hawaii" / "results.csv"},
-    "poland": {"configs": ["conf/poland_fields.yaml"], "path": SHARED / "poland_fields" / "input_data.csv"},
+    "hawaii": {"configs": ["conf/scan_hawaii.yaml"], "path": DATA / "scan_hawaii" / "results.csv"},
+    "poland": {"configs": ["conf/poland_fields.yaml"], "path": DATA / "poland_fields" / "input_data.csv"},
 }
 STATIC = ["clay_pct", "sand_pct", "bulk_density", "elevation_m", "slope_deg"]
 VARIANTS = {

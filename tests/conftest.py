@@ -1,20 +1,8 @@
-"""Shared fixtures: one local Spark session with Sedona for the whole run, paths to the real data."""
+"""Shared fixtures: one local Spark session with Sedona for the whole run (real data: tests/data)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data (real files for tests); tests that need it skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA}")
-    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")

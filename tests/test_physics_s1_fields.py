@@ -40,7 +40,7 @@ from ssm_spark.physics import oh
 from ssm_spark.physics.features import coupled_features
 from ssm_spark.physics.qc import QC
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "s1_fields" / "extracted-values"
+DATA = Path(__file__).resolve().parent / "data" / "s1_fields" / "extracted-values"   # copied, see SOURCE.md
 FILES = sorted(DATA.glob("statistics-*-sentinel1-ndvi.csv")) if DATA.is_dir() else []
 
 pytestmark = pytest.mark.skipif(

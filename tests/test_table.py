@@ -16,8 +16,8 @@ from ssm_spark.sources.table import import_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_scan_hawaii_results_end_to_end(shared_data, tmp_path):
-    csv = shared_data / "scan_hawaii" / "results.csv"
+def test_scan_hawaii_results_end_to_end(tmp_path):
+    csv = ROOT / "tests" / "data" / "scan_hawaii" / "results.csv"   # a copy of the shared file (SOURCE.md)
     raw = pd.read_csv(csv)
     cfg = load_config([DEFAULT_CONFIG, ROOT / "conf" / "scan_hawaii.yaml"])
     summary = table_matchups_run(cfg, csv, tmp_path / "m.parquet")
