@@ -111,9 +111,19 @@ def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path,
     m, report = build_matchups(spark, pixels, daily, grid, window_days=cfg.matchups.window_days,
                                tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
     write_parquet_atomic(m, output)
-    n = spark.read.parquet(str(output)).count()
+    written = spark.read.parquet(str(output))
+    n = written.count()
     summary = {"insitu": ins.report, "stacks": inventory_summary(inv), "matchups": report, "rows": n,
                "output": str(output), "seconds": round(time.perf_counter() - t0, 1)}
+    cdc = cfg.physics.change_detection
+    if cdc.enabled:   # station cells whose stack series is too short: no change-detection features
+        short = written.filter(f"clim_n IS NULL OR clim_n < {int(cdc.min_dates)}")
+        summary["change_detection"] = {"min_dates": cdc.min_dates, "rows_without_climatology": short.count(),
+                                       "stations_without_climatology": short.select("station_id").distinct().count()}
+        if summary["change_detection"]["rows_without_climatology"]:
+            log.warning("matchups: %(rows_without_climatology)d rows of %(stations_without_climatology)d stations "
+                        "have fewer than %(min_dates)d stack dates: no change-detection features (QC 4096)",
+                        summary["change_detection"])
     log.info("matchups: %d rows from %d stations -> %s", n, report["stations_located"], output)
     return summary
 

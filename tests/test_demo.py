@@ -41,6 +41,7 @@ def test_demo_end_to_end_small(spark, tmp_path: Path):
     # the physics chain: the station cells' climatology from their own stack dates, in the registry
     m = pd.read_parquet(out / "matchups.parquet")
     assert m["clim_n"].min() >= 5 and m["clim_dry_vv"].notna().all()
+    assert summary["matchups"]["change_detection"]["rows_without_climatology"] == 0
     wcm = json.loads((out / "models" / "manifest.json").read_text())["physics"]["wcm"]
     assert wcm["angle"]["mode"] == "environment" and wcm["angle"]["theta_ref"] == 40.0
     assert "global" in wcm["cd"]["entries"]

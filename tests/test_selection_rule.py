@@ -60,3 +60,20 @@ def test_best_rule_and_blend_helper():
     assert (sel, w) == ("xgb_raw", 1.0)
     own = np.array([0.1, np.nan, 0.3])
     np.testing.assert_allclose(blend(own, np.array([0.3, 0.2, 0.1]), 0.5), [0.2, 0.2, 0.2])
+
+
+def test_a_misspelt_excluded_feature_is_refused_by_name():
+    import pandas as pd
+    import pytest
+
+    from ssm_spark.errors import InputError
+    from ssm_spark.models.selection import prepare_training
+
+    rng = np.random.default_rng(5)
+    n = 60
+    df = pd.DataFrame({"station_id": np.repeat([f"S{i}" for i in range(6)], 10), "env": "cropland_C",
+                       "date": np.tile(pd.date_range("2024-04-01", periods=10).date, 6),
+                       "vv_db": rng.normal(-11, 1, n), "incidence_deg": 38.0, "ndvi": 0.4,
+                       "ssm": rng.uniform(0.1, 0.3, n)})
+    with pytest.raises(InputError, match=r"unknown feature\(s\) \['elevation'\]"):
+        prepare_training(df, TrainConfig(exclude_features=["elevation"], k_folds=3))

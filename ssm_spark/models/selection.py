@@ -456,6 +456,10 @@ def prepare_training(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int]
     features = candidates.resolve_features(feats_all, CANDIDATES)
     if t.exclude_features:   # e.g. static inputs that let the trees recognise a station
         drop = set(t.exclude_features)
+        known = {f for fs in candidates.FEATURE_SCHEMA.values() for f in fs}
+        if drop - known:
+            raise InputError(f"train.exclude_features: unknown feature(s) {sorted(drop - known)}; "
+                             f"the trees' features are {sorted(known)}")
         features = {c: [f for f in fs if f not in drop] for c, fs in features.items()}
     qfeatures = candidates.resolve_quantile_features(features)
     plan, units = plan_levels(df, t)
