@@ -34,7 +34,8 @@ from scipy.optimize import least_squares
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SLOPES", "SLOPE_BOUNDS", "normalise", "fit_slope", "fit_slopes", "slope_arrays"]
+__all__ = ["DEFAULT_SLOPES", "SLOPE_BOUNDS", "normalise", "fit_slope", "fit_slopes", "slope_arrays",
+           "reference_backscatter"]
 
 #: Slopes used where none could be fitted (dB/deg): typical C-band values over mixed land
 #: (e.g. Bauer-Marschallinger et al. 2019 report a median of about -0.12 dB/deg for VV).
@@ -171,3 +172,19 @@ def slope_arrays(angle: Mapping[str, Any] | None, envs: np.ndarray | None, pol: 
         table[i] = float(hit.get(pol, {}).get("slope", default))
     table[-1] = float(default)
     return table[np.where(codes < 0, len(uniq), codes)]
+
+
+def reference_backscatter(df: pd.DataFrame, angle: Mapping[str, Any], theta: np.ndarray,
+                          pols: Sequence[str], env_col: str = "env") -> dict[str, np.ndarray]:
+    """``<pol>_ref_db`` of every row: its backscatter normalised to ``angle["theta_ref"]`` with its
+    environment's slope, or its cell's own (``clim_slope_<pol>``) where ``angle["mode"]`` is
+    ``cell`` and the cell has one."""
+    envs = df[env_col].to_numpy(dtype=object) if env_col in df.columns else None
+    out = {}
+    for pol in pols:
+        slope = slope_arrays(angle, envs, pol, len(df))
+        if angle.get("mode") == "cell" and f"clim_slope_{pol}" in df.columns:
+            cell = df[f"clim_slope_{pol}"].to_numpy(float)
+            slope = np.where(np.isfinite(cell), cell, slope)
+        out[f"{pol}_ref_db"] = normalise(df[f"{pol}_db"].to_numpy(float), theta, slope, float(angle["theta_ref"]))
+    return out

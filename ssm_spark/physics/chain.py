@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ssm_spark.physics import calibrate as cal
-from ssm_spark.physics.angle import fit_slopes, normalise, slope_arrays
+from ssm_spark.physics.angle import fit_slopes, reference_backscatter
 from ssm_spark.physics.change_detection import calibrate_cd
 from ssm_spark.physics.features import radar_vegetation_index, retrieval_features, vegetation_column
 
@@ -62,7 +62,6 @@ def calibrate_physics(train: pd.DataFrame, physics: Any = None, *, min_samples: 
     """
     ph = physics or default_physics_config()
     d = train.copy()
-    n = len(d)
     pols = [p for p in ("vv", "vh") if f"{p}_db" in d.columns]
     has_angle = "incidence_deg" in d.columns
     if not has_angle and nominal_incidence_deg is not None:
@@ -79,14 +78,8 @@ def calibrate_physics(train: pd.DataFrame, physics: Any = None, *, min_samples: 
     kw: dict[str, Any] = {"veg_col": veg, "min_samples": min_samples, "min_stations": min_stations,
                           "nominal_incidence_deg": nominal_incidence_deg}
     if angle["mode"] != "none" and "incidence_deg" in d.columns:
-        envs = d["env"].to_numpy(dtype=object) if "env" in d.columns else None
-        theta = d["incidence_deg"].to_numpy(float)
-        for pol in pols:
-            slope = slope_arrays(angle, envs, pol, n)
-            if angle["mode"] == "cell" and f"clim_slope_{pol}" in d.columns:
-                cell = d[f"clim_slope_{pol}"].to_numpy(float)
-                slope = np.where(np.isfinite(cell), cell, slope)
-            d[f"{pol}_ref_db"] = normalise(d[f"{pol}_db"].to_numpy(float), theta, slope, angle["theta_ref"])
+        for col, values in reference_backscatter(d, angle, d["incidence_deg"].to_numpy(float), pols).items():
+            d[col] = values
         d[_THETA] = angle["theta_ref"]
         kw.update(backscatter_cols={p: f"{p}_ref_db" for p in pols}, incidence_col=_THETA)
     table = cal.calibrate_wcm(d, pols=tuple(pols), **kw)

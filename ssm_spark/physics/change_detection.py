@@ -33,6 +33,7 @@ scatterometer and soil data, Remote Sens. Environ. 70, 191-207. Bauer-Marschalli
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -146,7 +147,8 @@ def climatology(
             slope[spread_ok] = np.where((b >= lo_b) & (b <= hi_b), b, np.nan)
         use = np.where(np.isfinite(slope), slope, DEFAULT_SLOPES[pol])
         sc = np.where(ok, s - use[:, None] * (theta - t_mean[:, None]), np.nan)
-        with np.errstate(invalid="ignore"), _quiet():
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # cells without dates: all-NaN rows
             dry = _row_nanpercentile(sc, dry_percentile)
             wet = _row_nanpercentile(sc, wet_percentile)
             mean = np.nanmean(sc, axis=1)
@@ -174,21 +176,6 @@ def _row_nanpercentile(a: np.ndarray, q: float) -> np.ndarray:
         v = np.where(t >= 0.5, x1 - d * (1.0 - t), x0 + d * t)  # numpy's _lerp
         v = np.where(hi == lo, x0, v)
     return np.where(n > 0, v, np.nan)
-
-
-class _quiet:
-    """Silence numpy's all-NaN-slice warnings (cells without dates are expected)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return self
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)
 
 
 def climatology_frame(

@@ -308,7 +308,7 @@ def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str =
     pandas.DataFrame
         A copy of ``data`` with :data:`FEATURE_COLUMNS` and the :data:`RETRIEVAL_COLUMNS` computable.
     """
-    from ssm_spark.physics.angle import normalise, slope_arrays
+    from ssm_spark.physics.angle import reference_backscatter
     from ssm_spark.physics.change_detection import cd_arrays, cd_features, porosity
 
     st = _settings(params)
@@ -329,13 +329,9 @@ def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str =
         base["rvi"] = radar_vegetation_index(base["vv_db"].to_numpy(float), base["vh_db"].to_numpy(float))
     kw: dict[str, Any] = {"env_col": env_col, "veg_col": veg, "nominal_incidence_deg": nominal_incidence_deg}
     if mode != "none" and theta is not None and pols:
-        theta_ref = float(angle.get("theta_ref", 40.0))
-        for pol in pols:
-            slope = slope_arrays(angle, envs, pol, n)
-            if mode == "cell" and f"clim_slope_{pol}" in base.columns:
-                cell = base[f"clim_slope_{pol}"].to_numpy(float)
-                slope = np.where(np.isfinite(cell), cell, slope)
-            base[f"{pol}_ref_db"] = normalise(base[f"{pol}_db"].to_numpy(float), theta, slope, theta_ref)
+        theta_ref = float(angle["theta_ref"])
+        for col, values in reference_backscatter(base, angle, theta, pols, env_col=env_col).items():
+            base[col] = values
         kw.update(vv_col="vv_ref_db", vh_col="vh_ref_db", incidence_col=_INTERNAL_THETA,
                   nominal_incidence_deg=theta_ref)
     bounded = bool(st["bound"])
