@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssm_spark.errors import SparkSetupError
+from ssm_spark.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +170,7 @@ def fetch(directory: str | os.PathLike | None = None, mvn: str = "mvn") -> list[
                 raise SparkSetupError(f"mvn could not fetch {art.coordinate} from Maven Central:\n{tail}")
         _check_jar(target, art)
         lines.append(f"{_sha256(target)}  {art.filename}")
-    tmp = d / "SHA256SUMS.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(d / "SHA256SUMS")
+    write_text_atomic(d / "SHA256SUMS", "\n".join(lines) + "\n")
     return verify(d)
 
 

@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ssm_spark.errors import InputError
+from ssm_spark.io import write_text_atomic
 from ssm_spark.validation.scores import METRICS, PAPER_REFERENCE, metrics, summary
 
 log = logging.getLogger(__name__)
@@ -649,20 +649,6 @@ def write_report(path: str | os.PathLike, predictions: pd.DataFrame | None = Non
                         max_stations=max_stations, nominal_coverage=nominal_coverage, min_n=min_n,
                         reference=reference)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(doc)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    log.info("validation report written to %s (%d bytes)", path, len(doc.encode("utf-8")))
+    n_bytes = write_text_atomic(path, doc, mode=0o644)
+    log.info("validation report written to %s (%d bytes)", path, n_bytes)
     return path

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from ssm_spark.errors import ConfigError, InputError
+from ssm_spark.io import write_json_atomic
 from ssm_spark.sources.earthengine import requests as R
 from ssm_spark.sources.earthengine.client import EarthEngineError, is_transient, retry
 
@@ -158,12 +159,6 @@ class EEBackend:
         return {"state": st.get("state", "UNKNOWN"), "error_message": st.get("error_message")}
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
 @dataclass
 class TaskManager:
     """Submit, poll, retry and record exports (see the module docstring).
@@ -207,8 +202,7 @@ class TaskManager:
             raise InputError(f"{self.state_path}: unreadable export state ({exc}); move it away to start over") from exc
 
     def _save(self) -> None:
-        self.output.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.state_path, self.state)
+        write_json_atomic(self.state_path, self.state, indent=1, sort_keys=True)   # creates the folder
 
     def _record(self, item: ExportItem, **kv: Any) -> dict:
         rec = self.state["tasks"].setdefault(item.key, {"file": item.file, "kind": item.kind, "date": item.date,
