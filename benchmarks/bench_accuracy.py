@@ -3,11 +3,11 @@
 For each table (the demo's matchups, the real SCAN Hawaii table, the real Polish fields table) this
 builds the matchup table the way ``ssm-spark matchups`` does (user tables through
 ``pipeline.table_matchups_run``: column mapping, units, per-station change-detection climatology),
-trains with the same code as ``ssm-spark train`` (``models.selection.train_models``, which a test
-holds equal to the Spark path), with station-grouped CV (for Poland grouped by field), and beside it,
-**in the same run on the same folds**, a plain XGBoost on the table's raw columns (no physics, no
-environments, default-ish parameters: what a user would fit first). It prints, per table and variant:
-framework, each candidate and the plain XGBoost (R, ubRMSE, bias, median per-station R), the
+trains with the same code as ``ssm-spark train`` (``models.runner.run_training``, here with the
+in-process unit map: ``train_models``, which a test holds equal to the Spark path), with
+station-grouped CV (for Poland grouped by field), and beside it, **in the same run on the same
+folds**, a plain XGBoost on the table's raw columns (no physics, no environments, default-ish
+parameters: what a user would fit first). It prints, per table and variant: framework, each candidate and the plain XGBoost (R, ubRMSE, bias, median per-station R), the
 selected model per environment, and the held-out 5-95 % coverage.
 
 Variants switch one mechanism at a time (``--variants``): ``after`` (the defaults), ``before`` (no
@@ -40,7 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 from ssm_spark.config import load_config  # noqa: E402
 from ssm_spark.models.candidates import RAW_FEATURES, feature_matrix  # noqa: E402
-from ssm_spark.models.selection import clean_matchups, score, train_models, _station_median  # noqa: E402
+from ssm_spark.models.choice import score  # noqa: E402
+from ssm_spark.models.folds import clean_matchups  # noqa: E402
+from ssm_spark.models.metrics_report import _station_median  # noqa: E402
+from ssm_spark.models.runner import train_models  # noqa: E402
 
 DATA = ROOT / "tests" / "data"   # copies of ../shared/data (see each SOURCE.md)
 TABLES = {

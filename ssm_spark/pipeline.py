@@ -266,10 +266,7 @@ def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path,
         notes.append(f"{int(table['incidence_nominal'].sum())} matchups have no incidence angle: the configured nominal "
                      f"{cfg.table.nominal_incidence_deg} deg was used for them.")
     notes.extend(physics_notes(result.ctx.wcm_params))
-    oof = result.oof
-    if "lon" not in oof:
-        where = table.groupby("station_id", as_index=False).agg(lon=("lon", "first"), lat=("lat", "first"))
-        oof = oof.merge(where, on="station_id", how="left")
+    oof = result.oof   # with each row's date, lon and lat (models.runner carries them)
     sel_map = oof.groupby("station_id", as_index=False).agg(lon=("lon", "first"), lat=("lat", "first"),
                                                            env=("env", "first"), selected=("selected", "first"))
     report = write_report(

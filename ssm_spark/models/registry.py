@@ -30,10 +30,8 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import threading
-import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +44,7 @@ import xgboost as xgb
 import ssm_spark
 from ssm_spark.environments import CLIMATE_MAIN, GROUPS, MASK_BITS
 from ssm_spark.errors import ModelRegistryError
+from ssm_spark.io import atomic_dir, json_text
 from ssm_spark.models import candidates
 from ssm_spark.models.candidates import blend
 from ssm_spark.models.candidates import (
@@ -138,7 +137,7 @@ def build_manifest(result: Any, cfg: Any, training_summary: Optional[Mapping[str
     Parameters
     ----------
     result : TrainingResult
-        From :func:`ssm_spark.models.selection.train_models` / ``finalize_training``.
+        From :func:`ssm_spark.models.runner.run_training` (``train_models``, ``train_on_spark``).
     cfg : Config or TrainConfig
         The configuration of the run (its ``hash()`` is recorded; a TrainConfig is hashed alone).
     training_summary : mapping, optional
@@ -232,10 +231,10 @@ def save_registry(path: str | os.PathLike, result: Any, cfg: Any,
                   training_summary: Optional[Mapping[str, Any]] = None, *, overwrite: bool = True) -> dict[str, Any]:
     """Write a model registry folder atomically.
 
-    Everything is written into a temporary sibling folder, then renamed to ``path``. An existing
-    registry at ``path`` is first renamed aside and removed after the new one is in place (POSIX
-    cannot rename a folder onto a non-empty one, so there is an instant with no folder at ``path``;
-    never one with a mixture of old and new files).
+    Everything is written into a temporary sibling folder, then renamed to ``path``
+    (:func:`ssm_spark.io.atomic_dir`). An existing registry at ``path`` is first renamed aside and
+    removed after the new one is in place (POSIX cannot rename a folder onto a non-empty one, so there
+    is an instant with no folder at ``path``; never one with a mixture of old and new files).
 
     Parameters
     ----------
@@ -263,26 +262,14 @@ def save_registry(path: str | os.PathLike, result: Any, cfg: Any,
         raise ModelRegistryError(f"{path} exists" + ("" if path.is_dir() else " and is not a folder")
                                  + "; remove it or pass overwrite=True")
     manifest, files = build_manifest(result, cfg, training_summary)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_dir(path) as tmp:
         tmp.mkdir()
         for rel, blob in files.items():
             f = tmp / rel
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_bytes(blob)
-        (tmp / CV_METRICS).write_text(json.dumps(to_jsonable(result.cv_metrics), indent=2, allow_nan=False) + "\n")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / CV_METRICS).write_text(json_text(to_jsonable(result.cv_metrics)))
+        (tmp / MANIFEST).write_text(json_text(manifest))
     log.info("model registry %s written (manifest %s, %d model files)", path, manifest["manifest_id"], len(files))
     return manifest
 
