@@ -31,6 +31,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ssm_spark", "ssm_spark.*"]),
     include_package_data=True,
+    # the quiet log4j2 profile of local Spark sessions and of deploy/spark-submit (ssm_spark/spark.py)
+    package_data={"ssm_spark": ["log4j2.properties"]},
     cmdclass={"build_py": BuildPyWithConf},
     install_requires=[
         # exact versions live in requirements/constraints.txt; these are the supported ranges.
@@ -49,7 +51,6 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.60",
         "ismn>=1.5",
-        "scikit-learn>=1.4",
     ],
     extras_require={
         "spark": ["pyspark>=4.0,<4.1"],

@@ -5,6 +5,13 @@ from the project's verified ``jars/`` folder, or ``spark.jars.packages``, or not
 has them installed: ``spark.jars.mode``), the Kryo serializer with Sedona's registrator, Arrow for
 pandas UDFs, the JVM options GeoTools needs, and registers Sedona's ST_ and RS_ functions.
 
+Console output: Spark's progress bar (``spark.ui.showConsoleProgress``) is on only when stderr is a
+terminal (its carriage returns would otherwise fill log files), and a local session's JVM logs through
+the quiet log4j2 profile shipped with the package (:data:`LOG4J2_PROPERTIES`: WARN for Spark, Hadoop
+and Sedona) instead of Spark's default INFO profile. A setting in ``spark.conf`` wins over both. Under
+spark-submit the driver's JVM is started before this code runs: ``deploy/spark-submit/common.sh``
+passes the same file on the command line. See ``docs/pipeline.md`` (Spark sessions).
+
 Resources (driver/executor memory, cores) are deliberately not set here: they belong to spark-submit
 or the cluster's configuration. ``spark.master`` is set only when the configuration gives one, so a
 ``spark-submit --master ...`` wins.
@@ -15,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ssm_spark import jars as _jars
@@ -38,9 +46,38 @@ JVM_OPTIONS = " ".join([
     "--add-opens=java.desktop/java.awt.image=ALL-UNNAMED",
 ])
 
+#: The quiet log4j2 profile (package data): WARN for the JVM side, Python logging untouched.
+LOG4J2_PROPERTIES = Path(__file__).resolve().parent / "log4j2.properties"
+
+
+def stderr_is_terminal() -> bool:
+    """True when this process's stderr is an interactive terminal (not a pipe, a file or closed)."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
+def log4j2_option(path: Path = LOG4J2_PROPERTIES) -> str:
+    """The JVM option that makes log4j2 read ``path`` (as a file URI: safe with spaces in the path).
+
+    Raises
+    ------
+    SparkSetupError
+        If the file is missing (a broken installation: it is package data of ``ssm_spark``).
+    """
+    if not path.is_file():
+        raise SparkSetupError(f"the log4j2 profile {path} is missing: reinstall ssm-spark (it is package data), or "
+                              "set spark.conf.spark.driver.extraJavaOptions yourself")
+    return f"-Dlog4j2.configurationFile={path.as_uri()}"
+
 
 def spark_conf(cfg: SparkConfig) -> dict[str, str]:
     """The Spark properties :func:`session` sets, as a dict (also used by deploy scripts and tests).
+
+    ``spark.ui.showConsoleProgress`` is ``true`` only when stderr is a terminal; with a ``local``
+    master the driver's JVM (which runs the local executors too) gets :data:`LOG4J2_PROPERTIES`. Every
+    key of ``cfg.conf`` replaces the computed value.
 
     Raises
     ------
@@ -58,10 +95,16 @@ def spark_conf(cfg: SparkConfig) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.extraJavaOptions": JVM_OPTIONS,
         "spark.executor.extraJavaOptions": JVM_OPTIONS,
-        "spark.ui.showConsoleProgress": "true",
+        # the progress bar redraws itself with carriage returns: for a person at a terminal only
+        "spark.ui.showConsoleProgress": "true" if stderr_is_terminal() else "false",
     }
     if cfg.master:
         conf["spark.master"] = cfg.master
+    if (cfg.master or "").startswith("local"):
+        # this process launches the JVM: it can choose its logging before the JVM's first line
+        quiet = log4j2_option()
+        conf["spark.driver.extraJavaOptions"] = f"{JVM_OPTIONS} {quiet}"
+        conf["spark.executor.extraJavaOptions"] = f"{JVM_OPTIONS} {quiet}"
     worker_python = os.environ.get("PYSPARK_PYTHON", sys.executable)
     if (cfg.master or "").startswith("local") and os.path.realpath(worker_python) == os.path.realpath(sys.executable):
         # workers run here, with this interpreter, where this package is importable: skip PySpark's

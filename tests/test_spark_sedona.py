@@ -174,3 +174,66 @@ def test_no_custom_daemon_for_another_worker_interpreter(monkeypatch):
     monkeypatch.setenv("PYSPARK_PYTHON", "/usr/bin/python3-elsewhere")
     conf = spark_conf(SparkConfig(master="local[1]", jars={"mode": "cluster"}))
     assert "spark.python.daemon.module" not in conf
+
+
+def test_console_progress_only_on_a_terminal(monkeypatch):
+    import io
+
+    from ssm_spark.spark import spark_conf
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    cfg = SparkConfig(master="local[1]", jars={"mode": "cluster"})
+    monkeypatch.setattr("sys.stderr", io.StringIO())          # a log file or a pipe
+    assert spark_conf(cfg)["spark.ui.showConsoleProgress"] == "false"
+    monkeypatch.setattr("sys.stderr", None)                    # no stderr at all (a daemon)
+    assert spark_conf(cfg)["spark.ui.showConsoleProgress"] == "false"
+    monkeypatch.setattr("sys.stderr", Tty())
+    assert spark_conf(cfg)["spark.ui.showConsoleProgress"] == "true"
+    # the user's setting wins either way
+    user = SparkConfig(master="local[1]", jars={"mode": "cluster"}, conf={"spark.ui.showConsoleProgress": False})
+    assert spark_conf(user)["spark.ui.showConsoleProgress"] == "false"
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    user = SparkConfig(master="local[1]", jars={"mode": "cluster"}, conf={"spark.ui.showConsoleProgress": True})
+    assert spark_conf(user)["spark.ui.showConsoleProgress"] == "true"
+
+
+def test_quiet_log4j2_profile_for_local_sessions_only(tmp_path: Path):
+    from ssm_spark.spark import JVM_OPTIONS, LOG4J2_PROPERTIES, log4j2_option, spark_conf
+
+    text = LOG4J2_PROPERTIES.read_text()
+    assert "rootLogger.level = warn" in text
+    # Spark, Hadoop and Sedona inherit the root level, so that spark.log_level: INFO still shows them
+    assert not re.search(r"^logger\.\w+\.name = org\.apache\.(spark|sedona|hadoop)$", text, re.M)
+    local = spark_conf(SparkConfig(master="local[2]", jars={"mode": "cluster"}))
+    opt = f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}"
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        assert local[key] == f"{JVM_OPTIONS} {opt}"
+    # under spark-submit the driver JVM is already running: the command line carries it (deploy/)
+    cluster = spark_conf(SparkConfig(master=None, jars={"mode": "cluster"}))
+    assert "log4j2" not in cluster["spark.driver.extraJavaOptions"] + cluster["spark.executor.extraJavaOptions"]
+    own = spark_conf(SparkConfig(master="local[2]", jars={"mode": "cluster"},
+                                 conf={"spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=mine.xml"}))
+    assert own["spark.driver.extraJavaOptions"] == "-Dlog4j2.configurationFile=mine.xml"
+    spaced = tmp_path / "a folder" / "log4j2.properties"
+    spaced.parent.mkdir()
+    spaced.write_text(text)
+    assert log4j2_option(spaced) == f"-Dlog4j2.configurationFile=file://{tmp_path.as_posix()}/a%20folder/log4j2.properties"
+    with pytest.raises(SparkSetupError, match="missing.*package data"):
+        log4j2_option(tmp_path / "nope.properties")
+
+
+@pytest.mark.spark
+def test_the_session_jvm_logs_through_the_quiet_profile(spark):
+    from ssm_spark.spark import LOG4J2_PROPERTIES
+
+    jvm = spark.sparkContext._jvm
+    assert jvm.java.lang.System.getProperty("log4j2.configurationFile") == LOG4J2_PROPERTIES.as_uri()
+    ctx = jvm.org.apache.logging.log4j.LogManager.getContext(False)
+    source = ctx.getConfiguration().getConfigurationSource().getLocation()
+    assert source == str(LOG4J2_PROPERTIES)              # the file was read, not Spark's default profile
+    # a level only this file sets
+    level = jvm.org.apache.logging.log4j.LogManager.getLogger("org.apache.hadoop.util.NativeCodeLoader").getLevel()
+    assert level.toString() == "ERROR"
