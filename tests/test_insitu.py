@@ -25,11 +25,12 @@ from ssm_spark.insitu import (
     station_series,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLES = DATA / "ismn_samples"
+#: real ISMN station files copied into the repository, some cut short (tests/data/ismn_samples/SOURCE.md)
+DATA = Path(__file__).resolve().parent / "data" / "ismn_samples"
+SAMPLES = DATA / "ismn_package"
 HEADER = SAMPLES / "Data_seperate_files_header_20170810_20180809"
 CEOP = SAMPLES / "Data_seperate_files_20170810_20180809"
-SCAN = DATA / "scan_hawaii" / "SMN_raw"
+SCAN = DATA / "scan_hawaii"
 #: sample folder -> the format of its files (the tests parse the text with that layout)
 FOLDERS = {
     "header": (HEADER, "header_values"),
@@ -140,12 +141,12 @@ def test_counts_and_values_match_file_text(sample_reads, key):
 def test_sample_numbers_as_documented(sample_reads):
     """The counts measured on each sample folder (pinned: a change here is a behaviour change)."""
     scan = sample_reads["scan"].report
-    assert (scan["files_found"], scan["stations_read"], scan["stations"]) == (13, 12, 10)
-    assert (scan["observations_in"], scan["observations_kept"], scan["rejected_depth"]) == (159711, 124986, 4227)
-    assert scan["rejected_flag"]["M"] == 26695
+    assert (scan["files_found"], scan["stations_read"], scan["stations"]) == (8, 7, 5)
+    assert (scan["observations_in"], scan["observations_kept"], scan["rejected_depth"]) == (52475, 44348, 4227)
+    assert scan["rejected_flag"]["M"] == 2855
     ceop = sample_reads["ceop"].report
-    assert (ceop["observations_in"], ceop["observations_kept"], ceop["rejected_depth"]) == (65969, 50089, 13924)
-    assert ceop["rejected_flag"]["D10"] == 881
+    assert (ceop["observations_in"], ceop["observations_kept"], ceop["rejected_depth"]) == (7492, 3365, 3984)
+    assert ceop["rejected_flag"]["D10"] == 12
     assert sample_reads["header"].report["observations_kept"] == 0
 
 
@@ -195,10 +196,10 @@ def test_depth_tolerance_is_what_keeps_scan():
     assert strict.report["observations_kept"] == 0
     assert strict.report["rejected_depth"] == strict.report["observations_in"]
     fr = read_ismn(_need(CEOP), depth_tolerance_m=0.0)                 # 0.05 m is <= 0.05 m exactly
-    assert fr.report["observations_kept"] == 50089
+    assert fr.report["observations_kept"] == 3365
     cosmos = read_ismn(_need(HEADER), max_depth_m=0.25)                 # a deeper limit takes COSMOS in
     assert cosmos.report["rejected_depth"] == 0
-    assert cosmos.report["observations_kept"] == 6514 + 4963
+    assert cosmos.report["observations_kept"] == 1900 + 1360
 
 
 def test_flags_filtered_against_text(sample_reads):
@@ -208,14 +209,14 @@ def test_flags_filtered_against_text(sample_reads):
     got = sample_reads["ceop"].report
     fr_file = next(f for f in got["files"] if f["station_id"] == "FR_Aqui.fraye")
     assert fr_file["rejected_flag"] == dict(non_g)
-    assert sum(fr_file["rejected_flag"].values()) == sum(non_g.values()) == 52045 - 50089
+    assert sum(fr_file["rejected_flag"].values()) == sum(non_g.values()) == 3508 - 3365
     # other accepted flags: SMOSMANIA's sample is all 'U' (unchecked) and 'D05'
     u = read_ismn(_need(SAMPLES / "format_ceop_sep"), good_flags=("U",))
     assert u.report["observations_kept"] == 736
     assert u.report["rejected_flag"] == {"D05": 5}
     mixed = read_ismn(SCAN, good_flags=("G", "D05"))                    # a compound flag needs every part good
     assert "D05" not in mixed.report["rejected_flag"]
-    assert mixed.report["rejected_flag"]["D05,D04"] == 751
+    assert mixed.report["rejected_flag"]["D05,D04"] == 171
 
 
 def _small_station(tmp_path: Path, src: Path, network: str = "SCAN", station: str = "KemoleGulch",
@@ -360,10 +361,10 @@ def test_daily_means_by_hand():
 def test_daily_mean_of_a_real_day_against_text(sample_reads):
     stm = next((CEOP / "FR_Aqui" / "fraye").glob("*.stm"))
     _, recs = text_records(stm, "ceop")
-    day = [v for t, v, f in recs if f == "G" and t.startswith("2015/06/01 ")]
+    day = [v for t, v, f in recs if f == "G" and t.startswith("2014/03/01 ")]
     assert len(day) >= 12
     d = daily_means(sample_reads["ceop"].observations)
-    row = d[(d["station_id"] == "FR_Aqui.fraye") & (d["date"] == dt.date(2015, 6, 1))].iloc[0]
+    row = d[(d["station_id"] == "FR_Aqui.fraye") & (d["date"] == dt.date(2014, 3, 1))].iloc[0]
     assert row["ssm"] == pytest.approx(np.mean(day), abs=1e-12)
     assert row["n"] == len(day)
 
@@ -537,9 +538,9 @@ def test_station_metadata_from_static_variables(sample_reads):
     fr = sample_reads["ceop"].stations.set_index("station_id").loc["FR_Aqui.fraye"]
     # FR-Aqui_FR-Aqui_fraye_static_variables.csv: CCI 70 (needleleaved evergreen trees), Cfb
     assert (fr["landcover"], fr["worldcover"], fr["climate"], fr["climate_class"]) == (70, 10, "Cfb", 15)
-    assert (fr["elevation"], fr["n_sensors"], fr["n_obs"]) == (52.42, 1, 50089)
+    assert (fr["elevation"], fr["n_sensors"], fr["n_obs"]) == (52.42, 1, 3365)
     assert fr["first_time"] == pd.Timestamp("2013-08-13 10:00", tz="UTC")
-    assert fr["last_time"] == pd.Timestamp("2020-01-01 00:00", tz="UTC")
+    assert fr["last_time"] == pd.Timestamp("2014-03-28 09:00", tz="UTC")     # the copy ends in March 2014
     scan = sample_reads["scan"].stations.set_index("station_id")
     assert pd.isna(scan.loc["SCAN.BosqueSeco", "climate"])               # the file says 'masked'
     assert pd.isna(scan.loc["SCAN.BosqueSeco", "climate_class"])
@@ -573,3 +574,23 @@ def test_station_series_weighs_each_sensor_once():
     assert (plain["ssm"], plain["n_sensors"]) == (pytest.approx(0.2, abs=1e-12), 3)
     with pytest.raises(InputError, match="time"):
         station_series(obs.drop(columns="time"))
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    """tqdm draws a bar over the files for a person at a terminal and writes nothing into a log."""
+    import io
+    import sys
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    log_file = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log_file)
+    read_ismn(SAMPLES / "format_header_values", good_flags=("U",))
+    assert log_file.getvalue() == ""
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    got = read_ismn(SAMPLES / "format_header_values", good_flags=("U",))
+    assert "ISMN files in format_header_values" in tty.getvalue() and "/1 [" in tty.getvalue()   # n of 1 file
+    assert got.report["files_read"] == 1

@@ -63,6 +63,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ssm_spark.errors import InputError
 
@@ -227,7 +228,9 @@ def read_ismn(path: Union[str, Path], *, max_depth_m: float = 0.05, depth_tolera
         tmp = str(temp_dir) if temp_dir is not None else own_tmp
         root = IsmnRoot(path)
         try:
-            for rel in files:
+            # a progress bar for a person at a terminal (a global download holds thousands of files);
+            # disable=None: tqdm stays silent when stderr is not a terminal (a log file, a pipe)
+            for rel in tqdm(files, desc=f"ISMN files in {path.name}", unit="file", disable=None, leave=False):
                 name_parts = _STM.sub("", rel.name).split("_")
                 if len(name_parts) < 9:
                     report["files_quarantined"].append({"file": str(rel), "reason": (
