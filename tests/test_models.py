@@ -356,7 +356,7 @@ def test_training_is_deterministic():
 
 def test_step_by_step_path_for_spark_equals_train_models():
     """prepare -> global -> per-unit (shuffled rows, results shipped as frames) -> finalize gives what
-    train_models gives: the path the Spark layer wraps with applyInPandas."""
+    train_models gives: the path whose per-unit step the Spark layer maps over an RDD."""
     df = pd.concat([make_env("cropland_C", 6, 10, "precip", 91), make_env("cropland_D", 6, 10, "precip", 92)],
                    ignore_index=True)
     cfg = tiny_cfg(candidates=["xgb_raw", "xgb_residual", "global"], **GLOBAL_WCM_ONLY)

@@ -29,7 +29,7 @@ point model (target ``ssm - offset``, interval ``offset + q(x)``); for ``physics
 physics residual. Crossing quantiles are ordered (low = min, high = max).
 
 The physics features always come from WCM parameters passed in by the caller: in cross-validation
-those fitted on the training fold only (see :mod:`ssm_spark.models.selection`), for the final models
+those fitted on the training fold only (see :mod:`ssm_spark.models.calibration_folds`), for the final models
 those fitted on all data. Stale physics columns in the input (e.g. the default-parameter features of
 a matchup table) are dropped and recomputed by :func:`add_physics`.
 

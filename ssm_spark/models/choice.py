@@ -8,7 +8,8 @@ environment's own best model with the global one by one weight pooled over all e
 cross-fitted by fold. :func:`conformal_shift` and :func:`_served_intervals` calibrate the 5/95 %
 bounds on out-of-fold predictions. See docs/physics.md for the reasoning and the figures.
 
-Plain numpy/pandas on out-of-fold arrays; :mod:`ssm_spark.models.selection` calls these.
+Plain numpy/pandas on out-of-fold arrays; :mod:`ssm_spark.models.training` (per unit) and
+:mod:`ssm_spark.models.metrics_report` (across units) call these.
 """
 
 from __future__ import annotations
