@@ -26,9 +26,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["batches", "cells_request", "sample_cells", "sample_matchups", "acquisition_dates_request"]
+__all__ = ["batches", "cells_request", "sample_cells", "sample_pairs", "sample_matchups", "sample_series",
+           "scene_dates", "as_stored", "acquisition_dates_request", "dates_between_request", "S1_BANDS"]
 
 BANDS = DYNAMIC_BANDS + STATIC_BANDS + CLASS_BANDS
+#: The bands a change-detection climatology needs (``stack="s1"``: the Sentinel-1 image alone).
+S1_BANDS = ("vv_db", "vh_db", "incidence_deg")
 
 
 def batches(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]]]:
@@ -37,14 +40,16 @@ def batches(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any
         yield i, items[i:i + size]
 
 
-def _points(grid: "Grid", cells: Sequence[tuple[int, int]], offset: int = 0, extra: dict | None = None):
+def _points(grid: "Grid", cells: Sequence[tuple[int, int]], offset: int = 0, extra: dict | None = None,
+            ids: Sequence[int] | None = None):
     import ee
 
     crs = R.grid_crs(grid)
     feats = []
     for i, (r, c) in enumerate(cells):
         x, y = grid.cell_to_xy(r, c)
-        feats.append(ee.Feature(ee.Geometry.Point([x, y], proj=crs), {"i": offset + i, "row": int(r), "col": int(c),
+        k = int(ids[i]) if ids is not None else offset + i
+        feats.append(ee.Feature(ee.Geometry.Point([x, y], proj=crs), {"i": k, "row": int(r), "col": int(c),
                                                                      **(extra or {})}))
     return ee.FeatureCollection(feats)
 
@@ -56,25 +61,40 @@ def full_stack(cfg: "EarthEngineConfig", grid: "Grid", date: Any):
 
 
 def cells_request(cfg: "EarthEngineConfig", grid: "Grid", cells: Sequence[tuple[int, int]], date: Any,
-                  offset: int = 0):
-    """One sampling request: the cells' values of every band on a date (``reduceRegions``, first)."""
+                  offset: int = 0, stack: str = "full", ids: Sequence[int] | None = None):
+    """One sampling request: the cells' values of every band on a date (``reduceRegions``, first);
+    ``stack="s1"``: only :data:`S1_BANDS` (the Sentinel-1 image, :func:`.requests.s1`)."""
     import ee
 
     if len(cells) > cfg.sample.max_points_per_request:
         raise ValueError(f"{len(cells)} points in one request; at most earthengine.sample.max_points_per_request = "
                          f"{cfg.sample.max_points_per_request}")
     day = R._day(date).isoformat()
-    return full_stack(cfg, grid, date).reduceRegions(
-        collection=_points(grid, cells, offset, {"date": day}), reducer=ee.Reducer.first(), crs=R.grid_crs(grid),
+    image = full_stack(cfg, grid, date) if stack == "full" else R.s1(cfg, date, grid)
+    return image.reduceRegions(
+        collection=_points(grid, cells, offset, {"date": day}, ids), reducer=ee.Reducer.first(), crs=R.grid_crs(grid),
         crsTransform=R.crs_transform(grid))
 
 
-def _values(props: dict) -> dict[str, float | None]:
+def _values(props: dict, bands: Sequence[str] = BANDS) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    for b in BANDS:
+    for b in bands:
         v = props.get(b)
         out[b] = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
     return out
+
+
+def _features(fc: Any, what: str) -> list[dict]:
+    """The features of a getInfo'd FeatureCollection, or :class:`EarthEngineError` on another shape."""
+    from ssm_spark.sources.earthengine.client import EarthEngineError
+
+    if fc is None:
+        return []
+    feats = fc.get("features") if isinstance(fc, dict) else None
+    if not isinstance(feats, list):
+        raise EarthEngineError(f"{what}: Earth Engine answered {type(fc).__name__} "
+                               f"{str(fc)[:120]!r}, not a FeatureCollection (no 'features' list)")
+    return feats
 
 
 def sample_cells(client: Any, cfg: "EarthEngineConfig", grid: "Grid", cells: Sequence[tuple[int, int]],
@@ -83,10 +103,107 @@ def sample_cells(client: Any, cfg: "EarthEngineConfig", grid: "Grid", cells: Seq
     in batches of ``sample.max_points_per_request`` requests through ``client.get_info``."""
     out: list[dict | None] = [None] * len(cells)
     for off, chunk in batches(list(cells), cfg.sample.max_points_per_request):
-        fc = client.get_info(cells_request(cfg, grid, chunk, date, off), f"sample {len(chunk)} cell(s) on {date}")
-        for f in (fc or {}).get("features", []):
+        what = f"sample {len(chunk)} cell(s) on {date}"
+        for f in _features(client.get_info(cells_request(cfg, grid, chunk, date, off), what), what):
             props = f.get("properties", {})
             out[int(props["i"])] = _values(props)
+    return out
+
+
+def sample_pairs(client: Any, cfg: "EarthEngineConfig", grid: "Grid", pairs: Sequence[tuple[int, int, Any]], *,
+                 stack: str = "full") -> list[dict[str, float | None] | None]:
+    """Band values of ``(row, col, date)`` pairs (``None`` where Earth Engine returned no feature).
+
+    Pairs are grouped by date; one request stacks at most ``sample.max_dates_per_request`` dates
+    and ``sample.max_points_per_request`` points over all of them (one merged FeatureCollection).
+    ``stack="s1"``: only :data:`S1_BANDS` are sampled (a climatology's series).
+    """
+    import ee
+
+    bands = BANDS if stack == "full" else S1_BANDS
+    by_date: dict[str, list[int]] = {}
+    for k, (_, _, d) in enumerate(pairs):
+        by_date.setdefault(R._day(d).isoformat(), []).append(k)
+    out: list[dict | None] = [None] * len(pairs)
+    cap_p, cap_d = cfg.sample.max_points_per_request, cfg.sample.max_dates_per_request
+
+    def flush(req: list[tuple[str, Sequence[int]]]) -> None:
+        fcs = [cells_request(cfg, grid, [pairs[k][:2] for k in ks], d, stack=stack, ids=ks) for d, ks in req]
+        what = (f"sample {sum(len(ks) for _, ks in req)} point(s) on {len(req)} date(s) "
+                f"({req[0][0]}..{req[-1][0]})")
+        merged = ee.FeatureCollection(fcs).flatten() if len(fcs) > 1 else fcs[0]
+        for f in _features(client.get_info(merged, what), what):
+            p = f.get("properties", {})
+            k = int(p["i"])
+            if 0 <= k < len(out):
+                out[k] = _values(p, bands)
+
+    req: list[tuple[str, Sequence[int]]] = []
+    n = 0
+    for d in sorted(by_date):
+        for _, chunk in batches(by_date[d], cap_p):
+            if req and (len(req) == cap_d or n + len(chunk) > cap_p):
+                flush(req)
+                req, n = [], 0
+            req.append((d, chunk))
+            n += len(chunk)
+    if req:
+        flush(req)
+    return out
+
+
+def dates_between_request(cfg: "EarthEngineConfig", grid: "Grid", row: int, col: int, start: Any, end: Any):
+    """The distinct dates (``YYYY-MM-DD``, UTC) of Sentinel-1 scenes over a cell in ``[start, end]``."""
+    import ee
+
+    x, y = grid.cell_to_xy(row, col)
+    pt = ee.Geometry.Point([x, y], proj=R.grid_crs(grid))
+    col_ = R.s1_collection(cfg, R._day(start), R._day(end) + dt.timedelta(days=1), pt)
+    return col_.aggregate_array("system:time_start").map(
+        lambda t: ee.Date(t).format("YYYY-MM-dd")).distinct().sort()
+
+
+def scene_dates(client: Any, cfg: "EarthEngineConfig", grid: "Grid", row: int, col: int, start: Any,
+                end: Any) -> list[str]:
+    """Dates with a Sentinel-1 scene over the cell in ``[start, end]`` (one request)."""
+    from ssm_spark.sources.earthengine.client import EarthEngineError
+
+    s, e = R._day(start).isoformat(), R._day(end).isoformat()
+    what = f"Sentinel-1 dates over cell (row {row}, col {col}) {s}..{e}"
+    got = client.get_info(dates_between_request(cfg, grid, row, col, s, e), what)
+    if got is None:
+        return []
+    if not isinstance(got, list) or not all(isinstance(d, str) for d in got):
+        raise EarthEngineError(f"{what}: Earth Engine answered {str(got)[:120]!r}, not a list of dates")
+    return sorted({d for d in got if s <= d <= e})
+
+
+def sample_series(client: Any, cfg: "EarthEngineConfig", grid: "Grid", row: int, col: int, dates: Sequence[Any], *,
+                  stack: str = "full") -> dict[str, dict[str, float | None]]:
+    """A cell's values on every date of ``dates`` with a Sentinel-1 scene over it: one request for
+    the scene dates, then :func:`sample_pairs` (batched) on those; ``{date: values}``."""
+    days = sorted({R._day(d).isoformat() for d in dates})
+    if not days:
+        return {}
+    have = set(scene_dates(client, cfg, grid, row, col, days[0], days[-1]))
+    todo = [d for d in days if d in have]
+    vals = sample_pairs(client, cfg, grid, [(row, col, d) for d in todo], stack=stack)
+    return {d: v for d, v in zip(todo, vals) if v is not None}
+
+
+def as_stored(values: dict[str, float | None]) -> dict[str, float]:
+    """Sampled values as an exported GeoTIFF stores them (:data:`.requests.STACKS`): float32 bands,
+    uint8 classes (0, their nodata, and anything outside 1..255: missing); None: NaN."""
+    import numpy as np
+
+    out = {}
+    for b, v in values.items():
+        if v is None or not np.isfinite(v):
+            out[b] = np.nan
+        elif b in CLASS_BANDS:
+            out[b] = float(int(v)) if 0 < v < 256 and float(v).is_integer() else np.nan
+        else:
+            out[b] = float(np.float32(v))
     return out
 
 
@@ -110,8 +227,8 @@ def sample_matchups(client: Any, cfg: "EarthEngineConfig", grid: "Grid", station
         for off, chunk in batches(cells, cfg.sample.max_points_per_request // max(1, len(dchunk)) or 1):
             fcs = [cells_request(cfg, grid, chunk, d, off) for d in dchunk]
             merged = ee.FeatureCollection(fcs).flatten() if len(fcs) > 1 else fcs[0]
-            fc = client.get_info(merged, f"sample {len(chunk)} station(s) x {len(dchunk)} date(s)")
-            for f in (fc or {}).get("features", []):
+            what = f"sample {len(chunk)} station(s) x {len(dchunk)} date(s)"
+            for f in _features(client.get_info(merged, what), what):
                 p = f.get("properties", {})
                 i = int(p["i"])
                 vals = _values(p)

@@ -1,0 +1,326 @@
+"""Where a point's inputs come from: local stacks, a product, or Earth Engine (one thin interface).
+
+- :class:`StackSource`: a folder of ``<YYYY-MM-DD>/`` feature-stack GeoTIFFs (``static/`` beside it),
+  each file checked against the grid by the stack reader's own :func:`~ssm_spark.sources.stacks.discover`
+  (once per file and ``(mtime, size)``), the cell read by :mod:`ssm_spark.point.cells`.
+- :class:`EarthEngineSource` (``--source ee``): the cell's bands sampled by Earth Engine
+  (:mod:`ssm_spark.sources.earthengine.sample`), stored as float32 as an export would store them,
+  through the same :func:`~ssm_spark.point.cells.pixel_frame`.
+- :class:`ProductSource`: an existing product folder (``produce``'s ``parquet/``), the cell's row
+  read with row-group pruning; no physics runs (the product already holds the answer).
+
+A pixel source answers ``pixel(row, col, date) -> (frame, where)`` and, for a series,
+``pixels(row, col, dates) -> (frame, [(date, where, reason)])``: one frame for every date with an
+acquisition (``reason`` None), in the order of ``dates``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ssm_spark.errors import InputError
+from ssm_spark.point.cells import OpenFiles, cell_values, pixel_frame
+from ssm_spark.point.errors import DATE_RE, NoAcquisitionError, OutsideCoverageError, nearest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ssm_spark.config import Config
+    from ssm_spark.grid import Grid
+    from ssm_spark.sources.stacks import StackFile
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PointSource", "StackSource", "ProductSource", "EarthEngineSource"]
+
+Info = tuple[str, str | None, str | None]  # (date, where, reason it has no row)
+
+
+class PointSource(Protocol):
+    """Where a point's features come from (the physics and models are shared)."""
+
+    name: str
+
+    def dates(self) -> list[str]:
+        """Dates with data (sorted ``YYYY-MM-DD``); empty when unknown (Earth Engine)."""
+
+    def pixel(self, row: int, col: int, date: str) -> tuple[pd.DataFrame, str]:
+        """The pixel row of a cell on a date (no row: no backscatter there) and where it came from.
+
+        Raises
+        ------
+        OutsideCoverageError, NoAcquisitionError
+        """
+
+    def pixels(self, row: int, col: int, dates: Sequence[str]) -> tuple[pd.DataFrame, list[Info]]:
+        """The pixel rows of a cell on many dates, and per date where it came from or why no row."""
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+class StackSource:
+    """Feature stacks on disk (see the module docstring).
+
+    Parameters
+    ----------
+    stacks : path
+        Folder of ``<YYYY-MM-DD>/`` folders of GeoTIFFs.
+    grid : Grid
+    static : path, optional
+        Static layers (default: ``static/`` beside ``stacks`` when it exists).
+    band_aliases : dict, optional
+        ``ingest.band_aliases``.
+    max_slope_deg : float, optional
+        ``ingest.max_slope_deg``.
+    open_files : int, default 128
+        Datasets kept open (:class:`~ssm_spark.point.cells.OpenFiles`): their decoded blocks stay
+        in GDAL's block cache (``GDAL_CACHEMAX``, default 5 % of the memory), so a cell of a file
+        read before costs no decoding; 0: every read opens and closes its files.
+    """
+
+    name = "stacks"
+
+    def __init__(self, stacks: str | os.PathLike, grid: "Grid", static: str | os.PathLike | None = None,
+                 band_aliases: dict | None = None, max_slope_deg: float | None = None, open_files: int = 128) -> None:
+        self.root = Path(stacks)
+        if not self.root.is_dir():
+            raise InputError(f"{self.root}: stacks folder not found (expected <YYYY-MM-DD>/ folders of GeoTIFFs)")
+        if static is None:
+            cand = self.root.parent / "static"
+            static = cand if cand.is_dir() else None
+        self.static = Path(static) if static is not None else None
+        self.grid = grid
+        self.aliases = dict(band_aliases or {})
+        self.max_slope_deg = max_slope_deg
+        self.files = OpenFiles(open_files)
+        self._mtime = -1
+        self._dates: list[str] = []
+        self._refresh()
+        self._inv: dict[str, list] = {}  # date -> the checked files found so far
+        self._stamps: dict[str, tuple[int, int]] = {}  # path -> (mtime, size) when checked
+        self._rejected: dict[str, list[dict]] = {}  # date -> quarantine records of its files
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        """Re-list the date folders when the stacks folder changed (a service sees new dates)."""
+        m = self.root.stat().st_mtime_ns
+        if m != self._mtime:
+            self._dates = sorted(p.name for p in self.root.iterdir() if p.is_dir() and DATE_RE.match(p.name))
+            self._mtime = m
+
+    def dates(self) -> list[str]:
+        self._refresh()
+        return list(self._dates)
+
+    def _discover(self, start: str, end: str, keep=None) -> None:
+        """Check the files of dates ``[start, end]`` (those whose window ``keep`` accepts) and remember them."""
+        from ssm_spark.sources.stacks import discover
+
+        inv = discover(self.root, self.grid, self.static, self.aliases, start=dt.date.fromisoformat(start),
+                       end=dt.date.fromisoformat(end), keep_window=keep)
+        with self._lock:
+            for f in inv.files:
+                mine = self._inv.setdefault(f.date, [])
+                if f not in mine:
+                    mine[:] = [g for g in mine if g.path != f.path] + [f]
+                self._stamps[f.path] = _stamp(f.path)
+            for q in inv.quarantine:
+                self._rejected.setdefault(Path(q["file"]).parent.name, []).append(q)
+
+    def check_all(self) -> int:
+        """Check every file of every date now (a service at start-up); the number of usable files."""
+        ds = self.dates()
+        if ds:
+            self._discover(ds[0], ds[-1])
+        with self._lock:
+            return sum(len(v) for v in self._inv.values())
+
+    def _known(self, row: int, col: int, date: str) -> "StackFile | None":
+        with self._lock:
+            known = list(self._inv.get(date, ()))
+        for f in known:
+            if f.row_off <= row < f.row_off + f.height and f.col_off <= col < f.col_off + f.width:
+                try:
+                    fresh = _stamp(f.path) == self._stamps.get(f.path)
+                except OSError:
+                    fresh = False
+                if fresh:
+                    return f
+                with self._lock:  # rewritten or removed since it was checked: check the date again
+                    self._inv[date] = [g for g in self._inv.get(date, []) if g.path != f.path]
+                return None
+        return None
+
+    def file(self, row: int, col: int, date: str) -> "StackFile":
+        """The checked stack file of the date holding the cell.
+
+        Raises
+        ------
+        NoAcquisitionError
+            No folder of that date (naming the nearest dates with one).
+        OutsideCoverageError
+            No usable file of the date holds the cell (naming a rejected file's reason).
+        """
+        if date not in self._dates:
+            self._refresh()
+        if date not in self._dates:
+            near = nearest(self._dates, date)
+            raise NoAcquisitionError(
+                f"no stacks dated {date} in {self.root} (no <{date}>/ folder); nearest dates with stacks: "
+                f"{', '.join(near) if near else 'none'}", nearest=near, date=date)
+        f = self._known(row, col, date)
+        if f is None:
+            self._discover(date, date, _holds(row, col))
+            f = self._known(row, col, date)
+        if f is not None:
+            return f
+        bad = self._rejected.get(date, [])
+        why = f"; {len(bad)} file(s) of that date were rejected, e.g. {bad[-1]['reason']}" if bad else ""
+        raise OutsideCoverageError(f"cell (row {row}, col {col}) of grid {self.grid.name} is outside the stacks "
+                                   f"of {date} in {self.root / date}{why}", date=date)
+
+    def values(self, row: int, col: int, date: str) -> tuple[dict[str, float], str]:
+        """The cell's raw band values on a date and the stack file they came from."""
+        f = self.file(row, col, date)
+        return cell_values(self.files, f, row, col), f.path
+
+    def pixel(self, row: int, col: int, date: str) -> tuple[pd.DataFrame, str]:
+        vals, where = self.values(row, col, date)
+        px, _ = pixel_frame([vals], self.grid, [row], [col], [date], self.max_slope_deg)
+        return px, where
+
+    def pixels(self, row: int, col: int, dates: Sequence[str]) -> tuple[pd.DataFrame, list[Info]]:
+        self._refresh()
+        todo = [d for d in dates if d in self._dates and self._known(row, col, d) is None]
+        if todo:  # one check of every date not seen yet (one pass, static companions checked once)
+            self._discover(min(todo), max(todo), _holds(row, col))
+        vals, days, info = [], [], []
+        for d in dates:
+            try:
+                v, where = self.values(row, col, d)
+            except (NoAcquisitionError, OutsideCoverageError) as exc:
+                info.append((d, None, str(exc).split(";")[0]))
+                continue
+            vals.append(v)
+            days.append(d)
+            info.append((d, where, None))
+        px, kept = pixel_frame(vals, self.grid, [row] * len(vals), [col] * len(vals), days, self.max_slope_deg)
+        j = 0
+        for i, (d, where, why) in enumerate(info):
+            if why is None:
+                if not kept[j]:
+                    info[i] = (d, where, f"no backscatter at the cell in {where}")
+                j += 1
+        return px, info
+
+
+def _holds(row: int, col: int):
+    def keep(win: tuple[int, int, int, int]) -> bool:
+        r0, c0, h, w = win
+        return r0 <= row < r0 + h and c0 <= col < c0 + w
+    return keep
+
+
+class ProductSource:
+    """An existing product folder (``ssm-spark produce``): the cell's row, read with row-group pruning."""
+
+    name = "product"
+
+    def __init__(self, product: str | os.PathLike, grid: "Grid") -> None:
+        root = Path(product)
+        self.root = root / "parquet" if (root / "parquet").is_dir() else root
+        if not self.root.is_dir():
+            raise InputError(f"{product}: product folder not found (expected parquet/date=YYYY-MM-DD/)")
+        self.grid = grid
+        self._dates = sorted(p.name.split("=", 1)[1] for p in self.root.glob("date=*")
+                             if (p / "_SUCCESS.json").is_file())
+
+    def dates(self) -> list[str]:
+        return list(self._dates)
+
+    def row(self, row: int, col: int, date: str) -> tuple[dict, str]:
+        import pyarrow.dataset as pads
+
+        if date not in self._dates and (self.root / f"date={date}" / "_SUCCESS.json").is_file():
+            self._dates = sorted({*self._dates, date})  # committed since the service started
+        if date not in self._dates:
+            near = nearest(self._dates, date)
+            raise NoAcquisitionError(f"no complete product dated {date} in {self.root}; nearest product dates: "
+                                     f"{', '.join(near) if near else 'none'}", nearest=near, date=date)
+        tr, tc = int(row) // self.grid.tile_size, int(col) // self.grid.tile_size
+        path = self.root / f"date={date}" / f"{self.grid.name}_{tr}_{tc}.parquet"
+        if not path.is_file():
+            raise OutsideCoverageError(f"cell (row {row}, col {col}) is outside the product of {date} "
+                                       f"(no tile file {path.name})", date=date)
+        ds = pads.dataset(str(path), format="parquet")
+        tab = ds.to_table(filter=(pads.field("row") == int(row)) & (pads.field("col") == int(col)))
+        if tab.num_rows == 0:
+            raise NoAcquisitionError(f"no product row for cell (row {row}, col {col}) on {date} in {path} "
+                                     "(outside the product's region, or no acquisition there that date)", date=date)
+        return tab.slice(0, 1).to_pylist()[0], str(path)
+
+
+class EarthEngineSource:
+    """The cell's feature bands sampled by Earth Engine (see the module docstring).
+
+    ``client`` is the thin live interface (:class:`ssm_spark.sources.earthengine.client.EEClient`:
+    ``get_info``, ``acquisition_dates``), replaced by a recorded-response fake in the tests.
+    """
+
+    name = "ee"
+
+    def __init__(self, cfg: "Config", grid: "Grid", client: Any = None) -> None:
+        from ssm_spark.sources.earthengine.client import EEClient
+
+        self.cfg = cfg
+        self.grid = grid
+        self.client = client if client is not None else EEClient.connect(cfg.earthengine)
+
+    def dates(self) -> list[str]:
+        return []
+
+    def pixel(self, row: int, col: int, date: str) -> tuple[pd.DataFrame, str]:
+        from ssm_spark.sources.earthengine.sample import as_stored, sample_cells
+
+        values = sample_cells(self.client, self.cfg.earthengine, self.grid, [(int(row), int(col))], date)[0]
+        if values is None or not any(values.get(b) is not None and np.isfinite(values[b]) for b in ("vv_db", "vh_db")):
+            near = self.client.acquisition_dates(self.cfg.earthengine, self.grid, row, col, date)
+            raise NoAcquisitionError(f"Earth Engine has no Sentinel-1 acquisition over cell (row {row}, col {col}) "
+                                     f"on {date}; nearest dates with one: {', '.join(near) if near else 'none'}",
+                                     nearest=near, date=date)
+        px, _ = pixel_frame([as_stored(values)], self.grid, [row], [col], [date], self.cfg.ingest.max_slope_deg)
+        return px, "earthengine"
+
+    def pixels(self, row: int, col: int, dates: Sequence[str]) -> tuple[pd.DataFrame, list[Info]]:
+        """Every date of ``dates`` with a Sentinel-1 scene over the cell, sampled in batched requests
+        (:func:`~ssm_spark.sources.earthengine.sample.sample_series`)."""
+        from ssm_spark.sources.earthengine.sample import as_stored, sample_series
+
+        got = sample_series(self.client, self.cfg.earthengine, self.grid, int(row), int(col), dates)
+        vals, days, info = [], [], []
+        for d in dates:
+            v = got.get(d)
+            if v is None:
+                info.append((d, None, "no Sentinel-1 scene over the cell in Earth Engine"))
+                continue
+            vals.append(as_stored(v))
+            days.append(d)
+            info.append((d, "earthengine", None))
+        px, kept = pixel_frame(vals, self.grid, [row] * len(vals), [col] * len(vals), days,
+                               self.cfg.ingest.max_slope_deg)
+        j = 0
+        for i, (d, where, why) in enumerate(info):
+            if why is None:
+                if not kept[j]:
+                    info[i] = (d, None, "no backscatter at the cell in Earth Engine's sample")
+                j += 1
+        return px, info
