@@ -51,6 +51,7 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.60",
         "ismn>=1.5",
+        "pystac[validation]>=1.14,<1.15",  # the STAC catalogue (ssm_spark.stac); validation: jsonschema
     ],
     extras_require={
         "spark": ["pyspark>=4.0,<4.1"],
