@@ -11,6 +11,15 @@
 #                   packages: --packages, resolved from Maven Central by the cluster
 #                   cluster: none (installed on the cluster, e.g. in $SPARK_HOME/jars or the image)
 #   SUBMIT_ARGS     more spark-submit arguments (resources: --executor-memory 4g --executor-cores 2 ...)
+#   LOG4J2          the JVM's logging profile [ssm_spark/log4j2.properties: WARN for Spark, Hadoop and
+#                   Sedona instead of Spark's ~60 INFO lines per job; ssm-spark's own Python logging is
+#                   not affected]; none: leave the cluster's own profile. It reaches the JVM that
+#                   spark-submit starts here (SPARK_SUBMIT_OPTS: the driver itself in client mode, the
+#                   submitting client in cluster mode); yarn.sh also ships it (--files) to the YARN
+#                   containers, which have it in their working directory before their JVM starts. On a
+#                   standalone or Kubernetes cluster --files arrive after an executor's JVM has started:
+#                   there executors (and a Kubernetes driver) keep the cluster's or the image's profile
+#                   (put the file in the image's $SPARK_HOME/conf/ to change it).
 #   DRY_RUN=1       print the command instead of running it
 # The job's own --set spark.master=null --set spark.jars.mode=cluster let spark-submit decide both.
 set -euo pipefail
@@ -46,10 +55,29 @@ case "${JARS_MODE:-jars}" in
 esac
 job_args=("$JOB_FILE" --set spark.master=null --set spark.jars.mode=cluster "$@")
 
+LOG4J2=${LOG4J2:-$ROOT/ssm_spark/log4j2.properties}
+if [ "$LOG4J2" != none ]; then
+  [ -f "$LOG4J2" ] || { echo "no log4j2 profile at $LOG4J2 (LOG4J2=none keeps the cluster's own)" >&2; exit 2; }
+  # as a file URI: a path with spaces would be split by spark-class
+  log4j2_uri=$("$LOCAL_PY" -c 'import pathlib, sys; print(pathlib.Path(sys.argv[1]).resolve().as_uri())' "$LOG4J2")
+  export SPARK_SUBMIT_OPTS="${SPARK_SUBMIT_OPTS:+$SPARK_SUBMIT_OPTS }-Dlog4j2.configurationFile=$log4j2_uri"
+fi
+log4j2_shipped() {  # spark-submit arguments for JVMs started in a YARN container: DRIVER=1 for a cluster-mode driver
+  [ "$LOG4J2" = none ] && return 0
+  local opt="-Dlog4j2.configurationFile=$(basename "$LOG4J2")"   # localized into the container's working directory
+  # defaultJavaOptions: the job's own spark.*.extraJavaOptions are appended to them, not replaced
+  log4j2_args=(--files "$LOG4J2" --conf "spark.executor.defaultJavaOptions=$opt")
+  [ "${1:-}" = DRIVER=1 ] && log4j2_args+=(--conf "spark.driver.defaultJavaOptions=$opt")
+  return 0
+}
+
 submit() {  # the target's own arguments; then the shared ones
   local cmd=("$SUBMIT" "$@" "${python_args[@]}" "${jar_args[@]}")
   # shellcheck disable=SC2206
   [ -n "${SUBMIT_ARGS:-}" ] && cmd+=(${SUBMIT_ARGS})
   cmd+=("${job_args[@]}")
-  if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "${cmd[@]}"; echo; else exec "${cmd[@]}"; fi
+  if [ "${DRY_RUN:-0}" = 1 ]; then
+    [ -n "${SPARK_SUBMIT_OPTS:-}" ] && printf 'SPARK_SUBMIT_OPTS=%q ' "$SPARK_SUBMIT_OPTS"
+    printf '%q ' "${cmd[@]}"; echo
+  else exec "${cmd[@]}"; fi
 }

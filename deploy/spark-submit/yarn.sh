@@ -8,4 +8,7 @@ source "$(dirname "$0")/common.sh"
 mode=${DEPLOY_MODE:-cluster}
 extra=(--conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
 [ "$mode" = client ] && extra=(--conf "spark.pyspark.driver.python=${DRIVER_PYTHON:-$LOCAL_PY}")
-submit --master yarn --deploy-mode "$mode" --queue "${QUEUE:-default}" "${extra[@]}"
+# the logging profile for the containers (executors; the driver too in cluster mode): see LOG4J2 in common.sh
+log4j2_args=()
+if [ "$mode" = cluster ]; then log4j2_shipped DRIVER=1; else log4j2_shipped; fi
+submit --master yarn --deploy-mode "$mode" --queue "${QUEUE:-default}" "${extra[@]}" "${log4j2_args[@]}"
