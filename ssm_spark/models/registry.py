@@ -42,10 +42,10 @@ import pandas as pd
 import xgboost as xgb
 
 import ssm_spark
+import ssm_spark.models.candidates as candidates
 from ssm_spark.environments import CLIMATE_MAIN, GROUPS, MASK_BITS
 from ssm_spark.errors import ModelRegistryError
 from ssm_spark.io import atomic_dir, json_text
-from ssm_spark.models import candidates
 from ssm_spark.models.candidates import blend
 from ssm_spark.models.candidates import (
     CANDIDATES,

@@ -37,8 +37,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+import ssm_spark.models.candidates as candidates
 from ssm_spark.errors import InputError
-from ssm_spark.models import candidates
 from ssm_spark.models.calibration_folds import calibrate_folds
 from ssm_spark.models.candidates import CANDIDATES, blend
 from ssm_spark.models.choice import _by_fold, _served_intervals, choose_model, rank_candidates
