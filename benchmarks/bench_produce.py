@@ -9,7 +9,7 @@ Every path does the same work per stack file (a 256 x 256 tile of the demo regio
 feature tile (rasterio), masks and environment, coupled physics with the registry's WCM parameters,
 the model selected per environment (XGBoost, 1 thread per task), and one zstd Parquet file per
 tile. The reference calls the library functions that the Spark tasks call
-(:func:`ssm_spark.product.produce.read_clipped`, ``predict_rows``, ``write_tile``) in a loop; Spark
+(:func:`ssm_spark.product.tiles.read_clipped`, ``predict_rows``, ``write_tile``) in a loop; Spark
 runs ``produce`` itself (``produce.cog=false``, ``produce.quicklook=false``, ``force``), so its
 figure includes the driver's work per date (listing, job launch, commit). A last Spark local[2]
 run with COGs, VRT and quicklooks shows what the raster outputs add, and a profile of the reference
@@ -101,7 +101,7 @@ def _reference_setup(a: argparse.Namespace):
     """What the reference and the profile share: config, grid, dates, registry (1 thread), region, files."""
     from ssm_spark.config import load_config
     from ssm_spark.models.registry import load_registry
-    from ssm_spark.product import produce as P
+    from ssm_spark.product.region import resolve_region
     from ssm_spark.sources.stacks import discover
 
     cfg = load_config()
@@ -109,13 +109,14 @@ def _reference_setup(a: argparse.Namespace):
     stacks = Path(a.stacks)
     dates = _dates(stacks, a.dates)
     reg = load_registry(a.models, nthread=1).warm()
-    region = P.resolve_region(None, cfg, grid)
+    region = resolve_region(None, cfg, grid)
     inv = discover(stacks, grid, stacks.parent / "static", cfg.ingest.band_aliases)
     return cfg, grid, dates, reg, region, inv
 
 
 def run_reference(a: argparse.Namespace) -> dict:
-    from ssm_spark.product import produce as P
+    from ssm_spark.product import tiles as P
+    from ssm_spark.product.tasks import _tile_of_file
 
     cfg, grid, dates, reg, region, inv = _reference_setup(a)
     rates, pixels = [], 0
@@ -128,7 +129,7 @@ def run_reference(a: argparse.Namespace) -> dict:
                 (Path(tmp) / "parquet" / f"date={d}").mkdir(parents=True, exist_ok=True)
                 for f in (f for f in inv.files if f.date == d):
                     px, _ = P.read_clipped(f, job)
-                    s = P.write_tile(P.predict_rows(px, reg), *P._tile_of_file(f, grid), job)
+                    s = P.write_tile(P.predict_rows(px, reg), *_tile_of_file(f, grid), job)
                     pixels += s["pixels"]
             rates.append(pixels / (time.perf_counter() - t0))
     return {"rates": rates, "pixels_per_run": pixels, "dates": dates}
@@ -138,8 +139,9 @@ def run_profile(a: argparse.Namespace) -> dict:
     """Where the time goes, per stage, in the reference loop (one pass, 1 thread): read + masks +
     clip, coupled physics, XGBoost (point + quantile models), Parquet, COG."""
     from ssm_spark.models import candidates
-    from ssm_spark.product import produce as P
+    from ssm_spark.product import tiles as P
     from ssm_spark.product.cog import tile_arrays, write_tile_cog
+    from ssm_spark.product.tasks import _tile_of_file
 
     cfg, grid, dates, reg, region, inv = _reference_setup(a)
     t = dict.fromkeys(("read", "physics", "xgboost", "parquet", "cog"), 0.0)
@@ -165,7 +167,7 @@ def run_profile(a: argparse.Namespace) -> dict:
                 phys0 = t["physics"]
                 rows = P.predict_rows(px, reg)
                 t2 = time.perf_counter()
-                tr, tc = P._tile_of_file(f, grid)
+                tr, tc = _tile_of_file(f, grid)
                 P.write_tile(rows, tr, tc, job)
                 t3 = time.perf_counter()
                 data = tile_arrays(rows, grid, tr, tc, ("ssm", "qc"))

@@ -9,6 +9,7 @@ bad config, bad input, missing jars), 1 anything unexpected.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -50,6 +51,14 @@ def configure_logging(verbose: int = 0, quiet: int = 0) -> None:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
+def iso_date(value: str) -> dt.date:
+    """An argparse ``type``: ``YYYY-MM-DD`` -> :class:`datetime.date` (else a usage error naming the value)."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD") from None
+
+
 # -- jobs ---------------------------------------------------------------------------------------
 def _args_none(parser: argparse.ArgumentParser) -> None:
     return None
@@ -66,7 +75,7 @@ def _args_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace, cfg: Config) -> int:
-    from ssm_spark.pipeline import run_demo
+    from ssm_spark.demo import run_demo
 
     summary = run_demo(cfg, Path(args.output))
     print(json.dumps(summary, indent=2, default=str))
@@ -108,6 +117,7 @@ def _args_matchups(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--stacks", help="folder of <YYYY-MM-DD>/ folders of feature-stack GeoTIFFs (with --insitu)")
     src.add_argument("--table", help="a user's own matchup table, CSV or Parquet (column mapping: the table section of the config)")
+    src.add_argument("--source", choices=["ee"], help="'ee': the stations' cells sampled from Earth Engine (with --insitu)")
     parser.add_argument("--static", default=None, help="folder of static layers (default: a static/ folder beside --stacks)")
     parser.add_argument("--insitu", help="ISMN download (header_values or CEOP format); with --stacks")
     parser.add_argument("--output", required=True, help="matchup table (Parquet)")
@@ -118,6 +128,13 @@ def _run_matchups(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.table:
         summary = table_matchups_run(cfg, Path(args.table), Path(args.output))
+    elif args.source == "ee":  # ssm_spark.sources.earthengine.matchups (point extraction, then the stack path's steps)
+        from ssm_spark.sources.earthengine.matchups import ee_matchups_run
+        from ssm_spark.spark import session
+
+        if not args.insitu:
+            raise ConfigError("matchups --source ee needs --insitu (an ISMN download)")
+        summary = ee_matchups_run(session(cfg.spark), cfg, Path(args.insitu), Path(args.output))
     else:
         if not args.insitu:
             raise ConfigError("matchups --stacks needs --insitu (an ISMN download)")
@@ -159,15 +176,31 @@ def _run_validate(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _args_produce(parser: argparse.ArgumentParser) -> None:
-    from ssm_spark.product.produce import add_arguments
-
-    add_arguments(parser)
+    parser.add_argument("--models", required=True, help="model registry folder (from ssm-spark train)")
+    _args_stacks(parser)
+    parser.add_argument("--region", default=None,
+                        help="bbox lon_min,lat_min,lon_max,lat_max (write --region=-5,40,3,45 when it starts with "
+                             "'-'), a GeoJSON file (lon/lat polygons), or a region name (produce.regions, or the "
+                             "configured region's name); default: the configured region")
+    parser.add_argument("--start", default=None, type=iso_date,
+                        help="first date YYYY-MM-DD (default: the first stack date)")
+    parser.add_argument("--end", default=None, type=iso_date,
+                        help="last date YYYY-MM-DD, inclusive (default: the last stack date)")
+    parser.add_argument("--output", required=True,
+                        help="product folder (parquet/, cog/, vrt/, quicklook/, product.json)")
+    parser.add_argument("--force", action="store_true", help="recompute dates that are already complete")
 
 
 def _run_produce(args: argparse.Namespace, cfg: Config) -> int:
-    from ssm_spark.product.produce import run
+    """Prints the run summary as JSON; 0 on success (files that could not be read are listed in the
+    summary and the markers, and logged)."""
+    from ssm_spark.product.produce import produce
+    from ssm_spark.spark import session
 
-    return run(args, cfg)
+    summary = produce(session(cfg.spark), cfg, Path(args.models), Path(args.stacks), args.region, args.start,
+                      args.end, Path(args.output), Path(args.static) if args.static else None, force=args.force)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
 
 
 def _args_jars(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,8 @@ from ssm_spark.config import load_config
 from ssm_spark.errors import ConfigError
 from ssm_spark.grid import Grid
 from ssm_spark.product import aggregate as A
-from ssm_spark.product import produce as P
+from ssm_spark.product.commit import product_hash
+from ssm_spark.product.region import resolve_region
 
 FINE = Grid.ease2(1, tile_size=32)
 
@@ -117,11 +118,11 @@ def test_config_aggregate_off_by_default_and_in_the_product_hash():
     on = load_config(overrides=["grid.tile_size=32", "produce.aggregate=[36, 9km, ease2_3km]"])
     assert on.produce.aggregate == ["ease2_3km", "ease2_9km", "ease2_36km"]  # finest first
     assert on.produce.model_dump()["aggregate_min_fraction"] == 0.5
-    region = P.resolve_region(None, base, base.grid.build())
-    h0, h1 = P.product_hash(base, region, "m"), P.product_hash(on, region, "m")
+    region = resolve_region(None, base, base.grid.build())
+    h0, h1 = product_hash(base, region, "m"), product_hash(on, region, "m")
     assert h0 != h1
     frac = load_config(overrides=["grid.tile_size=32", "produce.aggregate=[9]", "produce.aggregate_min_fraction=0.8"])
-    assert P.product_hash(frac, region, "m") not in (h0, h1)
+    assert product_hash(frac, region, "m") not in (h0, h1)
     for bad, msg in [("[10]", "nested resolutions"), ("[9, ease2_9km]", "listed twice"), ("[mars_1km]", "unknown grid"),
                      ]:
         with pytest.raises(ConfigError, match=rf"produce.aggregate: .*{msg}"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -37,6 +38,18 @@ def test_config_job_prints_resolved_config_and_hash(capsys):
 def test_user_errors_exit_2_with_the_key(capsys):
     assert main(["config", "--set", "spark.mastr=local[1]"]) == 2
     assert "spark.mastr: unknown key" in capsys.readouterr().err
+
+
+def test_produce_dates_are_parsed_by_argparse(capsys):
+    from ssm_spark.cli import build_parser
+
+    base = ["produce", "--models", "m", "--stacks", "s", "--output", "o"]
+    args = build_parser().parse_args(base + ["--start", "2024-04-01"])
+    assert args.start == dt.date(2024, 4, 1) and args.end is None
+    with pytest.raises(SystemExit) as exc:  # not a calendar date: a usage error before any work
+        main(base + ["--end", "2024-02-30"])
+    assert exc.value.code == 2
+    assert "argument --end: '2024-02-30' is not a date YYYY-MM-DD" in capsys.readouterr().err
 
 
 def test_every_job_has_a_spark_submit_entry_point():

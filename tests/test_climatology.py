@@ -16,6 +16,7 @@ import rasterio
 import rasterio.windows
 
 from ssm_spark.config import load_config
+from ssm_spark.environments import MASK_BITS
 from ssm_spark.physics.change_detection import CLIM_COLUMNS, climatology_frame
 from ssm_spark.physics.qc import QC
 from ssm_spark.product import produce as P
@@ -207,7 +208,7 @@ def test_produce_with_a_change_detection_registry(spark, cd_small, tmp_path):
     assert json.loads((out / "product.json").read_text())["climatology"]["digest"] == clim["digest"]
     rows = pd.read_parquet(out / "parquet" / f"date={LAST}")
     qc = rows["qc"].to_numpy(np.int64)
-    land = (qc & int(P.MASK_BITS)) == 0
+    land = (qc & int(MASK_BITS)) == 0
     missing = (qc & int(QC.CHANGE_DETECTION_MISSING)) != 0
     assert land.sum() > 1000 and missing[land].mean() < 0.05  # change detection in play for land cells
     assert np.isfinite(rows.loc[land, "ssm"]).mean() > 0.9
@@ -223,4 +224,4 @@ def test_produce_with_a_change_detection_registry(spark, cd_small, tmp_path):
     s4 = P.produce(spark, off, root / "models", stacks, None, LAST, LAST, tmp_path / "off")
     assert "climatology" not in s4 and s4["produced"] == 1
     qc4 = pd.read_parquet(tmp_path / "off" / "parquet" / f"date={LAST}")["qc"].to_numpy(np.int64)
-    assert ((qc4 & int(QC.CHANGE_DETECTION_MISSING)) != 0)[(qc4 & int(P.MASK_BITS)) == 0].all()
+    assert ((qc4 & int(QC.CHANGE_DETECTION_MISSING)) != 0)[(qc4 & int(MASK_BITS)) == 0].all()

@@ -20,7 +20,7 @@ SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=16
 @pytest.mark.spark
 @pytest.mark.slow
 def test_demo_end_to_end_small(spark, tmp_path: Path):
-    from ssm_spark.pipeline import run_demo
+    from ssm_spark.demo import run_demo
 
     cfg = load_config(overrides=SMALL)
     out = tmp_path / "demo"

@@ -191,7 +191,7 @@ def test_dynamic_static_classes_stacks_have_our_bands_and_sources(cfg):
 
 
 def test_export_plan_regions_are_the_grid_tiles(cfg):
-    from ssm_spark.product.produce import resolve_region
+    from ssm_spark.product.region import resolve_region
     from ssm_spark.sources.earthengine import export as X
     from ssm_spark.sources.earthengine import requests as R
 
@@ -290,7 +290,7 @@ def test_task_manager_retries_records_and_resumes(cfg, tmp_path, caplog):
     ec = cfg.earthengine.model_copy(deep=True)
     ec.export.max_in_flight, ec.export.poll_seconds = 2, 30.0
     c = cfg.model_copy(update={"earthengine": ec})
-    tiles = [(t[0], t[1]) for t in sorted(__import__("ssm_spark.product.produce", fromlist=["x"]).resolve_region(
+    tiles = [(t[0], t[1]) for t in sorted(__import__("ssm_spark.product.region", fromlist=["x"]).resolve_region(
         None, cfg, grid).tiles)][:2]
     items = X.plan(grid, tiles, ["2024-05-01"], static=False)
     a, b = items[0].file, items[1].file

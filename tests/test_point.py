@@ -285,7 +285,8 @@ def test_earth_engine_export_shaped_stacks_go_through_produce_and_point(spark, r
     from affine import Affine
 
     from ssm_spark.point import PointService
-    from ssm_spark.product.produce import produce, resolve_region
+    from ssm_spark.product.produce import produce
+    from ssm_spark.product.region import resolve_region
     from ssm_spark.sources.earthengine import export as X
     from ssm_spark.sources.earthengine.client import offline
 

@@ -22,8 +22,14 @@ from ssm_spark.config import load_config
 from ssm_spark.environments import MASK_BITS
 from ssm_spark.errors import ConfigError, InputError
 from ssm_spark.grid import Grid
+from ssm_spark.cli import JOBS
 from ssm_spark.product import produce as P
-from ssm_spark.product.cog import blocksize_for, tile_arrays, write_tile_cog, write_vrt
+from ssm_spark.product.cog import blocksize_for, tile_arrays, write_tile_cog
+from ssm_spark.product.commit import product_hash
+from ssm_spark.product.region import _geometry_region, clip_mask, resolve_region
+from ssm_spark.product.schema import AGG_COLUMNS, PRODUCT_COLUMNS
+from ssm_spark.product.tiles import DateJob, predict_rows, read_clipped
+from ssm_spark.product.vrt import write_vrt
 
 SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-05-01",
          "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3"]
@@ -55,44 +61,44 @@ class _Interrupt(RuntimeError):
 def test_regions_bbox_geojson_named_and_config(tmp_path: Path):
     cfg = load_config(overrides=SMALL + ["produce.regions={west: [2.0, 43.8, 2.45, 44.2]}"])
     grid = cfg.grid.build()
-    conf = P.resolve_region(None, cfg, grid)
+    conf = resolve_region(None, cfg, grid)
     assert conf.kind == "config" and conf.window is not None and len(conf.tiles) == 4
     assert conf.full_tiles == frozenset(conf.tiles)  # the demo window is whole tiles
-    assert P.resolve_region("demo", cfg, grid) == conf
-    bb = P.resolve_region("2.0,43.8,2.45,44.2", cfg, grid)
+    assert resolve_region("demo", cfg, grid) == conf
+    bb = resolve_region("2.0,43.8,2.45,44.2", cfg, grid)
     assert bb.kind == "bbox" and bb.geometry.equals(box(2.0, 43.8, 2.45, 44.2))
-    assert P.resolve_region("west", cfg, grid).tiles == bb.tiles
+    assert resolve_region("west", cfg, grid).tiles == bb.tiles
     # a FeatureCollection of two polygons -> their union; tiles that only touch it partly are cell-tested
     fc = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {}, "geometry": mapping(box(2.0, 43.8, 2.3, 44.0))},
         {"type": "Feature", "properties": {}, "geometry": mapping(box(2.6, 44.0, 2.9, 44.2))}]}
     (tmp_path / "r.geojson").write_text(json.dumps(fc))
-    gj = P.resolve_region(str(tmp_path / "r.geojson"), cfg, grid)
+    gj = resolve_region(str(tmp_path / "r.geojson"), cfg, grid)
     assert gj.kind == "geojson" and gj.geometry.geom_type == "MultiPolygon" and gj.name == "r"
     assert set(gj.tiles) == set(grid.tiles_for_geometry(gj.geometry)) and gj.full_tiles < set(gj.tiles)
     assert bb.key() != gj.key() and "wkb:" in gj.key()
     for bad, msg in [("nowhere", "not a bbox"), ("3,44,2,45", "min < max")]:
         with pytest.raises(InputError, match=msg):
-            P.resolve_region(bad, cfg, grid)
+            resolve_region(bad, cfg, grid)
     (tmp_path / "pt.geojson").write_text(json.dumps({"type": "Point", "coordinates": [2.5, 44.0]}))
     with pytest.raises(InputError, match="Polygon or MultiPolygon, found Point"):
-        P.resolve_region(str(tmp_path / "pt.geojson"), cfg, grid)
+        resolve_region(str(tmp_path / "pt.geojson"), cfg, grid)
     (tmp_path / "m.geojson").write_text(json.dumps(mapping(box(600000, 4e6, 700000, 4.1e6))))
     with pytest.raises(InputError, match="lon/lat"):
-        P.resolve_region(str(tmp_path / "m.geojson"), cfg, grid)
+        resolve_region(str(tmp_path / "m.geojson"), cfg, grid)
 
 
 def test_clip_mask_keeps_cells_whose_centre_is_in_the_polygon():
     cfg = load_config(overrides=SMALL)
     grid = cfg.grid.build()
     tri = Polygon([(2.1, 43.75), (2.9, 43.8), (2.4, 44.25)])
-    region = P._geometry_region("tri", "geojson", "test", tri, grid)
+    region = _geometry_region("tri", "geojson", "test", tri, grid)
     r0, c0 = (min(t[0] for t in region.tiles) * 32, min(t[1] for t in region.tiles) * 32)
     rows, cols = np.meshgrid(np.arange(r0, r0 + 64), np.arange(c0, c0 + 64), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
     lon, lat = grid.to_lonlat(rows, cols)
     px = pd.DataFrame({"row": rows, "col": cols, "tile_row": rows // 32, "tile_col": cols // 32, "lon": lon, "lat": lat})
-    keep = P.clip_mask(px, region)
+    keep = clip_mask(px, region)
     want = np.array([tri.contains(shapely.Point(x, y)) for x, y in zip(lon, lat)])
     np.testing.assert_array_equal(keep, want)
     assert 0 < keep.sum() < len(keep)
@@ -143,12 +149,12 @@ def test_tile_cog_and_vrt_round_trip(tmp_path: Path):
 def test_product_hash_follows_the_product_not_the_resources():
     cfg = load_config(overrides=SMALL)
     grid = cfg.grid.build()
-    region = P.resolve_region(None, cfg, grid)
-    h = P.product_hash(cfg, region, "m1")
+    region = resolve_region(None, cfg, grid)
+    h = product_hash(cfg, region, "m1")
     same = load_config(overrides=SMALL + ["spark.master=local[1]", "produce.nthread=3", "produce.tile_grouping=shuffle"])
-    assert P.product_hash(same, region, "m1") == h and same.hash() != cfg.hash()
+    assert product_hash(same, region, "m1") == h and same.hash() != cfg.hash()
     other = load_config(overrides=SMALL + ["produce.cog_bands=[ssm, ssm_p05, ssm_p95, qc]"])
-    assert P.product_hash(other, region, "m1") != h and P.product_hash(cfg, region, "m2") != h
+    assert product_hash(other, region, "m1") != h and product_hash(cfg, region, "m2") != h
 
 
 def test_output_lock_names_its_holder_and_expires(tmp_path: Path):
@@ -211,7 +217,7 @@ def test_product_contract_values_and_provenance(spark, small, clean):
     grid = cfg.grid.build()
     mid = summary["manifest_id"]
     assert summary["produced"] == 2 and summary["failed_files"] == [] and summary["pixels"] == 2 * 64 * 64
-    names = [f"ease2_1km_{tr}_{tc}" for tr, tc in P.resolve_region(None, cfg, grid).tiles]
+    names = [f"ease2_1km_{tr}_{tc}" for tr, tc in resolve_region(None, cfg, grid).tiles]
     for d in (D1, D2):
         assert sorted(p.name for p in (out / "parquet" / f"date={d}").iterdir()) == sorted(
             [f"{n}.parquet" for n in names] + ["_SUCCESS.json"])
@@ -225,7 +231,7 @@ def test_product_contract_values_and_provenance(spark, small, clean):
 
     # the dataset as Spark reads it: the product contract, partitioned by date
     df = spark.read.parquet(str(out / "parquet"))
-    assert sorted(df.columns) == sorted(P.PRODUCT_COLUMNS)
+    assert sorted(df.columns) == sorted(PRODUCT_COLUMNS)
     assert dict(df.dtypes)["date"] == "date" and df.count() == 2 * 4096
     prod = df.where(f"date = DATE'{D1}'").toPandas().sort_values(["row", "col"]).reset_index(drop=True)
     w = cfg.region.window(grid)
@@ -240,8 +246,8 @@ def test_product_contract_values_and_provenance(spark, small, clean):
     # the same numbers as the no-Spark path (read a file, predict with the registry from disk)
     reg = load_registry(root / "models")
     inv = discover(root / "sim" / "stacks", grid, root / "sim" / "static")
-    job = P.DateJob(D1, grid, P.resolve_region(None, cfg, grid), str(out), cfg.ingest.max_slope_deg, {}, None)
-    ref = pd.concat([P.predict_rows(P.read_clipped(f, job)[0], reg) for f in inv.files if f.date == D1])
+    job = DateJob(D1, grid, resolve_region(None, cfg, grid), str(out), cfg.ingest.max_slope_deg, {}, None)
+    ref = pd.concat([predict_rows(read_clipped(f, job)[0], reg) for f in inv.files if f.date == D1])
     ref = ref.sort_values(["row", "col"]).reset_index(drop=True)
     np.testing.assert_array_equal(prod["row"], ref["row"])
     np.testing.assert_array_equal(prod["ssm"].to_numpy("f8"), ref["ssm"].to_numpy("f8"))
@@ -249,7 +255,7 @@ def test_product_contract_values_and_provenance(spark, small, clean):
     assert list(prod["model_id"].fillna("-")) == list(ref["model_id"].fillna("-"))
 
     # COGs and the VRT hold the Parquet values; every output names the manifest and config
-    tr, tc = P.resolve_region(None, cfg, grid).tiles[0]
+    tr, tc = resolve_region(None, cfg, grid).tiles[0]
     with rasterio.open(out / "cog" / D1 / f"ease2_1km_{tr}_{tc}.tif") as src:
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and src.overviews(1)
         assert src.transform == grid.tile_transform(tr, tc) and src.descriptions == ("ssm", "qc")
@@ -288,7 +294,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(spark, small, clean, caplog):
     assert (out / "parquet" / f"date={D1}" / "_SUCCESS.json").is_file()
     assert not (out / "parquet" / f"date={D2}").exists() and not (out / "cog" / D2).exists()
     assert any((out / "_staging").iterdir())  # the half-done date, invisible to readers
-    with caplog.at_level(logging.INFO, logger="ssm_spark.product.produce"):
+    with caplog.at_level(logging.INFO, logger="ssm_spark.product.run"):
         again = P.produce(*args)
     assert again["dates"][D1]["status"] == "skipped" and again["dates"][D2]["status"] == "produced"
     assert any("skipping" in r.getMessage() and D1 in r.getMessage() for r in caplog.records)
@@ -300,7 +306,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(spark, small, clean, caplog):
         P.produce(*args, force=True, hook=stop_at("partial", D1))
     assert not (out / "parquet" / f"date={D1}" / "_SUCCESS.json").exists()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ssm_spark.product.produce"):
+    with caplog.at_level(logging.INFO, logger="ssm_spark.product.run"):
         third = P.produce(*args)
     assert third["dates"][D1]["status"] == "produced" and third["dates"][D2]["status"] == "skipped"
     assert _files(out) == _files(ref)
@@ -321,7 +327,7 @@ def test_shuffle_grouping_same_bytes_and_changed_settings_recompute(spark, small
 
     more = load_config(overrides=SMALL + ["produce.cog_bands=[ssm, ssm_p05, ssm_p95, qc]", "produce.quicklook=false"])
     before_d2 = {k: v for k, v in _files(out).items() if D2 in k}
-    with caplog.at_level(logging.INFO, logger="ssm_spark.product.produce"):
+    with caplog.at_level(logging.INFO, logger="ssm_spark.product.run"):
         s = P.produce(spark, more, root / "models", root / "sim" / "stacks", None, D1, D1, out)
     assert s["dates"][D1]["status"] == "produced"
     assert any("recomputing" in r.getMessage() and "product hash" in r.getMessage() for r in caplog.records)
@@ -371,19 +377,19 @@ def test_cli_run_skips_a_complete_product(spark, small, clean, capsys):
     # the test session's own settings, so that session() hands back the shared session unchanged
     cfg = load_config(overrides=SMALL + ["spark.shuffle_partitions=2", "spark.app_name=ssm-spark-tests"])
     parser = argparse.ArgumentParser()
-    P.add_arguments(parser)
+    JOBS["produce"].add_arguments(parser)
     args = parser.parse_args(["--models", str(root / "models"), "--stacks", str(root / "sim" / "stacks"),
                               "--start", D1, "--end", D2, "--output", str(ref)])
     assert args.region is None and not args.force
     before = _files(ref)
-    assert P.run(args, cfg) == 0
+    assert JOBS["produce"].run(args, cfg) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["skipped"] == 2 and printed["produced"] == 0
     assert _files(ref) == before
     bad = parser.parse_args(["--models", str(root / "models"), "--stacks", str(root / "sim" / "stacks"),
                              "--start", "2030-01-01", "--output", str(ref)])
     with pytest.raises(InputError, match="no usable stack file dated 2030-01-01"):
-        P.run(bad, cfg)
+        JOBS["produce"].run(bad, cfg)
 
 
 @pytest.mark.spark
@@ -604,7 +610,7 @@ def test_multiscale_products_are_block_means_with_provenance(spark, small, clean
     for name, km in [("ease2_3km", 3), ("ease2_9km", 9), ("ease2_36km", 36)]:
         coarse = Grid.ease2(km, tile_size=32)
         got = spark.read.parquet(str(out / "agg" / name / "parquet")).toPandas().sort_values(["row", "col"])
-        assert sorted(got.columns) == sorted(P.AGG_COLUMNS) and (got["date"].astype(str) == D1).all()
+        assert sorted(got.columns) == sorted(AGG_COLUMNS) and (got["date"].astype(str) == D1).all()
         min_count = int(np.ceil(0.5 * km * km))
         mean, count, cwin = grid.aggregate(arr, win, coarse, min_count=min_count)
         cr, cc = got["row"].to_numpy() - cwin.row_off, got["col"].to_numpy() - cwin.col_off

@@ -15,7 +15,7 @@ from rasterio.transform import from_origin
 from ssm_spark.environments import MASK_BITS
 from ssm_spark.errors import InputError
 from ssm_spark.grid import Grid
-from ssm_spark.pipeline import holdout_stations
+from ssm_spark.demo import holdout_stations
 from ssm_spark.validation import metrics
 from ssm_spark.validation.truth import product_vs_truth
 

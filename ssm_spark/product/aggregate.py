@@ -47,7 +47,6 @@ coarse tile's transform; the VRT's extent is the coarse tiles under the region's
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,8 @@ import pandas as pd
 
 from ssm_spark.errors import ConfigError, GridError
 from ssm_spark.grid import Grid
+from ssm_spark.product.schema import AGG_COLUMNS, AGG_FILE_COLUMNS, AGGREGATE_FILE, COARSE_SUMMARY, empty_frame, spark_ddl
+from ssm_spark.product.tiles import TileFiles, tile_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -66,15 +67,10 @@ __all__ = ["AGG_COLUMNS", "AGG_FILE_COLUMNS", "AggTarget", "AggJob", "resolve_ta
            "aggregate_rows", "coarse_tiles", "aggregation_tasks", "write_coarse_tile", "run_aggregates",
            "components"]
 
-#: Columns of an aggregated product, in order (``date`` is the partition folder).
-AGG_COLUMNS = ("grid", "tile_row", "tile_col", "row", "col", "lon", "lat", "date", "ssm", "ssm_p05", "ssm_p95",
-               "n_cells", "n_valid", "frac_valid", "env", "qc")
-AGG_FILE_COLUMNS = tuple(c for c in AGG_COLUMNS if c != "date")
 #: Partial sums of one fine tile per (target, coarse cell, env).
 _PART_COLUMNS = ("target", "tile_row", "tile_col", "row", "col", "env", "ftile_row", "ftile_col", "n_cells",
                  "n_valid", "ssm_sum", "n_p05", "p05_sum", "n_p95", "p95_sum", "qc")
-_SUMMARY_DDL = ("target string, tile_row int, tile_col int, cells long, valid long, parquet_bytes long, "
-                "cog_bytes long")
+_SUMMARY_DDL = spark_ddl(COARSE_SUMMARY)
 _FINE_COLUMNS = ["row", "col", "ssm", "ssm_p05", "ssm_p95", "env", "qc"]
 
 
@@ -93,7 +89,7 @@ class AggTarget:
         return self.grid.name
 
     def tile_name(self, tile_row: int, tile_col: int) -> str:
-        return f"{self.grid.name}_{tile_row}_{tile_col}"
+        return tile_name(self.grid, tile_row, tile_col)
 
     def describe(self) -> dict:
         return {"grid": self.grid.name, "nest_factor": self.factor, "min_valid_cells": self.min_count,
@@ -261,9 +257,7 @@ def combine(parts: pd.DataFrame, target: AggTarget) -> pd.DataFrame:
 
 
 def _empty_agg() -> pd.DataFrame:
-    ints = ("tile_row", "tile_col", "row", "col", "n_cells", "n_valid", "qc")
-    return pd.DataFrame({c: pd.Series([], dtype=object) if c in ("grid", "env")
-                         else np.zeros(0, "i4") if c in ints else np.zeros(0) for c in AGG_FILE_COLUMNS})
+    return empty_frame(AGGREGATE_FILE)
 
 
 def aggregate_rows(rows: pd.DataFrame, target: AggTarget) -> pd.DataFrame:
@@ -300,45 +294,24 @@ class AggJob:
                 "aggregation": "ssm, ssm_p05, ssm_p95: means of the valid fine cells; qc: OR of the fine bits; "
                                "env: dominant"}
 
-
-def _arrow_table(rows: pd.DataFrame, metadata: dict):
-    import pyarrow as pa
-
-    types = {"grid": pa.string(), "tile_row": pa.int32(), "tile_col": pa.int32(), "row": pa.int32(), "col": pa.int32(),
-             "lon": pa.float64(), "lat": pa.float64(), "ssm": pa.float64(), "ssm_p05": pa.float64(),
-             "ssm_p95": pa.float64(), "n_cells": pa.int32(), "n_valid": pa.int32(), "frac_valid": pa.float64(),
-             "env": pa.string(), "qc": pa.int32()}
-    schema = pa.schema([(c, types[c]) for c in AGG_FILE_COLUMNS]).with_metadata(
-        {"ssm_spark": json.dumps(metadata, sort_keys=True)})
-    return pa.Table.from_arrays([pa.array(rows[c].to_numpy(), type=types[c], from_pandas=True)
-                                 for c in AGG_FILE_COLUMNS], schema=schema)
+    def files(self, t: AggTarget) -> TileFiles:
+        """The writer of the date's tiles of one target grid (under ``agg/<grid>`` of the staging)."""
+        return TileFiles(t.grid, str(Path(self.staging) / "agg" / t.name), self.date, AGGREGATE_FILE,
+                         self.file_tags(t), self.bands, self.blocksize, self.compress, self.overview_resampling)
 
 
 def write_coarse_tile(rows: pd.DataFrame, target: AggTarget, tile_row: int, tile_col: int, job: AggJob) -> dict:
     """Write one coarse tile's rows (Parquet, and the COG when asked) into the date's staging folder.
 
-    Returns the tile's summary (:data:`_SUMMARY_DDL` fields).
+    Returns the tile's summary (:data:`~ssm_spark.product.schema.COARSE_SUMMARY` fields).
     """
-    from ssm_spark.product.cog import tile_arrays, write_tile_cog
-    from ssm_spark.product.files import write_parquet_file
-
     tile_row, tile_col = int(tile_row), int(tile_col)
     rows = rows.sort_values(["row", "col"], kind="mergesort").reset_index(drop=True)
     summary = {"target": target.name, "tile_row": tile_row, "tile_col": tile_col, "cells": len(rows),
                "valid": int(np.isfinite(rows["ssm"].to_numpy("f8")).sum()), "parquet_bytes": 0, "cog_bytes": 0}
     if len(rows) == 0:
         return summary
-    name = target.tile_name(tile_row, tile_col)
-    meta = {**job.file_tags(target), "tile_row": tile_row, "tile_col": tile_col}
-    base = Path(job.staging) / "agg" / target.name
-    pq_path = base / "parquet" / f"date={job.date}" / f"{name}.parquet"
-    summary["parquet_bytes"] = write_parquet_file(_arrow_table(rows, meta), pq_path)
-    if job.bands:
-        data = tile_arrays(rows, target.grid, tile_row, tile_col, job.bands)
-        summary["cog_bytes"] = write_tile_cog(
-            base / "cog" / job.date / f"{name}.tif", data, target.grid, tile_row, tile_col, job.bands,
-            {k: str(v) for k, v in meta.items()}, blocksize=job.blocksize, compress=job.compress,
-            overview_resampling=job.overview_resampling)
+    summary["parquet_bytes"], summary["cog_bytes"] = job.files(target).write(rows, tile_row, tile_col)
     return summary
 
 

@@ -371,7 +371,7 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
     """
     from rasterio.windows import Window
 
-    from ssm_spark.product.files import write_json_atomic
+    from ssm_spark.io import write_json_atomic
     from ssm_spark.product.files import OutputLock, ensure_writable
     from ssm_spark.sources.stacks import StackInventory, check_raster, discover
     from ssm_spark.transforms import cd_window
@@ -464,7 +464,7 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
         meta = {"key": key, "settings": _settings(cfg), "grid": grid.describe(), "format": FORMAT,
                 "software": f"ssm_spark {ssm_spark.__version__}", "columns": list(CLIM_COLUMNS), "tiles": tile_meta}
         if meta != old:  # a build that only reuses rewrites nothing
-            write_json_atomic(meta_path, meta)
+            write_json_atomic(meta_path, meta, default=str)
     summary = {"key": key, "folder": str(folder), "digest": digest, "settings": _settings(cfg),
                "window_dates": [dates[0], dates[-1]] if dates else None, "dates": len(dates),
                "tiles": len(region_tiles), "computed": len(results), "reused": len(reused),

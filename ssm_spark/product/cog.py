@@ -1,4 +1,4 @@
-"""Tile rasters of the product: one Cloud-Optimized GeoTIFF per grid tile, a VRT mosaic per date.
+"""Tile rasters of the product: one Cloud-Optimized GeoTIFF per grid tile (mosaics: :mod:`~ssm_spark.product.vrt`).
 
 A tile COG has the grid's CRS and the tile's transform (:meth:`ssm_spark.grid.Grid.tile_transform`),
 ``float32`` bands named by their description (default ``ssm`` and ``qc``; ``ssm_p05``/``ssm_p95`` on
@@ -10,26 +10,21 @@ tile has no pixel. One band type keeps one file per tile (GeoTIFF bands share a 
 Files are written under a temporary name beside the target and renamed over it, so a retried or
 speculative Spark task never leaves a half-written file. Nothing inside the files depends on the
 time of the run: the same rows give the same bytes.
-
-The VRT is written by hand (no ``osgeo`` binding needed): every tile sits at a known offset of the
-grid, so the mosaic is a list of ``SimpleSource`` entries; GDAL (and so rasterio) opens it and
-reads the same values as the COGs.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
-from xml.sax.saxutils import escape
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ssm_spark.grid import Grid
+from ssm_spark.io import atomic_path
 
-__all__ = ["BAND_UNITS", "blocksize_for", "tile_arrays", "write_tile_cog", "write_vrt"]
+__all__ = ["BAND_UNITS", "blocksize_for", "tile_arrays", "write_tile_cog"]
 
 #: Units recorded in the band metadata.
 BAND_UNITS = {"ssm": "m3/m3", "ssm_p05": "m3/m3", "ssm_p95": "m3/m3",
@@ -80,10 +75,6 @@ def tile_arrays(rows: pd.DataFrame, grid: Grid, tile_row: int, tile_col: int,
     return out
 
 
-def _tmp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def write_tile_cog(path: str | os.PathLike, data: np.ndarray, grid: Grid, tile_row: int, tile_col: int,
                    bands: Sequence[str], tags: Mapping[str, str] | None = None, *, blocksize: int = 0,
                    compress: str = "deflate", overview_resampling: str = "nearest") -> int:
@@ -121,98 +112,13 @@ def write_tile_cog(path: str | os.PathLike, data: np.ndarray, grid: Grid, tile_r
         opts.update(COMPRESS=compress.upper(), PREDICTOR="3")
     else:
         opts["COMPRESS"] = "NONE"
-    tmp = _tmp_beside(path)
-    try:
-        with rasterio.Env(GDAL_NUM_THREADS="1"):
-            with rasterio.open(tmp, "w", driver="COG", width=int(w.width), height=int(w.height), count=len(bands),
-                               dtype="float32", crs=grid.crs, transform=grid.tile_transform(tile_row, tile_col),
-                               nodata=float("nan"), **opts) as dst:
-                dst.write(data)
-                for i, b in enumerate(bands, 1):
-                    dst.set_band_description(i, b)
-                    dst.update_tags(i, name=b, units=BAND_UNITS.get(b, ""))
-                dst.update_tags(**{k: str(v) for k, v in (tags or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
-
-
-def _num(x: float) -> str:
-    return repr(float(x))
-
-
-def write_vrt(path: str | os.PathLike, grid: Grid, sources: Iterable[tuple[int, int, str]],
-              extent_tiles: Iterable[tuple[int, int]], bands: Sequence[str],
-              tags: Mapping[str, str] | None = None, *, blocksize: int = 0) -> int:
-    """Write a VRT mosaic of tile COGs (by hand: the grid gives every tile's offset).
-
-    Parameters
-    ----------
-    path : path-like
-        The ``.vrt`` file.
-    grid : Grid
-    sources : iterable of (tile_row, tile_col, relpath)
-        Tile COGs, ``relpath`` relative to the VRT's folder (kept relative, so the whole output
-        folder can move).
-    extent_tiles : iterable of (tile_row, tile_col)
-        Tiles whose union is the mosaic's extent (the region's tiles: the same extent every date,
-        tiles without a COG that date read as nodata).
-    bands : sequence of str
-        Band descriptions, in the COGs' band order.
-    tags : mapping, optional
-        Dataset metadata (manifest id, config hash, date).
-
-    Returns
-    -------
-    int
-        Size of the file in bytes.
-    """
-    from rasterio.crs import CRS
-
-    ext = sorted(set(extent_tiles))
-    if not ext:
-        raise ValueError("a VRT needs at least one tile")
-    wins = [grid.tile_window(tr, tc) for tr, tc in ext]
-    r0 = min(int(w.row_off) for w in wins)
-    c0 = min(int(w.col_off) for w in wins)
-    r1 = max(int(w.row_off + w.height) for w in wins)
-    c1 = max(int(w.col_off + w.width) for w in wins)
-    gx, gy = grid.x0 + c0 * grid.cell, grid.y0 - r0 * grid.cell
-    bs = blocksize or blocksize_for(grid.tile_size)
-    srcs = sorted(sources)
-    lines = [f'<VRTDataset rasterXSize="{c1 - c0}" rasterYSize="{r1 - r0}">',
-             f'  <SRS dataAxisToSRSAxisMapping="1,2">{escape(CRS.from_user_input(grid.crs).to_wkt())}</SRS>',
-             f"  <GeoTransform>{_num(gx)}, {_num(grid.cell)}, 0.0, {_num(gy)}, 0.0, {_num(-grid.cell)}</GeoTransform>"]
-    if tags:
-        lines.append("  <Metadata>")
-        lines += [f'    <MDI key="{escape(str(k))}">{escape(str(v))}</MDI>' for k, v in sorted(tags.items())]
-        lines.append("  </Metadata>")
-    for i, b in enumerate(bands, 1):
-        lines += [f'  <VRTRasterBand dataType="Float32" band="{i}" blockXSize="{bs}" blockYSize="{bs}">',
-                  f"    <Description>{escape(b)}</Description>",
-                  "    <NoDataValue>nan</NoDataValue>",
-                  "    <Metadata>",
-                  f'      <MDI key="name">{escape(b)}</MDI>',
-                  f'      <MDI key="units">{escape(BAND_UNITS.get(b, ""))}</MDI>',
-                  "    </Metadata>"]
-        for tr, tc, rel in srcs:
-            w = grid.tile_window(tr, tc)
-            if not (r0 <= w.row_off and w.row_off + w.height <= r1 and c0 <= w.col_off and w.col_off + w.width <= c1):
-                raise ValueError(f"tile ({tr}, {tc}) lies outside the VRT's extent tiles")
-            lines += ["    <SimpleSource>",
-                      f'      <SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>',
-                      f"      <SourceBand>{i}</SourceBand>",
-                      f'      <SourceProperties RasterXSize="{w.width}" RasterYSize="{w.height}" DataType="Float32" />',
-                      f'      <SrcRect xOff="0" yOff="0" xSize="{w.width}" ySize="{w.height}" />',
-                      f'      <DstRect xOff="{int(w.col_off) - c0}" yOff="{int(w.row_off) - r0}" '
-                      f'xSize="{w.width}" ySize="{w.height}" />',
-                      "    </SimpleSource>"]
-        lines.append("  </VRTRasterBand>")
-    lines.append("</VRTDataset>")
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, rasterio.Env(GDAL_NUM_THREADS="1"):
+        with rasterio.open(tmp, "w", driver="COG", width=int(w.width), height=int(w.height), count=len(bands),
+                           dtype="float32", crs=grid.crs, transform=grid.tile_transform(tile_row, tile_col),
+                           nodata=float("nan"), **opts) as dst:
+            dst.write(data)
+            for i, b in enumerate(bands, 1):
+                dst.set_band_description(i, b)
+                dst.update_tags(i, name=b, units=BAND_UNITS.get(b, ""))
+            dst.update_tags(**{k: str(v) for k, v in (tags or {}).items()})
     return path.stat().st_size

@@ -1,7 +1,7 @@
-"""Files written by the executors: whole or not at all.
+"""The product's output folder: checked writable before any work, and locked for the run.
 
-Every file goes to a temporary name beside its target and is renamed over it (atomic on one
-filesystem), so a retried or speculative Spark task never leaves a half-written file.
+(Every file in it is written whole or not at all, through :mod:`ssm_spark.io` and
+:func:`ssm_spark.parquet.write_parquet_file`.)
 """
 
 from __future__ import annotations
@@ -10,37 +10,7 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["write_json_atomic", "write_parquet_file", "ensure_writable", "OutputLock", "LOCK"]
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    import json
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_parquet_file(table, path: Path) -> int:
-    """Write an Arrow table as one zstd Parquet file (with statistics) at ``path``; its size in bytes."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
+__all__ = ["ensure_writable", "OutputLock", "LOCK"]
 
 
 # ---------------------------------------------------------------------------------- output folder

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from ssm_spark.io import atomic_path
 
 __all__ = ["render_quicklook"]
 
@@ -80,12 +81,7 @@ def render_quicklook(vrt_path: str | os.PathLike, png_path: str | os.PathLike, *
     ax.text(0.01, 0.01, f"1:{f} decimated, {n_valid:,} cells shown", transform=ax.transAxes, fontsize=7,
             va="bottom", ha="left", color="#333333")
     png_path = Path(png_path)
-    tmp = png_path.with_name(f".{png_path.name}.{uuid.uuid4().hex[:8]}.tmp")
     md = {"Software": None, **{str(k): str(v) for k, v in (metadata or {}).items()}}
-    try:
+    with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", metadata=md)
-        os.replace(tmp, png_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return png_path.stat().st_size

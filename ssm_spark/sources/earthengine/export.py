@@ -407,7 +407,7 @@ def _s1_dates(client: Any, cfg: "EarthEngineConfig", grid: "Grid", region, dates
 
 def run(args: argparse.Namespace, cfg: "Config") -> int:
     """``ssm-spark ee-export``: prints the plan (``--dry-run``), the finalize result, or the run summary."""
-    from ssm_spark.product.produce import resolve_region
+    from ssm_spark.product.region import resolve_region
 
     if args.finalize:
         print(json.dumps(finalize(args.output), indent=2))

@@ -1,0 +1,93 @@
+"""The product's tables, each declared once as a pyarrow schema; column lists and Spark DDL derive from it.
+
+=====================  =====================================================================
+table                  what it is
+=====================  =====================================================================
+:data:`PRODUCT`        the product as read back (``spark.read.parquet("OUTPUT/parquet")``), in
+                       the contract's order (DESIGN.md "Tables": product); ``date`` is the
+                       partition folder, so the files hold :data:`PRODUCT_FILE`
+:data:`AGGREGATE`      a coarse grid's product (``OUTPUT/agg/<grid>/parquet``), likewise with
+                       :data:`AGGREGATE_FILE` in the files (:mod:`ssm_spark.product.aggregate`)
+:data:`TILE_SUMMARY`   what a Spark task returns to the driver per fine tile (or per file that
+                       failed, with ``error``)
+:data:`COARSE_SUMMARY` likewise per coarse tile
+=====================  =====================================================================
+
+:func:`spark_ddl` gives the DDL string Spark's ``mapInPandas``/``applyInPandas`` take;
+:func:`arrow_table` turns rows (pandas) into a table of a file schema with the ``ssm_spark``
+key-value metadata; :func:`empty_frame` is a table's empty pandas frame.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+__all__ = ["PRODUCT", "PRODUCT_FILE", "PRODUCT_COLUMNS", "FILE_COLUMNS", "AGGREGATE", "AGGREGATE_FILE",
+           "AGG_COLUMNS", "AGG_FILE_COLUMNS", "TILE_SUMMARY", "COARSE_SUMMARY", "spark_ddl", "arrow_table",
+           "empty_frame", "METADATA_KEY"]
+
+#: The key of the JSON provenance (manifest id, config and product hashes, tile) in the Parquet metadata.
+METADATA_KEY = "ssm_spark"
+
+_CELL = [("grid", pa.string()), ("tile_row", pa.int32()), ("tile_col", pa.int32()), ("row", pa.int32()),
+         ("col", pa.int32()), ("lon", pa.float64()), ("lat", pa.float64()), ("date", pa.date32()),
+         ("ssm", pa.float64()), ("ssm_p05", pa.float64()), ("ssm_p95", pa.float64())]
+
+#: The product contract, in order.
+PRODUCT = pa.schema(_CELL + [("env", pa.string()), ("model_id", pa.string()), ("qc", pa.int32())])
+#: A coarse grid's product (no ``model_id``: a coarse cell mixes models).
+AGGREGATE = pa.schema(_CELL + [("n_cells", pa.int32()), ("n_valid", pa.int32()), ("frac_valid", pa.float64()),
+                               ("env", pa.string()), ("qc", pa.int32())])
+
+
+def _without_date(schema: pa.Schema) -> pa.Schema:
+    return schema.remove(schema.get_field_index("date"))
+
+
+#: Inside the Parquet files (``date`` is the partition folder).
+PRODUCT_FILE = _without_date(PRODUCT)
+AGGREGATE_FILE = _without_date(AGGREGATE)
+
+PRODUCT_COLUMNS = tuple(PRODUCT.names)
+FILE_COLUMNS = tuple(PRODUCT_FILE.names)
+AGG_COLUMNS = tuple(AGGREGATE.names)
+AGG_FILE_COLUMNS = tuple(AGGREGATE_FILE.names)
+
+#: A fine tile's summary (or a failed file's, with ``error``; JSON strings in the last three).
+TILE_SUMMARY = pa.schema([
+    ("tile_row", pa.int32()), ("tile_col", pa.int32()), ("pixels", pa.int64()), ("retrieved", pa.int64()),
+    ("masked", pa.int64()), ("out_of_range", pa.int64()), ("ssm_sum", pa.float64()), ("ssm_min", pa.float64()),
+    ("ssm_max", pa.float64()), ("parquet_bytes", pa.int64()), ("cog_bytes", pa.int64()), ("rejected", pa.string()),
+    ("error", pa.string()), ("empty", pa.string())])
+#: A coarse tile's summary.
+COARSE_SUMMARY = pa.schema([
+    ("target", pa.string()), ("tile_row", pa.int32()), ("tile_col", pa.int32()), ("cells", pa.int64()),
+    ("valid", pa.int64()), ("parquet_bytes", pa.int64()), ("cog_bytes", pa.int64())])
+
+_SPARK_TYPES = {pa.string(): "string", pa.int32(): "int", pa.int64(): "long", pa.float64(): "double",
+                pa.date32(): "date"}
+
+
+def spark_ddl(schema: pa.Schema) -> str:
+    """The Spark DDL of a schema (``"grid string, tile_row int, ..."``)."""
+    return ", ".join(f"{f.name} {_SPARK_TYPES[f.type]}" for f in schema)
+
+
+def arrow_table(rows: pd.DataFrame, schema: pa.Schema, metadata: dict) -> pa.Table:
+    """The rows as a table of ``schema``, with ``metadata`` as JSON under :data:`METADATA_KEY`.
+
+    NaN estimates become nulls (``from_pandas``): Spark and SQL aggregates then skip them.
+    """
+    schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    return pa.Table.from_arrays([pa.array(rows[f.name].to_numpy(), type=f.type, from_pandas=True) for f in schema],
+                                schema=schema)
+
+
+def empty_frame(schema: pa.Schema) -> pd.DataFrame:
+    """No rows, the schema's columns: strings as object, numbers as their numpy type."""
+    return pd.DataFrame({f.name: pd.Series([], dtype=object) if f.type == pa.string()
+                         else np.zeros(0, f.type.to_pandas_dtype()) for f in schema})
