@@ -189,7 +189,7 @@ class SimulateConfig(_Strict):
 class IngestConfig(_Strict):
     """Reading feature stacks."""
 
-    band_aliases: dict[str, str] = Field(default_factory=dict, description="other band names -> DESIGN names, e.g. {VV: vv_db}")
+    band_aliases: dict[str, str] = Field(default_factory=dict, description="other band names -> the stack band names of docs/contracts.md, e.g. {VV: vv_db}")
     max_slope_deg: Optional[float] = Field(20.0, ge=0, le=90, description="steeper cells get the STEEP_SLOPE mask; null: no slope mask")
 
 

@@ -1,7 +1,7 @@
 """Environments: (land-cover group from ESA WorldCover, Koppen-Geiger main class), and the masks.
 
 An environment key is ``"<group>_<climate>"`` (e.g. ``"cropland_C"``), or the group alone where no
-climate is known (a user table without it). Groups (DESIGN.md):
+climate is known (a user table without it). Groups (docs/contracts.md, "Environments"):
 
 =============  ====================  =========================================
 group          WorldCover codes      classes

@@ -17,8 +17,9 @@ Canonical grid: EASE-Grid 2.0 Global (EPSG:6933, the SMAP convention), nested at
     x in [-17367530.44516138, 17367530.44516138], y in [-7314540.830638545, 7314540.830638545]
 
 (Brodzik et al. 2012, ISPRS Int. J. Geo-Inf. 1, 32-45; NSIDC EASE-Grid 2.0 definitions.) The 3 km
-cell is the 36 km cell / 12 exactly; the 3002.690070048668 m once quoted in DESIGN.md is 0.005 m too
-large and would put the grid's right edge 58 m past the projected antimeridian, and break nesting.
+cell is the 36 km cell / 12 exactly; the 3002.690070048668 m once quoted in the first design notes is
+0.005 m too large and would put the grid's right edge 58 m past the projected antimeridian, and break
+nesting. Grids, tiles and cells are described in docs/grids.md.
 
 Cell arithmetic adds one nanocell before flooring, so a point that lies on a cell edge in exact
 arithmetic (the lon/lat origin, tile corners) is not pushed into the previous cell by rounding.

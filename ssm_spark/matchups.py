@@ -7,7 +7,7 @@ no acquisition), the nearest cell with one within ``tolerance_m`` is taken inste
 pixel on date d is matched with the station's daily in-situ means within ``window_days`` of d
 (0 = the same day), averaged.
 
-Output: one row per station and acquisition date, with the columns of the DESIGN.md matchup table
+Output: one row per station and acquisition date, with the columns of the matchup table (docs/contracts.md, Tables)
 (``station_id, network, lon, lat, date``, the feature columns, ``ssm``, ``env``) followed by
 ``row, col, distance_m, insitu_days``. Stations that match nothing are reported with the reason.
 """

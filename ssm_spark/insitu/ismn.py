@@ -16,7 +16,7 @@ climate, HWSD soil) and ``Metadata.xml``; a zip archive of the same is read as i
 directly in a network folder (``<NETWORK>/<file>.stm``, as in the ismn package's own test data) are
 read too.
 
-Selection (DESIGN.md, "Validation metrics"): ISMN quality flag ``G`` only, sensors with
+Selection (docs/contracts.md, "Tables": in situ): ISMN quality flag ``G`` only, sensors with
 ``depth_to <= 0.05 m`` (plus a tolerance so that the 0.0508 m = 2 inch SCAN sensors count), values in
 the physical range ``[0, 0.6] m3/m3``. Nothing is dropped silently: every record read lands in
 exactly one of kept / rejected by depth / rejected by flag (per flag) / rejected as out of range /
@@ -69,7 +69,7 @@ from ssm_spark.errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: The in-situ table (DESIGN.md "Tables"), then ``sensor`` (instrument and depth, for diagnostics).
+#: The in-situ table (docs/contracts.md, "Tables"), then ``sensor`` (instrument and depth, for diagnostics).
 OBSERVATION_COLUMNS: tuple[str, ...] = ("station_id", "network", "lon", "lat", "depth_from", "depth_to", "time",
                                         "ssm", "flag", "sensor")
 #: One series per station: the mean over its sensors at each timestamp.

@@ -24,8 +24,9 @@ Three entry points share one set of formulas (:func:`_from_moments`):
   (:mod:`ssm_spark.validation.spark_scores`) aggregates in one pass, and what lets sums per station be
   pooled into networks and environments exactly.
 
-:func:`summary` gives the validation summary that the DESIGN asks for: pooled metrics overall, per
-network and per environment, and the median of the per-station values with the number of stations.
+:func:`summary` gives the validation summary of docs/contracts.md (validation ``metrics.json``):
+pooled metrics overall, per network and per environment, and the median of the per-station values
+with the number of stations.
 
 References
 ----------
