@@ -292,6 +292,22 @@ JOBS: dict[str, Job] = {
 }
 
 
+def _args_zonal(parser: argparse.ArgumentParser) -> None:
+    from ssm_spark.zonal import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_zonal(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.zonal import run
+
+    return run(args, cfg)
+
+
+JOBS["zonal"] = Job("zonal", "SSM statistics per zone (GeoJSON/GeoPackage/GeoParquet polygons) and date: Sedona "
+                    "spatial join -> GeoParquet + CSV", _args_zonal, _run_zonal)
+
+
 def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:
     jobs = jobs or JOBS
     parser = argparse.ArgumentParser(prog="ssm-spark", description="Surface soil moisture from Sentinel-1 on Spark + Sedona")
