@@ -1,30 +1,32 @@
-"""Point retrieval latency: Python API (cold and warm), a one-year series, the HTTP service, the CLI.
+"""Point retrieval latency: cold start, points, series, the HTTP service (wall and CPU time).
 
 Run by hand (not a test)::
 
     .venv/bin/python benchmarks/bench_point.py --models out/demo/models --stacks out/demo/sim/stacks \
-        [--n 200] [--repeats 3] [--set region.size_km=[512,512]]
+        [--n 200] [--repeats 3] [--set region.size_km=[512,512]] [--climatology DIR]
 
-What is measured (wall clock, ``time.perf_counter``; medians over ``--repeats`` runs of each figure):
+Every figure is the median over ``--repeats`` runs; wall clock (``time.perf_counter``) beside the CPU
+time of this process (``time.process_time``: the machine's load inflates wall time, not CPU time;
+XGBoost predicts on 1 thread here) and the 1-minute load average before and after.
 
 - ``cold_start_s``: a fresh process importing ssm_spark, loading the registry (Boosters built) and
-  answering its first point (subprocess, ``ssm-spark point``-equivalent Python).
-- ``point_ms`` (p50, p95): ``--n`` random land cells and stack dates, one query each, through
-  ``PointService.point`` reading only the queried cell (``cache_files=0``: the CLI's path, every
-  query opens the stack files and decompresses the tile's block of every band).
-- ``point_cached_ms``: ``--n`` random cells of the first two dates with the pixel tables of their
-  files kept in memory (``cache_files=16``, the service once a tile and date were read).
-- ``series_ms``: every stack date at one point (the demo has 31 dates over six months; a year of
-  Sentinel-1 at one orbit is about 61), uncached and cached.
-- ``http_ms``: ``GET /point`` of the cached queries on the real server on 127.0.0.1, one connection per
-  request.
-- ``cpu_p50``: the median CPU time of one query in this process (the machine's load does not
-  inflate it as it does wall time; the Python thread is single-threaded, XGBoost uses 1 thread).
+  answering its first point (``ssm-spark point``'s work, without the argument parsing).
+- ``point_first_touch_ms``: a warm service (registry loaded, every file checked, as ``serve`` starts)
+  answering ``--n`` queries each on a stack file it has not read yet: every query decodes the blocks
+  holding its cell (a new service per run, so nothing is decoded before).
+- ``point_ms``: the steady state: ``--n`` random cells and dates over every file, after one pass over
+  all files (their decoded blocks in GDAL's block cache, the datasets open).
+- ``series_365d_ms`` / ``series_demo_ms``: every date of a 365-day range from the first stack date,
+  and of the stacks' own range (first to last date), at one point: ``cold`` at a tile no query has
+  read (a new service, files checked), ``warm`` the same query again.
+- ``http_point_ms`` / ``http_series_365d_ms``: ``GET /point`` of the steady-state queries and ``GET
+  /series`` of the warm series on the real server on 127.0.0.1, one connection per request.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import http.client
 import json
 import os
@@ -40,63 +42,72 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-_CPU: list[float] = []  # median CPU ms per query of each run (the machine's load does not inflate it)
-
-
 def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def _queries(svc, n: int, seed: int, dates: list[str] | None = None) -> list[tuple[float, float, str]]:
-    """n (lat, lon, date) of cells inside the stack files of ``dates`` (default: all), seeded."""
+def _files(svc) -> list:
     from ssm_spark.sources.stacks import discover
 
-    rng = np.random.default_rng(seed)
-    dates = dates or svc.dates()
-    inv = discover(svc.stacks.root, svc.grid, svc.stacks.static, start=None)
-    files = {}
-    for f in inv.files:
-        files.setdefault(f.date, []).append(f)
-    out = []
-    while len(out) < n:
-        d = dates[int(rng.integers(len(dates)))]
-        f = files[d][int(rng.integers(len(files[d])))]
-        r, c = f.row_off + int(rng.integers(f.height)), f.col_off + int(rng.integers(f.width))
-        lon, lat = svc.grid.to_lonlat(r, c)
-        out.append((lat, lon, d))
-    return out
+    return discover(svc.stacks.root, svc.grid, svc.stacks.static).files
 
 
-def _time_points(svc, qs) -> list[float]:
+def _cell_query(svc, f, rng) -> tuple[float, float, str]:
+    r, c = f.row_off + int(rng.integers(f.height)), f.col_off + int(rng.integers(f.width))
+    lon, lat = svc.grid.to_lonlat(r, c)
+    return lat, lon, f.date
+
+
+def _time(fn, items) -> tuple[list[float], list[float]]:
+    """Wall and CPU ms of ``fn(item)`` for each item."""
     from ssm_spark.point import PointError
 
-    ts, cpu = [], []
-    for lat, lon, d in qs:
+    wall, cpu = [], []
+    for it in items:
         t, c = time.perf_counter(), time.process_time()
         try:
-            svc.point(lat, lon, d, strict=False)
+            fn(it)
         except PointError:
             pass
-        ts.append((time.perf_counter() - t) * 1000)
+        wall.append((time.perf_counter() - t) * 1000)
         cpu.append((time.process_time() - c) * 1000)
-    _CPU.append(statistics.median(cpu))
-    return ts
+    return wall, cpu
 
 
-def _cold(models: str, stacks: str, sets: list[str], q) -> float:
+def _summary(runs: list[tuple[list[float], list[float]]]) -> dict:
+    med = statistics.median
+    return {"p50": round(med(_pct(w, 50) for w, _ in runs), 2), "p95": round(med(_pct(w, 95) for w, _ in runs), 2),
+            "cpu_p50": round(med(_pct(c, 50) for _, c in runs), 2),
+            "cpu_p95": round(med(_pct(c, 95) for _, c in runs), 2)}
+
+
+def _cold(models: str, stacks: str, sets: list[str], clim, q) -> float:
     code = (f"import time; t=time.perf_counter()\n"
             f"from ssm_spark.config import load_config\nfrom ssm_spark.point import PointService\n"
-            f"s=PointService(load_config(overrides={sets!r}), {models!r}, {stacks!r})\n"
+            f"s=PointService(load_config(overrides={sets!r}), {models!r}, {stacks!r}, climatology={clim!r})\n"
             f"s.point({q[0]!r}, {q[1]!r}, {q[2]!r}, strict=False)\nprint(time.perf_counter()-t)")
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
     return time.perf_counter() - t
 
 
+def _get(port: int, target: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", target)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status not in (200, 404, 422):
+            raise RuntimeError(f"GET {target}: HTTP {resp.status}")
+    finally:
+        conn.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="out/demo/models")
     ap.add_argument("--stacks", default="out/demo/sim/stacks")
+    ap.add_argument("--climatology", default=None)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--set", action="append", default=[], dest="sets")
@@ -106,54 +117,73 @@ def main() -> None:
     from ssm_spark.point import PointService
     from ssm_spark.serve import serve_in_thread
 
+    load_before = os.getloadavg()[0]
     cfg = load_config(overrides=args.sets)
-    svc = PointService(cfg, args.models, args.stacks)
-    cached = PointService(cfg, svc.registry, args.stacks, cache_files=16)
-    qs = _queries(svc, args.n, 1)
-    qs_hot = _queries(svc, args.n, 2, dates=svc.dates()[:2])  # within the cache (2 dates: 8 demo files)
+
+    def service():
+        s = PointService(cfg, registry, args.stacks, climatology=args.climatology)
+        s.stacks.check_all()  # as serve does at start-up
+        return s
+
+    first = PointService(cfg, args.models, args.stacks, climatology=args.climatology)
+    registry = first.registry
+    files = _files(first)
+    dates = first.dates()
+    rng = np.random.default_rng(1)
     res: dict = {"n": args.n, "repeats": args.repeats, "registry": str(args.models), "stacks": str(args.stacks),
-                 "dates": len(svc.dates())}
-    res["cold_start_s"] = statistics.median(_cold(args.models, args.stacks, args.sets, qs[0])
-                                            for _ in range(args.repeats))
-    _time_points(svc, qs[:5])  # first predictions build nothing more, but warm the OS file cache
-    runs = [_time_points(svc, qs) for _ in range(args.repeats)]
-    res["point_ms"] = {"p50": statistics.median(_pct(r, 50) for r in runs),
-                       "p95": statistics.median(_pct(r, 95) for r in runs),
-                       "cpu_p50": statistics.median(_CPU[-args.repeats:])}
-    _time_points(cached, qs_hot)  # fill the cache
-    runs = [_time_points(cached, qs_hot) for _ in range(args.repeats)]
-    res["point_cached_ms"] = {"p50": statistics.median(_pct(r, 50) for r in runs),
-                              "p95": statistics.median(_pct(r, 95) for r in runs),
-                              "cpu_p50": statistics.median(_CPU[-args.repeats:])}
-    res["load_average_1min"] = os.getloadavg()[0]
-    lat, lon, _ = qs[0]
-    dates = svc.dates()
-    for name, s in (("series_ms", svc), ("series_cached_ms", cached)):
-        ts = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            out = s.series(lat, lon, dates[0], dates[-1])
-            ts.append((time.perf_counter() - t) * 1000)
-        res[name] = {"median": statistics.median(ts), "dates": out["n"] + len(out["skipped"])}
-    srv, _ = serve_in_thread(cached, "127.0.0.1", 0)
+                 "files": len(files), "dates": len(dates), "cpu_count": os.cpu_count()}
+    q0 = _cell_query(first, files[0], rng)
+    res["cold_start_s"] = round(statistics.median(_cold(args.models, args.stacks, args.sets, args.climatology, q0)
+                                                  for _ in range(args.repeats)), 3)
+
+    # first touch: one query per file, each file new to its service
+    runs = []
+    for k in range(args.repeats):
+        svc = service()
+        order = np.random.default_rng(10 + k).permutation(len(files))[:args.n]
+        qs = [_cell_query(svc, files[i], rng) for i in order]
+        runs.append(_time(lambda q: svc.point(*q, strict=False), qs))
+    res["point_first_touch_ms"] = {**_summary(runs), "queries": len(runs[0][0])}
+
+    # steady state: every file read once, then random cells and dates
+    svc = service()
+    for f in files:
+        svc.point(*_cell_query(svc, f, rng), strict=False)
+    qs = [_cell_query(svc, files[int(rng.integers(len(files)))], rng) for _ in range(args.n)]
+    res["point_ms"] = _summary([_time(lambda q: svc.point(*q, strict=False), qs) for _ in range(args.repeats)])
+
+    # series: a tile no query has read (a new service each run), then the same series again
+    d0 = dt.date.fromisoformat(dates[0])
+    spans = {"series_365d_ms": (dates[0], (d0 + dt.timedelta(days=364)).isoformat()),
+             "series_demo_ms": (dates[0], dates[-1])}
+    tiles = sorted({(f.row_off, f.col_off) for f in files})
+    for name, (a, b) in spans.items():
+        cold, warm = [], []
+        for k in range(args.repeats):
+            s = service()
+            r0, c0 = tiles[k % len(tiles)]
+            lon, lat = s.grid.to_lonlat(r0 + 17 + k, c0 + 29 + k)
+            cold.append(_time(lambda _: s.series(lat, lon, a, b), [0]))
+            warm.append(_time(lambda _: s.series(lat, lon, a, b), [0, 1, 2]))
+        out = s.series(lat, lon, a, b)
+        res[name] = {"start": a, "end": b, "dates": out["n"] + len(out["skipped"]), "points": out["n"],
+                     "cold": _summary(cold), "warm": _summary(warm)}
+
+    srv, _ = serve_in_thread(svc, "127.0.0.1", 0)
     port = srv.server_address[1]
     try:
-        runs = []
-        for _ in range(args.repeats):
-            ts = []
-            for la, lo, d in qs_hot:
-                t = time.perf_counter()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.request("GET", f"/point?lat={la!r}&lon={lo!r}&date={d}")
-                conn.getresponse().read()
-                conn.close()
-                ts.append((time.perf_counter() - t) * 1000)
-            runs.append(ts)
-        res["http_ms"] = {"p50": statistics.median(_pct(r, 50) for r in runs),
-                          "p95": statistics.median(_pct(r, 95) for r in runs)}
+        targets = [f"/point?lat={la!r}&lon={lo!r}&date={d}" for la, lo, d in qs]
+        res["http_point_ms"] = _summary([_time(lambda t: _get(port, t), targets) for _ in range(args.repeats)])
+        lat, lon, _ = qs[0]
+        a, b = spans["series_365d_ms"]
+        svc.series(lat, lon, a, b)  # its blocks decoded: the warm figure
+        target = f"/series?lat={lat!r}&lon={lon!r}&start={a}&end={b}"
+        res["http_series_365d_ms"] = _summary([_time(lambda t: _get(port, t), [target] * 5)
+                                               for _ in range(args.repeats)])
     finally:
         srv.shutdown()
         srv.server_close()
+    res["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     print(json.dumps(res, indent=2))
 
 

@@ -157,6 +157,63 @@ def test_earth_engine_values_go_through_the_same_reader(region, service, monkeyp
 
 @pytest.mark.spark
 @pytest.mark.slow
+def test_earth_engine_point_with_its_own_climatology_equals_the_product(region, service):
+    """--source ee with a change-detection registry and no climatology folder: each cell's climatology
+    from its Earth Engine series over the reference window (recorded responses holding the stacks'
+    values), then the same answer as the product, point and series alike."""
+    import math
+
+    from ee_recorded import HttpError, RecordedEE
+
+    from ssm_spark.errors import ConfigError
+    from ssm_spark.point import PointService
+    from ssm_spark.point.climatology import EarthEngineClimatology
+    from ssm_spark.sources.earthengine.client import offline
+
+    offline("ssm-spark-test")
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+
+    def values(r, c, d):
+        try:
+            v, _ = service.stacks.values(r, c, d)
+        except Exception:  # noqa: BLE001 - no file of that date: a feature without bands
+            return {}
+        return {b: (None if math.isnan(x) else x) for b, x in v.items()}
+
+    def scenes(r, c, start, end):
+        return [d for d in DATES if start <= d <= end]
+
+    with pytest.raises(ConfigError, match="window_start and window_end"):
+        PointService(cfg, service.registry, source="ee", ee_client=RecordedEE(cfg.earthengine, grid, values, scenes))
+    c = cfg.model_copy(deep=True)
+    c.physics.change_detection.window_start, c.physics.change_detection.window_end = DATES[0], DATES[-1]
+    client = RecordedEE(c.earthengine, grid, values, scenes, failures=[HttpError(429, "Too many requests")])
+    ee_svc = PointService(c, service.registry, source="ee", ee_client=client)
+    assert isinstance(ee_svc.climatology, EarthEngineClimatology)
+    rows = _sample(prod, 6, 4)
+    for _, row in rows.iterrows():
+        lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+        _assert_same(ee_svc.point(lat, lon, DATE, strict=False), row)
+    assert len(client.sleeps) == 1 and ee_svc.climatology.computed == len(rows)
+    row = rows.iloc[0]
+    lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+    n = client.calls
+    s = ee_svc.series(lat, lon, DATES[0], DATES[-1])
+    local = service.series(lat, lon, DATES[0], DATES[-1])
+    assert [p["date"] for p in s["points"]] == DATES and client.calls - n == 2  # the scene dates, then 6 dates in one request
+    for a, b in zip(s["points"], local["points"]):
+        assert (a["ssm"], a["qc"], a["model_id"]) == (b["ssm"], b["qc"], b["model_id"]) and a["source"] == "ee"
+    assert s["skipped"] == [] and ee_svc.climatology.computed == len(rows)  # the cell's climatology kept
+    from ssm_spark.point import NoAcquisitionError
+
+    with pytest.raises(NoAcquisitionError, match="nearest dates with one: 2024-04-01, 2024-04-07, 2024-04-13") as ei:
+        ee_svc.point(lat, lon, "2024-04-08")
+    assert ei.value.info["nearest"] == ["2024-04-01", "2024-04-07", "2024-04-13", "2024-04-19"]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
 def test_clear_errors_outside_grid_coverage_and_dates(region, service):
     from ssm_spark.errors import InputError
     from ssm_spark.point import NoAcquisitionError, OutsideCoverageError, PointError

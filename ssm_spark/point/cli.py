@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--static", default=None, help="static layers (default: a static/ folder beside the stacks)")
     parser.add_argument("--climatology", default=None,
                         help="change-detection climatology folder built by produce (OUTPUT/climatology), for "
-                             "registries that use it (default: produce.climatology_dir; with --source ee: each cell's own, "
-                             "from its Earth Engine series over physics.change_detection.window_start..window_end)")
+                             "registries that use it (default: produce.climatology_dir; with --source ee: each "
+                             "cell's own, from its Earth Engine series over physics.change_detection.window_start.."
+                             "window_end)")
     parser.add_argument("--json", action="store_true", help="print the full answer as JSON")
 
 

@@ -121,7 +121,7 @@ class EarthEngineClimatology:
         start, end = self.window
         days = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
         series = sample_series(self.client, self.cfg.earthengine, self.grid, key[0], key[1], days, stack="s1")
-        dates = sorted(series)
+        dates = sorted(d for d, v in series.items() if v is not None)
         px, _ = pixel_frame([as_stored(series[d]) for d in dates], self.grid, [key[0]] * len(dates),
                             [key[1]] * len(dates), dates)  # the reader's value rules; rows: dates with backscatter
         arrays = {k: px[b].to_numpy("f4").reshape(1, -1) for k, b in

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from ssm_spark.environments import MASK_BITS
@@ -84,7 +83,7 @@ class PointService:
     source : str, optional
         ``"ee"`` (Earth Engine), or a path: a product folder (has ``parquet/`` or ``product.json``)
         or a stacks folder. Overrides ``stacks``/``product``.
-    cache_files : int, default 128
+    cache_files : int, default 256
         Stack files kept open (:class:`~ssm_spark.point.cells.OpenFiles`; their decoded blocks
         stay in GDAL's block cache); 0: open and close them at every read.
     ee_client : optional
@@ -102,7 +101,7 @@ class PointService:
 
     def __init__(self, cfg: "Config", models: Any, stacks: str | os.PathLike | None = None, *,
                  static: str | os.PathLike | None = None, product: str | os.PathLike | None = None,
-                 source: str | None = None, cache_files: int = 128, ee_client: Any = None,
+                 source: str | None = None, cache_files: int = 256, ee_client: Any = None,
                  climatology: str | os.PathLike | None = None) -> None:
         from ssm_spark.models.registry import Registry, load_registry
 

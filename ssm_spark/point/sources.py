@@ -81,7 +81,7 @@ class StackSource:
         ``ingest.band_aliases``.
     max_slope_deg : float, optional
         ``ingest.max_slope_deg``.
-    open_files : int, default 128
+    open_files : int, default 256
         Datasets kept open (:class:`~ssm_spark.point.cells.OpenFiles`): their decoded blocks stay
         in GDAL's block cache (``GDAL_CACHEMAX``, default 5 % of the memory), so a cell of a file
         read before costs no decoding; 0: every read opens and closes its files.
@@ -90,7 +90,7 @@ class StackSource:
     name = "stacks"
 
     def __init__(self, stacks: str | os.PathLike, grid: "Grid", static: str | os.PathLike | None = None,
-                 band_aliases: dict | None = None, max_slope_deg: float | None = None, open_files: int = 128) -> None:
+                 band_aliases: dict | None = None, max_slope_deg: float | None = None, open_files: int = 256) -> None:
         self.root = Path(stacks)
         if not self.root.is_dir():
             raise InputError(f"{self.root}: stacks folder not found (expected <YYYY-MM-DD>/ folders of GeoTIFFs)")
@@ -289,11 +289,14 @@ class EarthEngineSource:
         return []
 
     def pixel(self, row: int, col: int, date: str) -> tuple[pd.DataFrame, str]:
-        from ssm_spark.sources.earthengine.sample import as_stored, sample_cells
+        from ssm_spark.sources.earthengine.sample import as_stored, sample_cells, scene_dates
 
         values = sample_cells(self.client, self.cfg.earthengine, self.grid, [(int(row), int(col))], date)[0]
         if values is None or not any(values.get(b) is not None and np.isfinite(values[b]) for b in ("vv_db", "vh_db")):
-            near = self.client.acquisition_dates(self.cfg.earthengine, self.grid, row, col, date)
+            d = dt.date.fromisoformat(date)
+            around = scene_dates(self.client, self.cfg.earthengine, self.grid, row, col, d - dt.timedelta(days=36),
+                                 d + dt.timedelta(days=36))
+            near = nearest([x for x in around if x != date], date)
             raise NoAcquisitionError(f"Earth Engine has no Sentinel-1 acquisition over cell (row {row}, col {col}) "
                                      f"on {date}; nearest dates with one: {', '.join(near) if near else 'none'}",
                                      nearest=near, date=date)
@@ -302,15 +305,16 @@ class EarthEngineSource:
 
     def pixels(self, row: int, col: int, dates: Sequence[str]) -> tuple[pd.DataFrame, list[Info]]:
         """Every date of ``dates`` with a Sentinel-1 scene over the cell, sampled in batched requests
-        (:func:`~ssm_spark.sources.earthengine.sample.sample_series`)."""
+        (:func:`~ssm_spark.sources.earthengine.sample.sample_series`); dates without a scene are no
+        dates of the series (as dates without a stack folder), those with one but no value skipped."""
         from ssm_spark.sources.earthengine.sample import as_stored, sample_series
 
         got = sample_series(self.client, self.cfg.earthengine, self.grid, int(row), int(col), dates)
         vals, days, info = [], [], []
-        for d in dates:
-            v = got.get(d)
+        for d in sorted(got):
+            v = got[d]
             if v is None:
-                info.append((d, None, "no Sentinel-1 scene over the cell in Earth Engine"))
+                info.append((d, None, "a Sentinel-1 scene, but no value sampled at the cell by Earth Engine"))
                 continue
             vals.append(as_stored(v))
             days.append(d)

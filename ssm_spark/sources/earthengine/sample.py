@@ -179,16 +179,17 @@ def scene_dates(client: Any, cfg: "EarthEngineConfig", grid: "Grid", row: int, c
 
 
 def sample_series(client: Any, cfg: "EarthEngineConfig", grid: "Grid", row: int, col: int, dates: Sequence[Any], *,
-                  stack: str = "full") -> dict[str, dict[str, float | None]]:
+                  stack: str = "full") -> dict[str, dict[str, float | None] | None]:
     """A cell's values on every date of ``dates`` with a Sentinel-1 scene over it: one request for
-    the scene dates, then :func:`sample_pairs` (batched) on those; ``{date: values}``."""
+    the scene dates, then :func:`sample_pairs` (batched) on those; ``{date: values}`` for the scene
+    dates (``None`` where Earth Engine returned no feature); dates without a scene are absent."""
     days = sorted({R._day(d).isoformat() for d in dates})
     if not days:
         return {}
     have = set(scene_dates(client, cfg, grid, row, col, days[0], days[-1]))
     todo = [d for d in days if d in have]
     vals = sample_pairs(client, cfg, grid, [(row, col, d) for d in todo], stack=stack)
-    return {d: v for d, v in zip(todo, vals) if v is not None}
+    return dict(zip(todo, vals))
 
 
 def as_stored(values: dict[str, float | None]) -> dict[str, float]:
