@@ -19,7 +19,8 @@ features
     that the Spark layer wraps.
 
 Conventions: numpy arrays or scalars in and out (broadcasting), angles in degrees, backscatter in dB
-at the API and linear power inside the formulas, soil moisture in m3/m3.
+at the API and linear power inside the formulas, soil moisture in m3/m3. The models and their
+references: docs/radar.md; the chain and the model selection: docs/physics.md.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ bit    name                          meaning
                                      soil moisture (``ssm`` and its band are NaN; a broken model).
 =====  ============================  ===========================================================
 
-The numeric values are part of the product format (the ``qc`` column and the QC band of the COGs):
-never renumber a flag; add new ones on unused bits.
+The numeric values are part of the product format (the ``qc`` column and the QC band of the COGs;
+docs/contracts.md, "QC bits"): never renumber a flag; add new ones on unused bits.
 """
 
 from __future__ import annotations
