@@ -93,7 +93,8 @@ def _pixels(client: Any, cfg: "Config", grid: "Grid", located: pd.DataFrame, dai
     span = days.groupby(daily["station_id"]).agg(["min", "max"])
     spans, order = [], []
     for s in located.itertuples(index=False):
-        lo, hi = span.loc[s.station_id, "min"] - dt.timedelta(days=w), span.loc[s.station_id, "max"] + dt.timedelta(days=w)
+        lo = span.loc[s.station_id, "min"] - dt.timedelta(days=w)
+        hi = span.loc[s.station_id, "max"] + dt.timedelta(days=w)
         if cdc.enabled and cdc.window_start is not None:
             lo = min(lo, R._day(cdc.window_start))
         if cdc.enabled and cdc.window_end is not None:
