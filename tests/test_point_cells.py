@@ -115,3 +115,21 @@ def test_open_files_reopen_a_rewritten_file_and_stay_bounded(files, tmp_path):
     assert cell_values(nothing, f, ROW0 + 3, COL0 + 4)["vv_db"] == -7.25 and not nothing._open
     of.close()
     assert not of._open
+
+
+def test_concurrent_reads_with_evictions_give_the_right_values(files):
+    """Threads reading cells of three files through one place (every read evicts another's dataset)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ssm_spark.point.cells import OpenFiles, cell_values
+
+    cfg, grid, f = files
+    cells = [(ROW0 + r, COL0 + c) for r in range(H) for c in range(W)]
+    want = {rc: cell_values(OpenFiles(0), f, *rc) for rc in cells}
+    of = OpenFiles(1)
+    with ThreadPoolExecutor(6) as ex:
+        got = list(ex.map(lambda rc: (rc, cell_values(of, f, *rc)), cells * 4))
+    for rc, v in got:
+        assert v.keys() == want[rc].keys()
+        np.testing.assert_array_equal(np.array(list(v.values())), np.array(list(want[rc].values())))
+    assert len(of._open) == 1

@@ -76,14 +76,20 @@ class OpenFiles:
         self.opened += 1
         if not self.size:
             return h
+        gone = []
         with self._lock:
-            old = self._open.pop(path, None)
-            self._open[path] = h
-            while len(self._open) > self.size:
-                _, gone = self._open.popitem(last=False)
-                _close(gone)
-        if old is not None:
-            _close(old)
+            other = self._open.get(path)
+            if other is not None and other.stamp == stamp:  # another thread opened it meanwhile: use that one
+                gone.append(h)
+                h = other
+            else:
+                if other is not None:
+                    gone.append(self._open.pop(path))
+                self._open[path] = h
+                while len(self._open) > self.size:
+                    gone.append(self._open.popitem(last=False)[1])
+        for g in gone:
+            _close(g)
         return h
 
     def read(self, path: str, row: int, col: int, indexes: Sequence[int]) -> np.ndarray:
@@ -94,13 +100,22 @@ class OpenFiles:
         idx = list(indexes)
         if not idx:
             return np.empty(0)
-        h = self._handle(path)
-        try:
-            with h.lock:
-                a = h.src.read(idx, window=Window(int(col), int(row), 1, 1))[:, 0, 0].astype("f8")
-        finally:
-            if not self.size:
-                _close(h)
+        for _ in range(3):  # a handle closed by another thread (evicted, re-opened) between lookup and read
+            h = self._handle(path)
+            try:
+                with h.lock:
+                    if h.src.closed:
+                        continue
+                    a = h.src.read(idx, window=Window(int(col), int(row), 1, 1))[:, 0, 0].astype("f8")
+                    break
+            finally:
+                if not self.size:
+                    _close(h)
+        else:  # evicted three times in a row (more concurrent files than places): a dataset of its own
+            import rasterio
+
+            with rasterio.open(path) as src:
+                a = src.read(idx, window=Window(int(col), int(row), 1, 1))[:, 0, 0].astype("f8")
         nd = h.nodata[np.asarray(idx) - 1]
         a[np.isfinite(nd) & (a == nd)] = np.nan
         return a
@@ -114,7 +129,8 @@ class OpenFiles:
 
 def _close(h: _Handle) -> None:
     with h.lock:
-        h.src.close()
+        if not h.src.closed:
+            h.src.close()
 
 
 def cell_values(files: OpenFiles, f: "StackFile", row: int, col: int) -> dict[str, float]:

@@ -107,7 +107,7 @@ class StackSource:
         self._refresh()
         self._inv: dict[str, list] = {}  # date -> the checked files found so far
         self._stamps: dict[str, tuple[int, int]] = {}  # path -> (mtime, size) when checked
-        self._rejected: dict[str, list[dict]] = {}  # date -> quarantine records of its files
+        self._rejected: dict[str, dict[str, dict]] = {}  # date -> file -> its quarantine record
         self._lock = threading.Lock()
 
     def _refresh(self) -> None:
@@ -134,7 +134,7 @@ class StackSource:
                     mine[:] = [g for g in mine if g.path != f.path] + [f]
                 self._stamps[f.path] = _stamp(f.path)
             for q in inv.quarantine:
-                self._rejected.setdefault(Path(q["file"]).parent.name, []).append(q)
+                self._rejected.setdefault(Path(q["file"]).parent.name, {})[q["file"]] = q
 
     def check_all(self) -> int:
         """Check every file of every date now (a service at start-up); the number of usable files."""
@@ -160,7 +160,7 @@ class StackSource:
                 return None
         return None
 
-    def file(self, row: int, col: int, date: str) -> "StackFile":
+    def file(self, row: int, col: int, date: str, check: bool = True) -> "StackFile":
         """The checked stack file of the date holding the cell.
 
         Raises
@@ -178,19 +178,19 @@ class StackSource:
                 f"no stacks dated {date} in {self.root} (no <{date}>/ folder); nearest dates with stacks: "
                 f"{', '.join(near) if near else 'none'}", nearest=near, date=date)
         f = self._known(row, col, date)
-        if f is None:
+        if f is None and check:  # check=False: the caller just checked the date
             self._discover(date, date, _holds(row, col))
             f = self._known(row, col, date)
         if f is not None:
             return f
-        bad = self._rejected.get(date, [])
+        bad = list(self._rejected.get(date, {}).values())
         why = f"; {len(bad)} file(s) of that date were rejected, e.g. {bad[-1]['reason']}" if bad else ""
         raise OutsideCoverageError(f"cell (row {row}, col {col}) of grid {self.grid.name} is outside the stacks "
                                    f"of {date} in {self.root / date}{why}", date=date)
 
-    def values(self, row: int, col: int, date: str) -> tuple[dict[str, float], str]:
+    def values(self, row: int, col: int, date: str, check: bool = True) -> tuple[dict[str, float], str]:
         """The cell's raw band values on a date and the stack file they came from."""
-        f = self.file(row, col, date)
+        f = self.file(row, col, date, check)
         return cell_values(self.files, f, row, col), f.path
 
     def pixel(self, row: int, col: int, date: str) -> tuple[pd.DataFrame, str]:
@@ -206,7 +206,7 @@ class StackSource:
         vals, days, info = [], [], []
         for d in dates:
             try:
-                v, where = self.values(row, col, d)
+                v, where = self.values(row, col, d, check=d not in todo)
             except (NoAcquisitionError, OutsideCoverageError) as exc:
                 info.append((d, None, str(exc).split(";")[0]))
                 continue
