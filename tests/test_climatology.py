@@ -88,7 +88,7 @@ def test_tile_series_of_files_across_tiles_equals_the_pixel_rows(tmp_path):
     without incidence: each tile's
     climatology (kernel by blocks) equals climatology_frame on the stack reader's pixel rows."""
     from ssm_spark.grid import Grid
-    from ssm_spark.product.climatology import tile_climatology, tile_series
+    from ssm_spark.product.climatology_tiles import tile_climatology, tile_series
     from ssm_spark.sources.stacks import StackFile, check_raster, read_file_cells
 
     grid = Grid.ease2(1, tile_size=4)
