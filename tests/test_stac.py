@@ -74,6 +74,17 @@ def _commit_date(out: Path, date: str, seed: int) -> dict:
                              TILES, BANDS, TAGS)
     rel = f"quicklook/{date}.png"
     outputs[rel] = render_quicklook(out / f"vrt/{date}.vrt", out / rel, title=date)
+    # an aggregated grid's files (produce.aggregate): one coarse tile, its VRT
+    cg = Grid.ease2(3, tile_size=16)
+    ctr, ctc = (int(v) // 16 for v in cg.to_cell(*GRID.to_lonlat(140 * 16, 1100 * 16)))
+    cw = cg.tile_window(ctr, ctc)
+    r, c = np.meshgrid(np.arange(cw.row_off, cw.row_off + 16), np.arange(cw.col_off, cw.col_off + 16), indexing="ij")
+    crows = pd.DataFrame({"row": r.ravel(), "col": c.ravel(), "ssm": rng.uniform(0.1, 0.4, 256), "qc": 0})
+    cname = f"{cg.name}_{ctr}_{ctc}"
+    rel = f"agg/{cg.name}/cog/{date}/{cname}.tif"
+    outputs[rel] = write_tile_cog(out / rel, tile_arrays(crows, cg, ctr, ctc, BANDS), cg, ctr, ctc, BANDS, TAGS)
+    rel = f"agg/{cg.name}/vrt/{date}.vrt"
+    outputs[rel] = write_vrt(out / rel, cg, [(ctr, ctc, f"../cog/{date}/{cname}.tif")], [(ctr, ctc)], BANDS, TAGS)
     marker = {"date": date, "status": "complete", **TAGS, "software": "ssm_spark test", "grid": GRID.name,
               "counts": {"pixels": 768, "retrieved": 708, "masked": 60, "ssm_mean": 0.25}, "outputs": outputs}
     write_json_atomic(out / "parquet" / f"date={date}" / stac.MARKER, marker)
@@ -119,7 +130,7 @@ def test_catalogue_is_valid_complete_and_relative(tmp_path: Path, validator):
     assert (p["ssm_spark:manifest_id"], p["ssm_spark:config_hash"], p["proj:epsg"]) == ("m1", "c1", 6933)
     assert p["proj:shape"] == [32, 32] and p["proj:transform"] == list(GRID.tile_transform(140, 1100))[:6]
     # every output of the marker is an asset, by a relative href that resolves to the file
-    assert len(item["assets"]) == len(marker["outputs"]) == 8
+    assert len(item["assets"]) == len(marker["outputs"]) == 10
     hrefs = {a["href"] for a in item["assets"].values()}
     assert hrefs == {f"../../{rel}" for rel in marker["outputs"]}
     for a in item["assets"].values():
@@ -131,6 +142,10 @@ def test_catalogue_is_valid_complete_and_relative(tmp_path: Path, validator):
     assert cog["raster:bands"][0]["nodata"] == "nan" and cog["raster:bands"][0]["unit"] == "m3/m3"
     assert item["assets"]["parquet_141_1100"]["type"] == stac.PARQUET_MEDIA_TYPE
     assert item["assets"]["quicklook"]["roles"] == ["overview"]
+    agg = {k: a for k, a in item["assets"].items() if k.startswith("ease2_3km_")}
+    assert sorted(agg) == ["ease2_3km_cog_46_366", "ease2_3km_vrt"]
+    assert all(a["proj:epsg"] == 6933 and a["proj:shape"] == [16, 16] for a in agg.values())
+    assert agg["ease2_3km_vrt"]["proj:transform"] == list(Grid.ease2(3, 16).tile_transform(46, 366))[:6]
     # the footprint: the three tiles in lon/lat (an L shape), its bbox the tiles' bounds
     import shapely
     from shapely.geometry import shape
