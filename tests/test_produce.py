@@ -146,6 +146,45 @@ def test_tile_cog_and_vrt_round_trip(tmp_path: Path):
     assert np.isnan(m[:, 32:, 32:]).all()  # the extent tile without a COG is nodata
 
 
+def test_vrt_text_is_pinned():
+    """The VRT's exact text (ElementTree, two-space indent, self-closed empty elements, a final newline):
+    products made before and after the writer changed are byte-identical."""
+    from rasterio.crs import CRS
+
+    from ssm_spark.product.vrt import vrt_xml
+
+    grid = Grid.geographic(0.01, tile_size=16)
+    got = vrt_xml(grid, [(10, 21, "../cog/a&b.tif")], [(10, 20), (10, 21)], ["ssm"], {"m": "x<y", "a": 1})
+    wkt = CRS.from_user_input(grid.crs).to_wkt().replace("&", "&amp;")
+    want = f"""<VRTDataset rasterXSize="32" rasterYSize="16">
+  <SRS dataAxisToSRSAxisMapping="1,2">{wkt}</SRS>
+  <GeoTransform>-176.8, 0.01, 0.0, 88.4, 0.0, -0.01</GeoTransform>
+  <Metadata>
+    <MDI key="a">1</MDI>
+    <MDI key="m">x&lt;y</MDI>
+  </Metadata>
+  <VRTRasterBand dataType="Float32" band="1" blockXSize="16" blockYSize="16">
+    <Description>ssm</Description>
+    <NoDataValue>nan</NoDataValue>
+    <Metadata>
+      <MDI key="name">ssm</MDI>
+      <MDI key="units">m3/m3</MDI>
+    </Metadata>
+    <SimpleSource>
+      <SourceFilename relativeToVRT="1">../cog/a&amp;b.tif</SourceFilename>
+      <SourceBand>1</SourceBand>
+      <SourceProperties RasterXSize="16" RasterYSize="16" DataType="Float32" />
+      <SrcRect xOff="0" yOff="0" xSize="16" ySize="16" />
+      <DstRect xOff="16" yOff="0" xSize="16" ySize="16" />
+    </SimpleSource>
+  </VRTRasterBand>
+</VRTDataset>
+"""
+    assert got == want
+    with pytest.raises(ValueError, match="outside the VRT's extent"):
+        vrt_xml(grid, [(11, 21, "x.tif")], [(10, 20)], ["ssm"])
+
+
 def test_product_hash_follows_the_product_not_the_resources():
     cfg = load_config(overrides=SMALL)
     grid = cfg.grid.build()

@@ -57,7 +57,8 @@ import pandas as pd
 
 from ssm_spark.errors import ConfigError, GridError
 from ssm_spark.grid import Grid
-from ssm_spark.product.schema import AGG_COLUMNS, AGG_FILE_COLUMNS, AGGREGATE_FILE, COARSE_SUMMARY, empty_frame, spark_ddl
+from ssm_spark.product.schema import (AGG_COLUMNS, AGG_FILE_COLUMNS, AGGREGATE_FILE, COARSE_SUMMARY, empty_frame,
+                                      spark_ddl)
 from ssm_spark.product.tiles import TileFiles, tile_name
 
 if TYPE_CHECKING:  # pragma: no cover

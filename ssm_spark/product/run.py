@@ -250,9 +250,8 @@ class DateScheduler:
                  f"; {len(res.failed)} file(s) FAILED: " + "; ".join(e["reason"] for e in res.failed)
                  if res.failed else "")
         if self.run.targets:
-            log.info("produce %d/%d %s: aggregated to %s in %.1f s", k, n, date,
-                     ", ".join(f"{name} ({a['cells']} cells, {a['tiles']} tiles)" for name, a in r["aggregates"].items()),
-                     res.aggregate_seconds)
+            grids = ", ".join(f"{name} ({a['cells']} cells, {a['tiles']} tiles)" for name, a in r["aggregates"].items())
+            log.info("produce %d/%d %s: aggregated to %s in %.1f s", k, n, date, grids, res.aggregate_seconds)
 
     def _clean_up(self) -> None:
         """After a failure: let what runs end (a commit is atomic), then drop what was computed but not committed."""
