@@ -172,6 +172,8 @@ def read_zones(spark: "SparkSession", path: os.PathLike | str, layer: str | None
     if not path.exists():
         raise InputError(f"zones {path}: no such file")
     fmt = _format(path)
+    if layer is not None and fmt != "geopackage":
+        raise InputError(f"zones {path}: --layer {layer!r} names a GeoPackage table, and this is {fmt}")
     if fmt == "geojson":
         raw = spark.read.format("geojson").option("multiLine", "true").load(str(path))
         if "features" not in raw.columns:

@@ -229,6 +229,8 @@ def test_zones_refused_with_the_reason(spark, product, tmp_path: Path):
         {"type": "Feature", "properties": {"name": "a"}, "geometry": {"type": "Point", "coordinates": [2, 44]}},
         {"type": "Feature", "properties": {"name": "a"}, "geometry": mapping(box(2, 44, 3, 45))}]}
     (tmp_path / "p.geojson").write_text(json.dumps(fc))
+    with pytest.raises(InputError, match="--layer 'x' names a GeoPackage table, and this is geojson"):
+        Z.read_zones(spark, tmp_path / "p.geojson", layer="x")
     with pytest.raises(InputError, match="no column 'code' for --id"):
         Z.read_zones(spark, tmp_path / "p.geojson", id_column="code")
     with pytest.raises(InputError, match="--id 'name' is not a unique"):
