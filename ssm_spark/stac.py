@@ -331,11 +331,15 @@ def update_catalog(output: os.PathLike | str, dates: Iterable[str] | None = None
     items = []
     for date in done:
         path = items_dir / f"{date}.json"
-        if date in wanted or not path.is_file():
+        item = None
+        if date not in wanted and path.is_file():
+            try:
+                item = pystac.Item.from_dict(json.loads(path.read_text()), migrate=False)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("stac: %s cannot be read (%s); rebuilt", path, exc)
+        if item is None:
             item = build_item(output, date, (markers or {}).get(date), collection_id=collection_id_of(product))
             write_json_atomic(path, _item_dict(item))
-        else:
-            item = pystac.Item.from_dict(json.loads(path.read_text()), migrate=False)
         items.append(item)
     coll = build_collection(product, items)
     target = output / STAC_DIR / "collection.json"

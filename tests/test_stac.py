@@ -160,6 +160,11 @@ def test_catalogue_is_valid_complete_and_relative(tmp_path: Path, validator):
         assert src.descriptions == ("ssm", "qc")
     assert [i.id for i in pystac.Collection.from_file(coll_path).get_items()] == ["2024-04-01", "2024-04-07"]
 
+    # an unreadable item of another date is rebuilt, the same bytes
+    good = (out / "stac" / "items" / "2024-04-07.json").read_bytes()
+    (out / "stac" / "items" / "2024-04-07.json").write_text("{")
+    stac.on_commit(out, "2024-04-01")
+    assert (out / "stac" / "items" / "2024-04-07.json").read_bytes() == good
     # a re-commit replaces the item; a date no longer committed loses its item; no temporaries left
     (out / "parquet" / "date=2024-04-07" / stac.MARKER).unlink()
     stac.update_catalog(out)
