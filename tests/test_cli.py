@@ -53,7 +53,7 @@ def test_produce_dates_are_parsed_by_argparse(capsys):
 
 
 def test_every_job_has_a_spark_submit_entry_point():
-    files = {"matchups": "build_matchups"}  # DESIGN.md: `matchups` is jobs/build_matchups.py
+    files = {"matchups": "build_matchups"}  # docs/contracts.md: `matchups` is jobs/build_matchups.py
     for name in JOBS:
         if name in ("config", "jars"):  # tools, not Spark jobs
             continue

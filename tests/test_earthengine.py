@@ -1,5 +1,5 @@
 """Earth Engine source, offline: request graphs built with the algorithm list earthengine-api ships
-(DESIGN.md "Sources of features"), serialised and checked; the export task manager against a fake
+(docs/pipeline.md, "1. Inputs"), serialised and checked; the export task manager against a fake
 backend with recorded-shape responses (429, transient and permanent failures, re-runs); sampling in
 batches; credentials never leaking; an exported-shape GeoTIFF read by the stack reader."""
 
@@ -21,7 +21,7 @@ SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "earthengine.export.buc
 
 @pytest.fixture(scope="module", autouse=True)
 def offline_ee():
-    """earthengine-api initialised with no network, exactly as DESIGN.md says."""
+    """earthengine-api initialised with no network, exactly as docs/pipeline.md says."""
     import ee.apitestcase
 
     ee.data._install_cloud_api_resource = lambda: None

@@ -1,4 +1,4 @@
-"""Environments and masks: known answers from the DESIGN.md tables."""
+"""Environments and masks: known answers from the tables of docs/contracts.md (Environments)."""
 
 import numpy as np
 

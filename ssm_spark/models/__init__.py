@@ -8,7 +8,7 @@ executors for prediction (:meth:`Registry.model_bytes`, :meth:`Registry.from_byt
 Modules
 -------
 candidates
-    The five candidates (physics, xgb_raw, xgb_coupled, xgb_residual, global), their features, and
+    The six candidates (physics, change_detection, xgb_raw, xgb_coupled, xgb_residual, global), their features, and
     native XGBoost fitting/prediction (point and multi-quantile models).
 folds, calibration_folds
     Clean rows, station-grouped folds, leakage checks and levels; the WCM calibrated per fold.

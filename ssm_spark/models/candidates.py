@@ -1,6 +1,6 @@
 """Candidate models of the model-selection module, as pure pandas/numpy/xgboost functions.
 
-Five candidates (DESIGN.md, "Environments and the model-selection module"):
+Six candidates (docs/physics.md, section 5, and docs/pipeline.md, section 4):
 
 ================  ==================================================================================
 candidate         prediction
@@ -9,6 +9,9 @@ candidate         prediction
                   never clipped, so out-of-range values count fully in the metrics. NaN where the
                   vegetation correction fails in both polarisations (vegetation-dominated); those
                   rows count as *missing*, reported as the candidate's prediction coverage.
+``change_detection`` ``mv_cd``: the relative wetness of change detection (Wagner et al. 1999) mapped
+                  to m3/m3 by a robust per-environment line fitted on the training fold
+                  (:mod:`ssm_spark.physics.change_detection`); bounded to [0, porosity].
 ``xgb_raw``       XGBoost on the raw inputs only (:data:`RAW_FEATURES` present in the table).
 ``xgb_coupled``   XGBoost on the raw inputs plus the physics features (:data:`PHYSICS_FEATURES`).
 ``xgb_residual``  ``base + f(x)``: XGBoost on the coupled features learns ``ssm - base`` with

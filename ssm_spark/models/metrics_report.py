@@ -4,7 +4,7 @@
 (:func:`ssm_spark.models.choice.shrink_units`), then :func:`cv_metrics` gives every environment its
 figures at its level (its own unit, its land-cover group's, or the global model's out-of-fold rows),
 the figures pooled over all environments, and the out-of-fold table of the whole run. The key order
-of every block is the contract of DESIGN.md, "Public interfaces" (:data:`CONTRACT_METRIC_KEYS`,
+of every block is the contract of docs/contracts.md, "cv_metrics.json" (:data:`CONTRACT_METRIC_KEYS`,
 :data:`CONTRACT_ENV_KEYS`); more keys follow them.
 """
 
@@ -28,7 +28,7 @@ from ssm_spark.validation import metrics_by
 __all__ = ["CONTRACT_METRIC_KEYS", "CONTRACT_ENV_KEYS", "MIN_STATION_SAMPLES", "TrainingResult", "cv_metrics",
            "finalize_training"]
 
-#: Keys of every metrics block of ``cv_metrics.json`` (DESIGN.md, "Public interfaces").
+#: Keys of every metrics block of ``cv_metrics.json`` (docs/contracts.md, "cv_metrics.json").
 CONTRACT_METRIC_KEYS: tuple[str, ...] = ("R", "ubRMSE", "bias", "RMSE", "n", "stations")
 #: Keys of every environment block of ``cv_metrics.json`` (more may follow them, none is renamed).
 CONTRACT_ENV_KEYS: tuple[str, ...] = ("framework", "candidates", "selected", "runner_up", "level", "n",
@@ -79,7 +79,7 @@ def _metric_block(m: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def cv_metrics(ctx: TrainingContext, units: Mapping[str, UnitResult]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The ``cv_metrics.json`` dict (DESIGN.md "Public interfaces") and the out-of-fold table.
+    """The ``cv_metrics.json`` dict (docs/contracts.md, "cv_metrics.json") and the out-of-fold table.
 
     ``environments[env]``: ``framework`` (cross-fitted selection, see :mod:`ssm_spark.models.training`),
     ``candidates`` (each candidate's out-of-fold predictions at the environment's level), ``selected``

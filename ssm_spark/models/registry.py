@@ -1,12 +1,12 @@
 """The model registry: a folder with ``manifest.json``, ``cv_metrics.json`` and XGBoost UBJ models.
 
-Layout (DESIGN.md "Model registry")::
+Layout (docs/contracts.md, "Model registry")::
 
     REGISTRY/
       manifest.json                       versions, git revision, config hash, features, WCM parameters,
                                           environments (level, selected, CV metrics, fallback chain),
                                           served models, file checksums, training data summary
-      cv_metrics.json                     the cross-validation figures (DESIGN "Public interfaces")
+      cv_metrics.json                     the cross-validation figures (docs/contracts.md, "cv_metrics.json")
       models/<unit>/<candidate>.ubj            point model (none for ``physics``: it is the WCM)
       models/<unit>/<candidate>_quantiles.ubj  multi-quantile model (q_lo, q_hi)
 

@@ -97,7 +97,7 @@ def prepare_training(matchups: pd.DataFrame, cfg: Any, *, nthread: Optional[int]
     Parameters
     ----------
     matchups : pandas.DataFrame
-        The matchup table (DESIGN.md "Tables"). Stale physics columns are ignored.
+        The matchup table (docs/contracts.md, "Tables"). Stale physics columns are ignored.
     cfg : Config or TrainConfig
     nthread : int, optional
         XGBoost threads per model (default: ``cfg.xgb.nthread``, 0 -> all cores).

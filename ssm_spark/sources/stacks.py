@@ -350,7 +350,7 @@ def _static_companions(static_dir: Path, stem: str, grid: Grid, window: tuple, a
 
 
 def pixel_schema(grid: Grid) -> str:
-    """Spark DDL of the pixel table (DESIGN.md: grid, tile and cell address, lon/lat, date, features, env)."""
+    """Spark DDL of the pixel table (docs/contracts.md, "Tables": grid, tile and cell address, lon/lat, date, features, env)."""
     cols = ["grid string", "tile_row int", "tile_col int", "row int", "col int", "lon double", "lat double", "date date"]
     cols += [f"{b} double" for b in DYNAMIC_BANDS + STATIC_BANDS]
     cols += ["landcover int", "climate int", "env string", "qc int"]

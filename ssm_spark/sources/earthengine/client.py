@@ -46,7 +46,7 @@ class EarthEngineError(SSMError, RuntimeError):
 
 
 def offline(project: str = "ssm-spark-offline") -> None:
-    """Initialise earthengine-api without network or credentials (DESIGN.md "Sources of features"):
+    """Initialise earthengine-api without network or credentials (docs/pipeline.md, "1. Inputs"):
     the cloud API resource is not installed and the algorithm list is the one the package ships
     (``ee.apitestcase.GetAlgorithms``), so requests build and serialise but cannot run."""
     import ee

@@ -1,7 +1,7 @@
 """Earth Engine request builders: one per input, each a function of (settings, date or window, grid).
 
-Every builder returns an ``ee.Image`` whose bands carry the project's band names (DESIGN.md "Feature
-stack") and stored values converted to our units (the ``scale``/``offset`` of the configured
+Every builder returns an ``ee.Image`` whose bands carry the project's band names (docs/contracts.md,
+"Feature stacks") and stored values converted to our units (the ``scale``/``offset`` of the configured
 :class:`~ssm_spark.sources.earthengine.settings.Layer`). Images are put on the grid by
 :func:`on_grid`: ``reduceResolution`` (mean, so a 1 km cell is the mean of the 10 m pixels under it;
 backscatter averaged in linear power) then ``reproject`` with the grid's ``crs`` and
