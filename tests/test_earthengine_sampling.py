@@ -133,7 +133,9 @@ def test_a_cells_climatology_from_its_earth_engine_series(cfg):
 
     grid = cfg.grid.build()
     with pytest.raises(ConfigError, match="window_start and window_end"):
-        EarthEngineClimatology(cfg, grid, client=None)
+        EarthEngineClimatology(cfg, grid, client=None)  # no window configured, none from the registry
+    assert EarthEngineClimatology(cfg, grid, None, trained=["2024-01-01", "2024-06-30"]).window == (
+        dt.date(2024, 1, 1), dt.date(2024, 6, 30))
     c = cfg.model_copy(deep=True)
     c.physics.change_detection.window_start = dt.date(2024, 1, 1)
     c.physics.change_detection.window_end = dt.date(2024, 12, 31)

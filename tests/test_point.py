@@ -184,8 +184,15 @@ def test_earth_engine_point_with_its_own_climatology_equals_the_product(region, 
     def scenes(r, c, start, end):
         return [d for d in DATES if start <= d <= end]
 
-    with pytest.raises(ConfigError, match="window_start and window_end"):
-        PointService(cfg, service.registry, source="ee", ee_client=RecordedEE(cfg.earthengine, grid, values, scenes))
+    # no window configured: the registry's training period (the dates its training climatologies came from)
+    plain = PointService(cfg, service.registry, source="ee",
+                         ee_client=RecordedEE(cfg.earthengine, grid, values, scenes))
+    trained = service.registry.manifest["training_data"]["date_range"]
+    assert [d.isoformat() for d in plain.climatology.window] == trained and trained[0] == DATES[0]
+    bad = cfg.model_copy(deep=True)
+    bad.physics.change_detection.window_start, bad.physics.change_detection.window_end = DATES[-1], DATES[0]
+    with pytest.raises(ConfigError, match="the end is before the start"):
+        PointService(bad, service.registry, source="ee", ee_client=plain.stacks.client)
     c = cfg.model_copy(deep=True)
     c.physics.change_detection.window_start, c.physics.change_detection.window_end = DATES[0], DATES[-1]
     client = RecordedEE(c.earthengine, grid, values, scenes, failures=[HttpError(429, "Too many requests")])
@@ -201,7 +208,8 @@ def test_earth_engine_point_with_its_own_climatology_equals_the_product(region, 
     n = client.calls
     s = ee_svc.series(lat, lon, DATES[0], DATES[-1])
     local = service.series(lat, lon, DATES[0], DATES[-1])
-    assert [p["date"] for p in s["points"]] == DATES and client.calls - n == 2  # the scene dates, then 6 dates in one request
+    assert [p["date"] for p in s["points"]] == DATES
+    assert client.calls - n == 2  # the scene dates, then the 6 dates in one request
     for a, b in zip(s["points"], local["points"]):
         assert (a["ssm"], a["qc"], a["model_id"]) == (b["ssm"], b["qc"], b["model_id"]) and a["source"] == "ee"
     assert s["skipped"] == [] and ee_svc.climatology.computed == len(rows)  # the cell's climatology kept

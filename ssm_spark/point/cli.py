@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="change-detection climatology folder built by produce (OUTPUT/climatology), for "
                              "registries that use it (default: produce.climatology_dir; with --source ee: each "
                              "cell's own, from its Earth Engine series over physics.change_detection.window_start.."
-                             "window_end)")
+                             "window_end, default the registry's training period)")
     parser.add_argument("--json", action="store_true", help="print the full answer as JSON")
 
 

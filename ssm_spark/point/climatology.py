@@ -3,7 +3,8 @@
 Local stacks: the climatology stack ``produce`` built (:func:`find_climatology`), attached exactly as
 produce's ``read_clipped`` attaches it. Earth Engine: :class:`EarthEngineClimatology` builds the cell's
 own from its Sentinel-1 series over the configured reference window
-(``physics.change_detection.window_start`` .. ``window_end``), sampled through the same interface as
+(``physics.change_detection.window_start`` .. ``window_end``; unset: the registry's training period),
+sampled through the same interface as
 the point (:func:`~ssm_spark.sources.earthengine.sample.sample_series`, ``stack="s1"``), cleaned by
 the stack reader's value rules, stored as float32 like a stack tile, and computed by the same
 :func:`~ssm_spark.product.climatology.tile_climatology` (hence
@@ -79,25 +80,41 @@ class EarthEngineClimatology:
     """Each cell's climatology from its Earth Engine Sentinel-1 series (see the module docstring);
     computed at a cell's first query, the last ``keep`` cells kept.
 
+    The reference window: ``physics.change_detection.window_start`` .. ``window_end``; where one is
+    not set, the registry's training period (``training_data.date_range`` of its manifest: the
+    dates the training climatologies came from), said in the log.
+
     Raises
     ------
     ConfigError
-        At construction, without a reference window (both ``window_start`` and ``window_end``):
-        Earth Engine holds every scene since 2014, so "every date" is no window.
+        At construction, with no window from either: Earth Engine holds every scene since 2014,
+        so "every date" is no window.
     """
 
-    def __init__(self, cfg: "Config", grid: "Grid", client: Any, keep: int = 256) -> None:
+    def __init__(self, cfg: "Config", grid: "Grid", client: Any, keep: int = 256,
+                 trained: Sequence[Any] | None = None) -> None:
         from ssm_spark.transforms import cd_kwargs
 
         cdc = cfg.physics.change_detection
-        if cdc.window_start is None or cdc.window_end is None:
+        trained = list(trained) if trained and len(trained) == 2 and all(trained) else [None, None]
+        start = cdc.window_start or trained[0]
+        end = cdc.window_end or trained[1]
+        if start is None or end is None:
             raise ConfigError("point --source ee with a change-detection registry: set the reference window "
                               "physics.change_detection.window_start and window_end (e.g. --set "
                               "physics.change_detection.window_start=2023-01-01 --set "
-                              "physics.change_detection.window_end=2023-12-31; the training stacks' period): "
-                              "each cell's climatology is built from its Earth Engine series over it")
+                              "physics.change_detection.window_end=2023-12-31; the training stacks' period; the "
+                              "registry records none): each cell's climatology is built from its Earth Engine "
+                              "series over it")
         self.cfg, self.grid, self.client = cfg, grid, client
-        self.window = (dt.date.fromisoformat(str(cdc.window_start)), dt.date.fromisoformat(str(cdc.window_end)))
+        self.window = (dt.date.fromisoformat(str(start)), dt.date.fromisoformat(str(end)))
+        if self.window[1] < self.window[0]:
+            raise ConfigError(f"physics.change_detection window {self.window[0]} .. {self.window[1]}: the end is "
+                              "before the start")
+        if cdc.window_start is None or cdc.window_end is None:
+            log.info("point: Earth Engine climatology window %s .. %s (%s from the registry's training period; set "
+                     "physics.change_detection.window_start/window_end to choose)", *self.window,
+                     "both" if cdc.window_start is None and cdc.window_end is None else "partly")
         self.kwargs = cd_kwargs(cdc)
         self.keep = keep
         self._cells: "collections.OrderedDict[tuple[int, int], dict[str, float]]" = collections.OrderedDict()

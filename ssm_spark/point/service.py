@@ -131,7 +131,9 @@ class PointService:
         self.climatology = None
         if self.stacks is not None and needs_climatology(cfg, self.registry):
             if isinstance(self.stacks, EarthEngineSource) and climatology is None:  # the cell's own EE series
-                self.climatology = EarthEngineClimatology(cfg, self.grid, self.stacks.client)
+                self.climatology = EarthEngineClimatology(
+                    cfg, self.grid, self.stacks.client,
+                    trained=(self.registry.manifest.get("training_data") or {}).get("date_range"))
             else:
                 self.climatology = find_climatology(cfg, self.grid, self.registry, [
                     climatology, product and Path(product) / "climatology", cfg.produce.climatology_dir])
