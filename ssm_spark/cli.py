@@ -118,7 +118,6 @@ def _args_matchups(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--stacks", help="folder of <YYYY-MM-DD>/ folders of feature-stack GeoTIFFs (with --insitu)")
     src.add_argument("--table", help="a user's own matchup table, CSV or Parquet (column mapping: the table section of the config)")
     src.add_argument("--source", choices=["ee"], help="'ee': the stations' cells sampled from Earth Engine (with --insitu)")
-    src.add_argument("--source", choices=["ee"], help="'ee': the stations' cells sampled from Earth Engine (with --insitu)")
     parser.add_argument("--static", default=None, help="folder of static layers (default: a static/ folder beside --stacks)")
     parser.add_argument("--insitu", help="ISMN download (header_values or CEOP format); with --stacks")
     parser.add_argument("--output", required=True, help="matchup table (Parquet)")
@@ -129,13 +128,6 @@ def _run_matchups(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.table:
         summary = table_matchups_run(cfg, Path(args.table), Path(args.output))
-    elif args.source == "ee":  # ssm_spark.sources.earthengine.matchups (point extraction, then the stack path's steps)
-        from ssm_spark.sources.earthengine.matchups import ee_matchups_run
-        from ssm_spark.spark import session
-
-        if not args.insitu:
-            raise ConfigError("matchups --source ee needs --insitu (an ISMN download)")
-        summary = ee_matchups_run(session(cfg.spark), cfg, Path(args.insitu), Path(args.output))
     elif args.source == "ee":  # ssm_spark.sources.earthengine.matchups (point extraction, then the stack path's steps)
         from ssm_spark.sources.earthengine.matchups import ee_matchups_run
         from ssm_spark.spark import session
