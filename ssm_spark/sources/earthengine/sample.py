@@ -5,7 +5,13 @@ A cell is sampled at its centre, given in the grid's CRS, from the stacks of
 (``Reducer.first``) at the grid's ``crs`` and ``crsTransform``: the value is the grid cell's, the
 same one an export of the tile would hold. One request holds at most
 ``sample.max_points_per_request`` points (Earth Engine returns at most 5000 features per request)
-and, for matchups, ``sample.max_dates_per_request`` dates; the answers keep our band names.
+and, for matchups and series, ``sample.max_dates_per_request`` dates; the answers keep our band
+names. Entry points: :func:`sample_cells` (cells on a date: a point), :func:`sample_pairs` ((cell,
+date) pairs: matchups), :func:`sample_series` (a cell on its scene dates, found first by
+:func:`scene_dates`: a series, a climatology with ``stack="s1"``). Every call goes through the
+client's ``get_info`` (retried on quota and transient errors); an answer of another shape than
+Earth Engine's is refused (:class:`~.client.EarthEngineError` naming the request), never read as
+"no data".
 """
 
 from __future__ import annotations
