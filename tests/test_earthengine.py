@@ -543,8 +543,8 @@ def test_matchup_sampling_batches_stations_by_dates(cfg):
     client = Recorded()
     out = S.sample_matchups(client, ec, grid, st, dates)
     assert all(n <= 30 and nd <= 4 for n, nd in client.shapes) and sum(n for n, _ in client.shapes) == 12 * 6
-    # dates in chunks of 4 + 2; stations in chunks of 30 // 4 = 7 (7 + 5), then 30 // 2 = 15 (all 12)
-    assert sorted(client.shapes) == sorted([(28, 4), (20, 4), (24, 2)])
+    # grouped by date: two dates of 12 stations fill a request (a third would make 36 > 30 points)
+    assert client.shapes == [(24, 2)] * 3
     assert len(out) == 6 * 8 and set(out["date"]) == set(dates) and (out["vv_db"] == -11.0).all()
     r, c = grid.to_cell(st["lon"].to_numpy(), st["lat"].to_numpy())
     assert set(zip(out["row"], out["col"])) <= set(zip(r.tolist(), c.tolist()))

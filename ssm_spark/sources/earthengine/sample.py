@@ -216,12 +216,11 @@ def as_stored(values: dict[str, float | None]) -> dict[str, float]:
 
 def sample_matchups(client: Any, cfg: "EarthEngineConfig", grid: "Grid", stations: "pd.DataFrame",
                     dates: Sequence[Any]) -> "pd.DataFrame":
-    """Feature values of stations x dates (``station_id, lon, lat`` in; the pixel-table columns out).
-
-    Requests hold at most ``max_points_per_request`` points and ``max_dates_per_request`` dates
-    (one merged FeatureCollection per request); rows without backscatter (no acquisition) are dropped.
+    """Feature values of stations x dates (``station_id, lon, lat`` in; ``station_id, row, col, lon,
+    lat, date`` and the bands out): :func:`sample_pairs` of every station cell and date (the
+    packing of ``ssm-spark matchups --source ee``); rows without backscatter (no acquisition) are
+    dropped.
     """
-    import ee
     import numpy as np
     import pandas as pd
 
@@ -229,21 +228,15 @@ def sample_matchups(client: Any, cfg: "EarthEngineConfig", grid: "Grid", station
     cells = list(zip(np.atleast_1d(rows).tolist(), np.atleast_1d(cols).tolist()))
     ids = stations["station_id"].astype(str).tolist()
     days = [R._day(d).isoformat() for d in dates]
+    pairs = [(r, c, d) for d in days for r, c in cells]
+    owner = [i for _ in days for i in range(len(cells))]
     out = []
-    for _, dchunk in batches(days, cfg.sample.max_dates_per_request):
-        for off, chunk in batches(cells, cfg.sample.max_points_per_request // max(1, len(dchunk)) or 1):
-            fcs = [cells_request(cfg, grid, chunk, d, off) for d in dchunk]
-            merged = ee.FeatureCollection(fcs).flatten() if len(fcs) > 1 else fcs[0]
-            what = f"sample {len(chunk)} station(s) x {len(dchunk)} date(s)"
-            for f in _features(client.get_info(merged, what), what):
-                p = f.get("properties", {})
-                i = int(p["i"])
-                vals = _values(p)
-                if vals["vv_db"] is None and vals["vh_db"] is None:
-                    continue
-                lon, lat = grid.to_lonlat(cells[i][0], cells[i][1])
-                out.append({"station_id": ids[i], "row": cells[i][0], "col": cells[i][1], "lon": lon, "lat": lat,
-                            "date": dt.date.fromisoformat(p["date"]), **vals})
+    for (r, c, d), i, vals in zip(pairs, owner, sample_pairs(client, cfg, grid, pairs)):
+        if vals is None or (vals["vv_db"] is None and vals["vh_db"] is None):
+            continue
+        lon, lat = grid.to_lonlat(r, c)
+        out.append({"station_id": ids[i], "row": r, "col": c, "lon": lon, "lat": lat,
+                    "date": dt.date.fromisoformat(d), **vals})
     return pd.DataFrame(out)
 
 
