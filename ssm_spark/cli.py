@@ -59,6 +59,14 @@ def iso_date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
+def iso_dates(value: str) -> list[dt.date]:
+    """An argparse ``type``: comma-separated ``YYYY-MM-DD`` -> sorted unique dates (else a usage error)."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{value!r} holds no date (comma-separated YYYY-MM-DD)")
+    return sorted({iso_date(p) for p in parts})
+
+
 # -- jobs ---------------------------------------------------------------------------------------
 def _args_none(parser: argparse.ArgumentParser) -> None:
     return None
@@ -262,6 +270,25 @@ def _run_ee_export(args: argparse.Namespace, cfg: Config) -> int:
     return run(args, cfg)
 
 
+def _args_zonal(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--product", required=True, help="product folder (made by ssm-spark produce)")
+    parser.add_argument("--zones", required=True, help="zone polygons: GeoJSON, GeoPackage or GeoParquet, any CRS")
+    parser.add_argument("--layer", default=None, help="the GeoPackage's feature table (when it has several)")
+    parser.add_argument("--id", default=None, dest="id_column", help="the zones' unique id column (default: the "
+                        "feature's index in the file)")
+    parser.add_argument("--dates", default=None, type=iso_dates,
+                        help="comma-separated YYYY-MM-DD (default: every date)")
+    parser.add_argument("--approx", action="store_true", help="percentile_approx instead of exact percentiles")
+    parser.add_argument("--output", default=None, help="output prefix: PREFIX.parquet (GeoParquet) and PREFIX.csv "
+                        "(default: PRODUCT/zonal/<zones file name>)")
+
+
+def _run_zonal(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.zonal import run
+
+    return run(args, cfg)
+
+
 JOBS: dict[str, Job] = {
     j.name: j
     for j in [
@@ -280,24 +307,10 @@ JOBS: dict[str, Job] = {
         Job("ee-export", "Earth Engine: export per-date feature stacks on the grid's tiles (task manager, --dry-run)",
             _args_ee_export, _run_ee_export),
         Job("jars", "fetch, verify or locate the Sedona jars (Maven Central -> a folder)", _args_jars, _run_jars),
+        Job("zonal", "SSM statistics per zone (GeoJSON/GeoPackage/GeoParquet polygons) and date: Sedona "
+            "spatial join -> GeoParquet + CSV", _args_zonal, _run_zonal),
     ]
 }
-
-
-def _args_zonal(parser: argparse.ArgumentParser) -> None:
-    from ssm_spark.zonal import add_arguments
-
-    add_arguments(parser)
-
-
-def _run_zonal(args: argparse.Namespace, cfg: Config) -> int:
-    from ssm_spark.zonal import run
-
-    return run(args, cfg)
-
-
-JOBS["zonal"] = Job("zonal", "SSM statistics per zone (GeoJSON/GeoPackage/GeoParquet polygons) and date: Sedona "
-                    "spatial join -> GeoParquet + CSV", _args_zonal, _run_zonal)
 
 
 def build_parser(jobs: dict[str, Job] | None = None) -> argparse.ArgumentParser:

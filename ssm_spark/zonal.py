@@ -64,7 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = ["Zones", "read_zones", "zones_on_grid", "zonal_stats", "write_zonal", "STAT_COLUMNS",
-           "add_arguments", "run"]
+           "run"]
 
 #: The statistics' columns, in order (after ``zone`` and the zone attributes).
 STAT_COLUMNS = ("date", "n_cells", "n_land", "n_valid", "frac_retrieved", "ssm_mean", "ssm_p10", "ssm_median",
@@ -338,18 +338,6 @@ def write_zonal(spark: "SparkSession", stats: pd.DataFrame, zones: Zones, prefix
 # ------------------------------------------------------------------------------------ the command
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--product", required=True, help="product folder (made by ssm-spark produce)")
-    parser.add_argument("--zones", required=True, help="zone polygons: GeoJSON, GeoPackage or GeoParquet, any CRS")
-    parser.add_argument("--layer", default=None, help="the GeoPackage's feature table (when it has several)")
-    parser.add_argument("--id", default=None, dest="id_column", help="the zones' unique id column (default: the "
-                        "feature's index in the file)")
-    parser.add_argument("--dates", default=None, help="comma-separated YYYY-MM-DD (default: every date)")
-    parser.add_argument("--approx", action="store_true", help="percentile_approx instead of exact percentiles")
-    parser.add_argument("--output", default=None, help="output prefix: PREFIX.parquet (GeoParquet) and PREFIX.csv "
-                        "(default: PRODUCT/zonal/<zones file name>)")
-
-
 def run(args: argparse.Namespace, cfg) -> int:
     """``ssm-spark zonal``: read, join, aggregate, write; prints a JSON summary."""
     from ssm_spark.spark import session
@@ -359,7 +347,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     prefix = Path(args.output) if args.output else Path(args.product) / "zonal" / zones_path.name.split(".")[0]
     spark = session(cfg.spark)
     zones = read_zones(spark, zones_path, args.layer, args.id_column)
-    dates = [d.strip() for d in args.dates.split(",") if d.strip()] if args.dates else None
+    dates = [d.isoformat() for d in args.dates] if args.dates else None  # parsed by cli.iso_dates
     stats = zonal_stats(spark, args.product, zones, dates, approx=args.approx).toPandas()
     empty = sorted(set(range(len(zones.frame))) - set(stats["zone_idx"]))
     if empty:
