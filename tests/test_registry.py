@@ -329,8 +329,8 @@ def test_estimates_outside_the_physical_range_are_masked_and_flagged(trained, sa
     q = df[df["env"] == "cropland_C"].drop(columns=["ssm"]).head(6).copy()
     q["bulk_density"] = [1.325, 1.325, 1.325, 1.325, np.nan, 1.325]  # porosity 0.5, else 0.6
     wild = np.array([0.30, -0.2, 0.54, 0.56, 0.66, np.inf])  # tolerance 0.05 above porosity, below 0
-    real = registry.candidates.predict_candidate
-    monkeypatch.setattr(registry.candidates, "predict_candidate", lambda m, sub: wild[: len(sub)] + 0 * real(m, sub))
+    real = registry.candidates.predict_point_matrix
+    monkeypatch.setattr(registry.candidates, "predict_point_matrix", lambda m, x, off: wild[: len(off)] + 0 * real(m, x, off))
     out = reg.predict(q, with_features=True)
     bad = (out["qc"].to_numpy().astype(int) & int(QC.PREDICTION_OUT_OF_RANGE)) != 0
     assert bad.tolist() == [False, True, False, True, True, True]

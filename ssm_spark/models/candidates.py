@@ -76,8 +76,10 @@ __all__ = [
     "xgb_params",
     "fit_candidate",
     "predict_candidate",
+    "predict_point_matrix",
     "fit_quantiles",
     "predict_quantiles",
+    "predict_quantile_matrix",
     "resolve_nthread",
     "booster_from_bytes",
     "blend",
@@ -239,19 +241,20 @@ def resolve_quantile_features(point_features: Mapping[str, Sequence[str]]) -> di
     return out
 
 
-def feature_matrix(df: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
-    """C-contiguous float32 matrix of ``features`` (absent columns are all-missing, NaN).
+def feature_matrix(df: pd.DataFrame, features: Sequence[str], rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """C-contiguous float32 matrix of ``features`` (absent columns are all-missing, NaN), of the
+    rows at the positions ``rows`` (default: every row).
 
     Values beyond the float32 range (a WCM inversion with a near-zero sensitivity can return 1e60)
     are clipped to it, ``+-inf`` included, so XGBoost sees an ordered, finite split value; NaN stays
     missing.
     """
-    n = len(df)
+    n = len(df) if rows is None else len(rows)
     x = np.empty((n, len(features)), dtype=np.float32)
     for j, f in enumerate(features):
         if f in df.columns:
             col = df[f].to_numpy(dtype=np.float64, na_value=np.nan)
-            x[:, j] = np.clip(col, -_F32_MAX, _F32_MAX)
+            x[:, j] = np.clip(col if rows is None else col[rows], -_F32_MAX, _F32_MAX)
         else:
             x[:, j] = np.nan
     return x
@@ -403,9 +406,18 @@ def predict_candidate(model: FittedModel, df: pd.DataFrame) -> np.ndarray:
     off = offset(model.name, df, model.base_fallback)
     if model.booster is None:
         return off.astype(float)
-    if len(df) == 0:
+    return predict_point_matrix(model, feature_matrix(df, model.features), off)
+
+
+def predict_point_matrix(model: FittedModel, x: Optional[np.ndarray], off: np.ndarray) -> np.ndarray:
+    """Point predictions (float64) of a fitted candidate from its feature matrix ``x`` (float32,
+    C-contiguous, the columns of ``model.features``; :func:`feature_matrix`; unused without a
+    booster) and its :func:`offset` ``off``: one ``inplace_predict`` call."""
+    if model.booster is None:
+        return np.asarray(off, dtype=float)
+    if len(x) == 0:
         return np.empty(0)
-    pred = model.booster.inplace_predict(feature_matrix(df, model.features))
+    pred = model.booster.inplace_predict(x)
     return off + np.asarray(pred, dtype=np.float64).reshape(-1)
 
 
@@ -438,11 +450,16 @@ def predict_quantiles(model: FittedModel, df: pd.DataFrame) -> tuple[np.ndarray,
     off = offset(model.name, df, model.base_fallback)
     if len(df) == 0:
         return np.empty(0), np.empty(0)
-    q = np.asarray(model.booster.inplace_predict(feature_matrix(df, model.features)), dtype=np.float64)
-    q = q.reshape(len(df), -1)
-    lo = off + np.min(q, axis=1)
-    hi = off + np.max(q, axis=1)
-    return lo, hi
+    return predict_quantile_matrix(model, feature_matrix(df, model.features), off)
+
+
+def predict_quantile_matrix(model: FittedModel, x: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_quantiles` from the model's feature matrix ``x`` and its offset ``off``
+    (as :func:`predict_point_matrix`): one ``inplace_predict`` call."""
+    if len(x) == 0:
+        return np.empty(0), np.empty(0)
+    q = np.asarray(model.booster.inplace_predict(x), dtype=np.float64).reshape(len(x), -1)
+    return off + np.min(q, axis=1), off + np.max(q, axis=1)
 
 
 def blend(own: np.ndarray, glob: np.ndarray, weight: float) -> np.ndarray:

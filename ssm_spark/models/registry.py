@@ -520,6 +520,32 @@ class Registry:
             log.warning("predict: input column(s) %s absent; the models see them as missing values "
                         "(estimates may degrade)", list(missing))
 
+    def _matrix(self, feats: pd.DataFrame, rows: np.ndarray, units: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+        """One float32 matrix (:func:`candidates.feature_matrix`) of ``rows`` and every feature the
+        units' models take, and the column of each feature: each model's matrix is a slice of it."""
+        names: list[str] = []
+        for u in units:
+            e = self.serving[u]
+            names += [f for f in (*e.get("features", []), *e["quantile_features"]) if f not in names]
+        return candidates.feature_matrix(feats, names, rows), {f: j for j, f in enumerate(names)}
+
+    def _predict_unit(self, unit: str, feats: pd.DataFrame, x_all: np.ndarray, col: dict[str, int],
+                      idx: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point estimate and (low, high) quantiles of one unit's own models for the rows ``idx``
+        (rows ``pos[idx]`` of ``x_all``): one contiguous ``inplace_predict`` per model."""
+        point, quant = self._fitted(unit)
+        r = pos[idx]
+
+        def x_of(m: FittedModel) -> Optional[np.ndarray]:  # C-contiguous (a fancy-indexed copy)
+            return None if m.booster is None else x_all[np.ix_(r, [col[f] for f in m.features])]
+
+        def off_of(m: FittedModel) -> np.ndarray:
+            return candidates.offset(m.name, feats, m.base_fallback)[idx]
+
+        est = candidates.predict_point_matrix(point, x_of(point), off_of(point))
+        q_lo, q_hi = candidates.predict_quantile_matrix(quant, x_of(quant), off_of(quant))
+        return est, q_lo, q_hi
+
     # -- public
     def predict(self, df: pd.DataFrame, *, env_col: str = "env", with_features: bool = False) -> pd.DataFrame:
         """Soil moisture with its 5th/95th percentiles for rows of any environment.
@@ -566,29 +592,42 @@ class Registry:
         lo = np.full(n, np.nan)
         hi = np.full(n, np.nan)
         model_id = np.empty(n, dtype=object)
-        for unit in pd.unique(units):
-            idx = np.flatnonzero(units == unit)
-            sub = feats.iloc[idx] if len(idx) < n else feats
-            point, quant = self._fitted(unit)
+        masked = (feats["qc"].to_numpy().astype(np.int64) & MASK_BITS) != 0
+        live = ~masked  # masked cells (water, built-up, snow, frozen, steep) get no prediction at all
+        order = list(pd.unique(units))
+        mixes = {u: self.serving[u].get("blend") if u != GLOBAL_KEY else None for u in order}
+        # the global model once for every live row that takes it (served by it, or blended with it)
+        g_rows = np.flatnonzero(live & np.isin(units, [u for u in order if u == GLOBAL_KEY or mixes[u]]))
+        needed = [GLOBAL_KEY] if len(g_rows) else []
+        x_all, col = self._matrix(feats, np.flatnonzero(live), needed + order)
+        pos = np.cumsum(live) - 1  # row of the matrix of each live row
+        g_est = g_lo = g_hi = None
+        if len(g_rows):
+            g_est, g_lo, g_hi = self._predict_unit(GLOBAL_KEY, feats, x_all, col, g_rows, pos)
+        g_at = np.full(n, -1, dtype=np.int64)
+        g_at[g_rows] = np.arange(len(g_rows))
+        for unit in order:
+            on = units == unit
             e = self.serving[unit]
-            est = candidates.predict_candidate(point, sub)
-            q_lo, q_hi = candidates.predict_quantiles(quant, sub)
-            mix = e.get("blend")
-            if mix is not None and unit != GLOBAL_KEY:   # w own + (1 - w) global, global where own is NaN
-                g_point, g_quant = self._fitted(GLOBAL_KEY)
+            mix = mixes[unit]
+            model_id[on] = f"{self.manifest_id}/{unit}/{e['candidate']}" + (
+                f"+global@{1 - float(mix['weight']):.1f}" if mix is not None else "")
+            idx = np.flatnonzero(on & live)
+            if len(idx) == 0:
+                continue
+            if unit == GLOBAL_KEY:
+                est, q_lo, q_hi = (v[g_at[idx]] for v in (g_est, g_lo, g_hi))
+            else:
+                est, q_lo, q_hi = self._predict_unit(unit, feats, x_all, col, idx, pos)
+            if mix is not None:   # w own + (1 - w) global, global where own is NaN
                 w = float(mix["weight"])
-                est = blend(est, candidates.predict_candidate(g_point, sub), w)
-                g_lo, g_hi = candidates.predict_quantiles(g_quant, sub)
-                q_lo, q_hi = blend(q_lo, g_lo, w), blend(q_hi, g_hi, w)
+                at = g_at[idx]
+                est = blend(est, g_est[at], w)
+                q_lo, q_hi = blend(q_lo, g_lo[at], w), blend(q_hi, g_hi[at], w)
             ssm[idx] = est
             s_lo, s_hi = e.get("interval_shift", (0.0, 0.0))
             a, b = q_lo - s_lo, q_hi + s_hi
             lo[idx], hi[idx] = np.minimum(a, b), np.maximum(a, b)
-            model_id[idx] = f"{self.manifest_id}/{unit}/{e['candidate']}" + (
-                f"+global@{1 - float(mix['weight']):.1f}" if mix is not None and unit != GLOBAL_KEY else "")
-        masked = (feats["qc"].to_numpy().astype(np.int64) & MASK_BITS) != 0
-        if masked.any():
-            ssm[masked] = lo[masked] = hi[masked] = np.nan
         # an estimate outside the physical range is no soil moisture (a broken or misapplied model):
         # masked and flagged, never written as a value
         upper = physical_upper_bound(df) + PREDICTION_TOLERANCE
