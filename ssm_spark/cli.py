@@ -235,9 +235,23 @@ def _run_jars(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _args_point(parser: argparse.ArgumentParser) -> None:
-    from ssm_spark.point import add_arguments
-
-    add_arguments(parser)
+    parser.add_argument("--models", required=True, help="model registry folder (from ssm-spark train)")
+    parser.add_argument("--lat", required=True, type=float, help="latitude, degrees (WGS84)")
+    parser.add_argument("--lon", required=True, type=float, help="longitude, degrees (WGS84)")
+    parser.add_argument("--date", required=True, type=iso_date,
+                        help="date YYYY-MM-DD (with --end: the first date of a series)")
+    parser.add_argument("--end", default=None, type=iso_date, help="last date YYYY-MM-DD of a series (inclusive)")
+    parser.add_argument("--source", default=None,
+                        help="'ee' (Earth Engine, credentials from earthengine.credentials or the environment), "
+                             "a stacks folder (<YYYY-MM-DD>/*.tif) or a product folder (from ssm-spark produce)")
+    parser.add_argument("--stacks", default=None, help="feature-stack folder (same as --source PATH)")
+    parser.add_argument("--static", default=None, help="static layers (default: a static/ folder beside the stacks)")
+    parser.add_argument("--climatology", default=None,
+                        help="change-detection climatology folder built by produce (OUTPUT/climatology), for "
+                             "registries that use it (default: produce.climatology_dir; with --source ee: each "
+                             "cell's own, from its Earth Engine series over physics.change_detection.window_start.."
+                             "window_end, default the registry's training period)")
+    parser.add_argument("--json", action="store_true", help="print the full answer as JSON")
 
 
 def _run_point(args: argparse.Namespace, cfg: Config) -> int:
@@ -247,9 +261,23 @@ def _run_point(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _args_serve(parser: argparse.ArgumentParser) -> None:
-    from ssm_spark.serve import add_arguments
-
-    add_arguments(parser)
+    parser.add_argument("--models", required=True, help="model registry folder (from ssm-spark train)")
+    parser.add_argument("--stacks", default=None, help="feature-stack folder (<YYYY-MM-DD>/*.tif)")
+    parser.add_argument("--static", default=None, help="static layers (default: a static/ folder beside --stacks)")
+    parser.add_argument("--product", default=None, help="an existing product folder, answered from for its dates")
+    parser.add_argument("--source", default=None, help="'ee' to sample Earth Engine instead of local stacks")
+    parser.add_argument("--climatology", default=None,
+                        help="change-detection climatology folder built by produce, for registries that use it")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
+    parser.add_argument("--max-series-days", type=int, default=None,
+                        help="longest /series range in days (default: the service's limit, "
+                             "ssm_spark.point.MAX_SERIES_DAYS)")
+    parser.add_argument("--cache-files", type=int, default=256,
+                        help="stack files kept open, their decoded blocks in GDAL's block cache (GDAL_CACHEMAX, "
+                             "default 5%% of the memory; about 1.5 MB per 256 x 256 file read; default 256; "
+                             "0: open and close them at every read)")
 
 
 def _run_serve(args: argparse.Namespace, cfg: Config) -> int:
@@ -259,9 +287,19 @@ def _run_serve(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _args_ee_export(parser: argparse.ArgumentParser) -> None:
-    from ssm_spark.sources.earthengine.export import add_arguments
-
-    add_arguments(parser)
+    parser.add_argument("--output", required=True, help="folder of the export state (and, copied from the "
+                        "bucket, of the exported stacks/ and static/)")
+    parser.add_argument("--region", default=None, help="as for produce: bbox, GeoJSON file or region name")
+    parser.add_argument("--start", default=None, type=iso_date, help="first date YYYY-MM-DD")
+    parser.add_argument("--end", default=None, type=iso_date, help="last date YYYY-MM-DD (inclusive)")
+    parser.add_argument("--dates", default=None, type=iso_dates, help="comma-separated dates instead of --start/--end")
+    parser.add_argument("--all-days", action="store_true",
+                        help="every day of the range (default, live: only days with a Sentinel-1 scene over the region)")
+    parser.add_argument("--no-static", action="store_true", help="skip the static and classes stacks")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan and the serialised requests (no network, no credentials)")
+    parser.add_argument("--finalize", action="store_true",
+                        help="name the bands of exported files copied into --output (after the exports)")
 
 
 def _run_ee_export(args: argparse.Namespace, cfg: Config) -> int:

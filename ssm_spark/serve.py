@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["make_server", "serve_in_thread", "add_arguments", "run", "MAX_URL_BYTES"]
+__all__ = ["make_server", "serve_in_thread", "run", "MAX_URL_BYTES"]
 
 #: Longest request target accepted (bytes).
 MAX_URL_BYTES = 2048
@@ -189,33 +189,13 @@ def serve_in_thread(service: PointService, host: str = "127.0.0.1", port: int = 
     return srv, th
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``ssm-spark serve``."""
-    parser.add_argument("--models", required=True, help="model registry folder (from ssm-spark train)")
-    parser.add_argument("--stacks", default=None, help="feature-stack folder (<YYYY-MM-DD>/*.tif)")
-    parser.add_argument("--static", default=None, help="static layers (default: a static/ folder beside --stacks)")
-    parser.add_argument("--product", default=None, help="an existing product folder, answered from for its dates")
-    parser.add_argument("--source", default=None, help="'ee' to sample Earth Engine instead of local stacks")
-    parser.add_argument("--climatology", default=None,
-                        help="change-detection climatology folder built by produce, for registries that use it")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
-    parser.add_argument("--max-series-days", type=int, default=MAX_SERIES_DAYS,
-                        help=f"longest /series range in days (default {MAX_SERIES_DAYS})")
-    parser.add_argument("--cache-files", type=int, default=256,
-                        help="stack files kept open, their decoded blocks in GDAL's block cache (GDAL_CACHEMAX, "
-                             "default 5%% of the memory; about 1.5 MB per 256 x 256 file read; default 256; "
-                             "0: open and close them at every read)")
-
-
 def run(args: argparse.Namespace, cfg: "Config") -> int:
     """``ssm-spark serve``: runs until interrupted."""
     svc = PointService(cfg, args.models, args.stacks, static=args.static, product=args.product, source=args.source,
                        cache_files=args.cache_files, climatology=args.climatology)
     if isinstance(svc.stacks, StackSource):  # every file checked once now, not at its first query
         log.info("serve: %d stack files checked", svc.stacks.check_all())
-    srv = make_server(svc, args.host, args.port, args.max_series_days)
+    srv = make_server(svc, args.host, args.port, args.max_series_days or MAX_SERIES_DAYS)
     host, port = srv.server_address[:2]
     log.info("serving %s on http://%s:%d (/point, /series, /health); registry loaded in %.2f s", svc.registry,
              host, port, svc.load_seconds)

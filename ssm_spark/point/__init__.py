@@ -23,7 +23,7 @@ Python::
     svc.point(44.0, 2.5, "2024-05-01")["ssm"]
 """
 
-from ssm_spark.point.cli import add_arguments, run
+from ssm_spark.point.cli import run
 from ssm_spark.point.errors import (MaskedCellError, NoAcquisitionError, OutsideCoverageError, PointError,
                                     parse_date)
 from ssm_spark.point.service import MAX_SERIES_DAYS, PointService
@@ -31,4 +31,4 @@ from ssm_spark.point.sources import EarthEngineSource, PointSource, ProductSourc
 
 __all__ = ["PointError", "OutsideCoverageError", "NoAcquisitionError", "MaskedCellError", "PointSource",
            "StackSource", "ProductSource", "EarthEngineSource", "PointService", "MAX_SERIES_DAYS", "parse_date",
-           "add_arguments", "run"]
+           "run"]

@@ -1,4 +1,4 @@
-"""``ssm-spark point``: arguments and the command (text or JSON; exit 2 on a point that cannot be answered)."""
+"""``ssm-spark point``: the command (its arguments are declared in :mod:`ssm_spark.cli`) (text or JSON; exit 2 on a point that cannot be answered)."""
 
 from __future__ import annotations
 
@@ -12,27 +12,7 @@ from ssm_spark.point.service import PointService
 if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.config import Config
 
-__all__ = ["add_arguments", "run"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``ssm-spark point``."""
-    parser.add_argument("--models", required=True, help="model registry folder (from ssm-spark train)")
-    parser.add_argument("--lat", required=True, type=float, help="latitude, degrees (WGS84)")
-    parser.add_argument("--lon", required=True, type=float, help="longitude, degrees (WGS84)")
-    parser.add_argument("--date", required=True, help="date YYYY-MM-DD (with --end: the first date of a series)")
-    parser.add_argument("--end", default=None, help="last date YYYY-MM-DD of a series (inclusive)")
-    parser.add_argument("--source", default=None,
-                        help="'ee' (Earth Engine, credentials from earthengine.credentials or the environment), "
-                             "a stacks folder (<YYYY-MM-DD>/*.tif) or a product folder (from ssm-spark produce)")
-    parser.add_argument("--stacks", default=None, help="feature-stack folder (same as --source PATH)")
-    parser.add_argument("--static", default=None, help="static layers (default: a static/ folder beside the stacks)")
-    parser.add_argument("--climatology", default=None,
-                        help="change-detection climatology folder built by produce (OUTPUT/climatology), for "
-                             "registries that use it (default: produce.climatology_dir; with --source ee: each "
-                             "cell's own, from its Earth Engine series over physics.change_detection.window_start.."
-                             "window_end, default the registry's training period)")
-    parser.add_argument("--json", action="store_true", help="print the full answer as JSON")
+__all__ = ["run"]
 
 
 def _text(ans: dict) -> str:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = ["ExportItem", "plan", "build_task", "serialize", "TaskBackend", "EEBackend", "TaskManager",
-           "finalize", "STATE_FILE", "add_arguments", "run"]
+           "finalize", "STATE_FILE", "run"]
 
 STATE_FILE = "ee_export_state.json"
 #: Masked pixels of the float stacks are written as this (GeoTIFF ``noData``); :func:`finalize` makes them NaN.
@@ -368,31 +368,15 @@ def finalize(output: str | os.PathLike) -> dict:
 
 
 def _dates(args: argparse.Namespace) -> list[str]:
+    """The dates to export: ``--dates`` or every day of ``--start..--end`` (dates parsed by the CLI)."""
     if args.dates:
-        return sorted({dt.date.fromisoformat(d.strip()).isoformat() for d in args.dates.split(",") if d.strip()})
+        return [d.isoformat() for d in args.dates]
     if not (args.start and args.end):
         return []
-    d0, d1 = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    d0, d1 = args.start, args.end
     if d1 < d0:
         raise ConfigError(f"--end {d1} is before --start {d0}")
     return [(d0 + dt.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``ssm-spark ee-export``."""
-    parser.add_argument("--output", required=True, help="folder of the export state (and, copied from the "
-                        "bucket, of the exported stacks/ and static/)")
-    parser.add_argument("--region", default=None, help="as for produce: bbox, GeoJSON file or region name")
-    parser.add_argument("--start", default=None, help="first date YYYY-MM-DD")
-    parser.add_argument("--end", default=None, help="last date YYYY-MM-DD (inclusive)")
-    parser.add_argument("--dates", default=None, help="comma-separated dates instead of --start/--end")
-    parser.add_argument("--all-days", action="store_true",
-                        help="every day of the range (default, live: only days with a Sentinel-1 scene over the region)")
-    parser.add_argument("--no-static", action="store_true", help="skip the static and classes stacks")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan and the serialised requests (no network, no credentials)")
-    parser.add_argument("--finalize", action="store_true",
-                        help="name the bands of exported files copied into --output (after the exports)")
 
 
 def _s1_dates(client: Any, cfg: "EarthEngineConfig", grid: "Grid", region, dates: list[str]) -> list[str]:
