@@ -317,6 +317,8 @@ class ProduceConfig(_Strict):
     quicklook: bool = Field(True, description="a PNG of each date's SSM with a colour bar (needs cog)")
     quicklook_max_px: int = Field(1024, ge=64, le=8192, description="longest side of the quicklook image")
     quicklook_range: tuple[float, float] = Field((0.0, 0.5), description="colour bar range (m3/m3)")
+    stac: bool = Field(True, description="a STAC catalogue of the product (OUTPUT/stac/: a collection, an item "
+                       "per committed date), updated at each commit")
     tile_grouping: Literal["auto", "shuffle"] = Field(
         "auto", description="auto: when every stack file lies in one grid tile (one file per tile and date), "
         "read, predict and write a tile in one task; shuffle: always regroup the rows by tile")

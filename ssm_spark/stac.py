@@ -57,6 +57,7 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 from ssm_spark.errors import InputError
 from ssm_spark.grid import Grid
 from ssm_spark.io import write_json_atomic
+from ssm_spark.product.commit import MARKER
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ __all__ = ["build_item", "build_collection", "update_catalog", "on_commit", "rea
            "PROJECTION_V1_1", "STAC_DIR", "MARKER"]
 
 STAC_DIR = "stac"
-MARKER = "_SUCCESS.json"
 #: The projection extension the items declare (see the module docstring for why not v2.0.0).
 PROJECTION_V1_1 = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"

@@ -135,9 +135,6 @@ def test_earth_engine_values_go_through_the_same_reader(region, service, monkeyp
                 feats.append({"type": "Feature", "geometry": None, "properties": {"i": i, **props}})
             return {"type": "FeatureCollection", "features": feats}
 
-        def acquisition_dates(self, *a, **k):
-            return []
-
     fake = FakeEE()
     import ssm_spark.sources.earthengine.sample as S
 

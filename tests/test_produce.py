@@ -267,6 +267,16 @@ def test_product_contract_values_and_provenance(spark, small, clean):
         assert marker["counts"]["pixels"] == 4096 and marker["counts"]["grouping"] == "per tile task"
     assert json.loads((out / "product.json").read_text())["dates"] == [D1, D2]
     assert not (out / "_staging").exists()
+    # the STAC catalogue, updated at each commit: an item per date, every asset a file of the product
+    coll = json.loads((out / "stac" / "collection.json").read_text())
+    assert sorted(p.name for p in (out / "stac" / "items").iterdir()) == [f"{D1}.json", f"{D2}.json"]
+    assert coll["type"] == "Collection" and coll["ssm_spark:manifest_id"] == mid
+    for d in (D1, D2):
+        item = json.loads((out / "stac" / "items" / f"{d}.json").read_text())
+        assert item["properties"]["ssm_spark:manifest_id"] == mid
+        assert item["properties"]["ssm_spark:config_hash"] == cfg.hash()
+        hrefs = [a["href"] for a in item["assets"].values()]
+        assert len(hrefs) == 2 * len(names) + 2 and all((out / "stac" / "items" / h).resolve().is_file() for h in hrefs)
 
     # the dataset as Spark reads it: the product contract, partitioned by date
     df = spark.read.parquet(str(out / "parquet"))

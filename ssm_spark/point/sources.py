@@ -273,7 +273,7 @@ class EarthEngineSource:
     """The cell's feature bands sampled by Earth Engine (see the module docstring).
 
     ``client`` is the thin live interface (:class:`ssm_spark.sources.earthengine.client.EEClient`:
-    ``get_info``, ``acquisition_dates``), replaced by a recorded-response fake in the tests.
+    ``get_info``), replaced by a recorded-response fake in the tests.
     """
 
     name = "ee"

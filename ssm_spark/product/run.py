@@ -210,9 +210,13 @@ class DateScheduler:
         r.update(ledger)
         # a read failure may be transient: the date is committed as incomplete and re-tried next run
         status = "incomplete" if res.failed else "complete"
-        commit(work.staging, run.output, date, self._marker(work, status, res, failed), run.hook,
-               [t.name for t in run.targets])
+        marker = self._marker(work, status, res, failed)
+        commit(work.staging, run.output, date, marker, run.hook, [t.name for t in run.targets])
         write_product_json(run.output, run.info)
+        if run.cfg.produce.stac:  # after product.json: the first date has none before
+            from ssm_spark.stac import on_commit
+
+            on_commit(run.output, date, marker)
         now = time.perf_counter()
         self.progress.pixels += r["pixels"]
         self.progress.t_last = now

@@ -202,15 +202,3 @@ class EEClient:
         st = self._retry(lambda: ee.data.getTaskStatus(task_id), f"status of task {task_id}")[0]
         return {"state": st.get("state", "UNKNOWN"), "error_message": st.get("error_message"),
                 "progress": st.get("progress")}
-
-    def acquisition_dates(self, cfg: "EarthEngineConfig", grid: Any, row: int, col: int, date: str,
-                          days: int = 36, k: int = 2) -> list[str]:
-        """Dates (``YYYY-MM-DD``) with a Sentinel-1 scene over a cell within +- ``days``: up to ``k``
-        on each side of ``date``."""
-        from ssm_spark.sources.earthengine.sample import acquisition_dates_request
-
-        req = acquisition_dates_request(cfg, grid, row, col, date, days)
-        dates = sorted(set(self.get_info(req, "Sentinel-1 dates at a cell") or []))
-        before = [d for d in dates if d < date][-k:]
-        after = [d for d in dates if d > date][:k]
-        return before + after

@@ -148,7 +148,7 @@ def ee_matchups_run(spark: "SparkSession", cfg: "Config", insitu: Path, output: 
     from ssm_spark.errors import InputError
     from ssm_spark.insitu.ismn import daily_means, read_ismn
     from ssm_spark.matchups import build_matchups, locate_stations
-    from ssm_spark.pipeline import write_parquet_atomic
+    from ssm_spark.parquet import write_parquet_atomic
     from ssm_spark.sources.earthengine.client import EEClient
     from ssm_spark.sources.stacks import pixel_schema
     from ssm_spark.transforms import add_cell_climatology, add_coupled_features

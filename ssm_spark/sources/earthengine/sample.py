@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = ["batches", "cells_request", "sample_cells", "sample_pairs", "sample_matchups", "sample_series",
-           "scene_dates", "as_stored", "acquisition_dates_request", "dates_between_request", "S1_BANDS"]
+           "scene_dates", "as_stored", "dates_between_request", "S1_BANDS"]
 
 BANDS = DYNAMIC_BANDS + STATIC_BANDS + CLASS_BANDS
 #: The bands a change-detection climatology needs (``stack="s1"``: the Sentinel-1 image alone).
@@ -238,15 +238,3 @@ def sample_matchups(client: Any, cfg: "EarthEngineConfig", grid: "Grid", station
         out.append({"station_id": ids[i], "row": r, "col": c, "lon": lon, "lat": lat,
                     "date": dt.date.fromisoformat(d), **vals})
     return pd.DataFrame(out)
-
-
-def acquisition_dates_request(cfg: "EarthEngineConfig", grid: "Grid", row: int, col: int, date: Any, days: int = 36):
-    """The distinct dates (``YYYY-MM-DD``) of Sentinel-1 scenes over a cell within +- ``days``."""
-    import ee
-
-    d = R._day(date)
-    x, y = grid.cell_to_xy(row, col)
-    pt = ee.Geometry.Point([x, y], proj=R.grid_crs(grid))
-    col_ = R.s1_collection(cfg, d - dt.timedelta(days=days), d + dt.timedelta(days=days + 1), pt)
-    return col_.aggregate_array("system:time_start").map(
-        lambda t: ee.Date(t).format("YYYY-MM-dd")).distinct().sort()
