@@ -109,6 +109,9 @@ def add_cell_climatology(df: "DataFrame", cdc: Any, *, by: tuple[str, ...] = ("r
     window = cd_window(cdc)
 
     def _clim(pdf: pd.DataFrame) -> pd.DataFrame:
+        # a group's rows arrive in the shuffle's order, which varies from run to run: sorted, the
+        # sums inside the climatology (means, slopes) are the same to the last bit in every run
+        pdf = pdf.sort_values(need, kind="mergesort", ignore_index=True)
         out = climatology_frame(pdf, list(by), window=window, **kw)
         for c in cols:
             if c not in out.columns:

@@ -46,3 +46,28 @@ def test_missing_vv_drops_the_vv_features(spark):
     assert "sigma0_soil_vh_db" in out.columns and "mv_wcm" in out.columns
     assert "sigma0_soil_vv_db" not in out.columns and "mv_oh" not in out.columns
     assert out.count() == 50
+
+
+def test_cell_climatology_does_not_depend_on_the_order_rows_arrive_in(spark):
+    """A cell's rows reach its group in the shuffle's order, which varies between runs; the
+    climatology (means and slopes are sums) must be the same to the last bit whatever the order."""
+    from ssm_spark.config import ChangeDetectionConfig
+    from ssm_spark.physics.change_detection import CLIM_COLUMNS
+    from ssm_spark.transforms import add_cell_climatology
+
+    rng = np.random.default_rng(11)
+    dates = pd.date_range("2024-04-01", periods=40, freq="6D").date
+    pdf = pd.DataFrame([{"row": r, "col": 0, "date": d, "vv_db": rng.uniform(-18, -6), "vh_db": rng.uniform(-26, -13),
+                         "incidence_deg": rng.uniform(30, 45)} for r in range(3) for d in dates])
+    cdc = ChangeDetectionConfig()
+    cols = [c for c in CLIM_COLUMNS]
+
+    def clim(frame: pd.DataFrame) -> pd.DataFrame:
+        out = add_cell_climatology(spark.createDataFrame(frame).coalesce(1), cdc).toPandas()
+        return out.sort_values(["row", "date"]).reset_index(drop=True)[[c for c in cols if c in out.columns]]
+
+    ref = clim(pdf)
+    for seed in (1, 2, 3):
+        got = clim(pdf.sample(frac=1.0, random_state=seed).reset_index(drop=True))
+        pd.testing.assert_frame_equal(got, ref, check_exact=True)
+    assert ref["clim_mean_vv"].notna().all()
