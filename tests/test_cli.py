@@ -76,6 +76,8 @@ def test_demo_job_through_spark_submit(tmp_path: Path):
     res = subprocess.run([str(ROOT / "deploy" / "submit.sh"), "demo", "-q", *small, "--output", str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    # the packaged log4j2 profile keeps the JVM quiet (Spark's default prints ~60 INFO lines)
+    assert " INFO SparkContext" not in res.stderr and " INFO Utils" not in res.stderr, res.stderr[:2000]
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["sedona_check"]["centres_in_own_tile"] == 4
     assert summary["region"]["cells"] == 64 * 64 and len(summary["region"]["tiles"]) == 4

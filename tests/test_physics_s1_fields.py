@@ -1,6 +1,6 @@
 """Physics sanity on real Sentinel-1 data: 563 agricultural fields (Argentina, Australia, Vietnam).
 
-``shared/data/s1_fields`` holds real Sentinel-1 IW VV and VH field means (dB, terrain-corrected) with
+``tests/data/s1_fields`` (a copy of the shared ``data/s1_fields``, see its SOURCE.md) holds real Sentinel-1 IW VV and VH field means (dB, terrain-corrected) with
 the local incidence angle, paired with Sentinel-2 NDVI (oceanites/multifrequency-sar-ndvi-
 relationship). There is no soil moisture, so these tests check what physics alone can promise: with
 :data:`DEFAULT_WCM_PARAMS`, the vegetation correction and the inversions give finite values in
