@@ -370,3 +370,46 @@ def test_shrink_selection_pools_one_weight_and_serves_it(tmp_path):
         b = registry.Registry(m_glob, reg.model_bytes()).predict(q)["ssm"].to_numpy()
         np.testing.assert_allclose(got, w * a + (1 - w) * b, atol=1e-9)
     assert np.isfinite(got).all()
+
+
+def test_masked_cells_are_not_evaluated_and_the_global_model_runs_once(trained, saved, monkeypatch):
+    from ssm_spark.environments import MASK_BITS
+
+    df, _, _ = trained
+    path, manifest = saved
+    m2 = copy.deepcopy(manifest)
+    for unit in ("cropland_C", "bare_B"):  # two blended units: the global model still runs once
+        m2["serving"][unit]["blend"] = {"weight": 0.3, "with": "global"}
+    reg = registry.Registry(m2, registry.load_registry(path).model_bytes())
+    g_point = reg._fitted("global")[0].booster
+    calls: list = []
+    real_point, real_quant = registry.candidates.predict_point_matrix, registry.candidates.predict_quantile_matrix
+
+    def spy(real):
+        def f(m, x, off):
+            if m.booster is not None:
+                calls.append((m.booster, len(x)))
+            return real(m, x, off)
+        return f
+
+    monkeypatch.setattr(registry.candidates, "predict_point_matrix", spy(real_point))
+    monkeypatch.setattr(registry.candidates, "predict_quantile_matrix", spy(real_quant))
+    q = queries(df).iloc[:-4].assign(qc=0)
+    clear = reg.predict(q)
+    n_clear = sum(n for _, n in calls)
+    assert [b for b, _ in calls].count(g_point) == 1
+    masked = np.arange(len(q)) % 3 == 0
+    q.loc[masked, "qc"] = MASK_BITS & -MASK_BITS  # the lowest mask bit
+    calls.clear()
+    out = reg.predict(q)
+    assert [b for b, _ in calls].count(g_point) == 1
+    assert out.loc[masked, ["ssm", "ssm_p05", "ssm_p95"]].isna().all().all()
+    # the cells that need a prediction are the only ones evaluated, and theirs do not change
+    calls_masked = sum(n for _, n in calls)
+    calls.clear()
+    alone = reg.predict(q[~masked].assign(qc=0))
+    assert calls_masked == sum(n for _, n in calls) and calls_masked < n_clear
+    pd.testing.assert_frame_equal(out[~masked], alone, check_exact=True)
+    pd.testing.assert_frame_equal(out[~masked], clear[~masked], check_exact=True)
+    calls.clear()
+    assert reg.predict(q.assign(qc=int(MASK_BITS & -MASK_BITS)))["ssm"].isna().all() and calls == []
