@@ -66,7 +66,7 @@ def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path,
                  static: Path | None = None, params=None) -> dict:
     """Stacks + ISMN in situ -> matchup table (Parquet), with the coupled features of each pixel."""
     from ssm_spark.environments import MASK_BITS
-    from ssm_spark.insitu.ismn import daily_means, read_ismn
+    from ssm_spark.insitu import daily_means, read_ismn
     from ssm_spark.matchups import build_matchups, candidate_cells, locate_stations
     from ssm_spark.sources.stacks import discover, inventory_summary, read_pixels
     from ssm_spark.transforms import add_cell_climatology, add_coupled_features
@@ -259,7 +259,7 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
 
     from ssm_spark.environments import MASK_BITS
     from ssm_spark.errors import InputError
-    from ssm_spark.insitu.ismn import daily_means, read_ismn
+    from ssm_spark.insitu import daily_means, read_ismn
     from ssm_spark.matchups import build_matchups
     from ssm_spark.validation import scores
     from ssm_spark.validation.report import write_report

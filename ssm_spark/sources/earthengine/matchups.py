@@ -146,7 +146,7 @@ def ee_matchups_run(spark: "SparkSession", cfg: "Config", insitu: Path, output: 
     """
     from ssm_spark.environments import MASK_BITS
     from ssm_spark.errors import InputError
-    from ssm_spark.insitu.ismn import daily_means, read_ismn
+    from ssm_spark.insitu import daily_means, read_ismn
     from ssm_spark.matchups import build_matchups, locate_stations
     from ssm_spark.parquet import write_parquet_atomic
     from ssm_spark.sources.earthengine.client import EEClient
