@@ -48,7 +48,8 @@ def _rows(date: str, seed: int) -> pd.DataFrame:
         r, c = r.ravel(), c.ravel()
         lon, lat = GRID.to_lonlat(r, c)
         qc = rng.choice([0, 0, 0, 0, 1, WATER, URBAN], r.size).astype("i4")
-        ssm = np.where(qc & (WATER | URBAN), np.nan, rng.uniform(0.05, 0.45, r.size))
+        # float32 values (the product files hold float32: schema.ESTIMATES), so the reference sees the same
+        ssm = np.where(qc & (WATER | URBAN), np.nan, rng.uniform(0.05, 0.45, r.size)).astype("f4").astype("f8")
         df = pd.DataFrame({"grid": GRID.name, "tile_row": tr, "tile_col": tc, "row": r, "col": c, "lon": lon,
                            "lat": lat, "ssm": ssm, "ssm_p05": ssm - 0.05, "ssm_p95": ssm + 0.05, "env": "e",
                            "model_id": "x", "qc": qc})
