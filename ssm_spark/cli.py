@@ -211,6 +211,28 @@ def _run_produce(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _args_watch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", required=True, help="model registry folder (from ssm-spark train)")
+    _args_stacks(parser)
+    parser.add_argument("--region", default=None, help="as for produce: bbox, GeoJSON file or region name")
+    parser.add_argument("--start", default=None, type=iso_date, help="ignore dates before YYYY-MM-DD")
+    parser.add_argument("--output", required=True, help="product folder (as produce's; the watcher's state: _watch/)")
+    parser.add_argument("--once", action="store_true", help="process what has landed (availableNow) and exit")
+    parser.add_argument("--retry-failed", action="store_true", help="retry dates that failed watch.max_attempts times")
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+
+
+def _run_watch(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark.spark import session
+    from ssm_spark.watch import watch
+
+    summary = watch(session(cfg.spark), cfg, Path(args.models), args.stacks, args.region, Path(args.output),
+                    args.static or None, once=args.once, start=args.start, retry_failed=args.retry_failed,
+                    max_seconds=args.max_seconds)
+    print(json.dumps(summary, indent=2, default=str))  # failed dates: in it, in the log and kept to retry
+    return 0
+
+
 def _args_jars(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["fetch", "verify", "path", "jars", "packages"],
                         help="fetch (Maven Central, idempotent) or verify the Sedona jars; print their folder (path), "
@@ -337,6 +359,8 @@ JOBS: dict[str, Job] = {
         Job("train", "matchups -> per-environment candidates, CV selection, model registry and report", _args_train, _run_train),
         Job("produce", "feature stacks + model registry -> regional SSM product (Parquet, tile COGs, VRT, quicklooks)",
             _args_produce, _run_produce),
+        Job("watch", "produce each date as its stacks land: Structured Streaming over the stacks folder, exactly "
+            "once (checkpoint + markers), latency logged", _args_watch, _run_watch),
         Job("validate", "a product (or any estimates on the grid) against ISMN in situ: metrics and report", _args_validate, _run_validate),
         Job("config", "print the resolved configuration and its hash", _args_none, _run_config),
         Job("point", "SSM at (lat, lon, date) from a registry and stacks, a product or Earth Engine (no Spark)",

@@ -423,6 +423,27 @@ class PhysicsConfig(_Strict):
     change_detection: ChangeDetectionConfig = ChangeDetectionConfig()
 
 
+class WatchConfig(_Strict):
+    """``ssm-spark watch``: near-real-time production as stacks land (:mod:`ssm_spark.watch`)."""
+
+    trigger_seconds: float = Field(10.0, gt=0, description="the stream's micro-batch interval (continuous mode)")
+    manifest: str = Field("MANIFEST.json", description="a date's manifest, beside its stacks, written last: "
+                          '{"files": [names]}; the date is complete when they have all landed')
+    quiet_seconds: Optional[float] = Field(300.0, gt=0, description="a date folder without a manifest is "
+                                           "complete when none of its files changed for this long; null: a "
+                                           "manifest is required")
+    max_files_per_trigger: int = Field(1000, ge=1, description="files a micro-batch takes at most")
+    max_attempts: int = Field(3, ge=1, description="produce attempts of a date before it is marked failed")
+    retry_seconds: float = Field(60.0, ge=0, description="wait before a failed date is retried (continuous mode)")
+
+    @field_validator("manifest")
+    @classmethod
+    def _visible(cls, v: str) -> str:
+        if not v or v[0] in "_." or "/" in v:
+            raise ValueError(f"{v!r}: a file name not starting with '_' or '.' (Spark's file source skips those)")
+        return v
+
+
 class DemoConfig(_Strict):
     """``ssm-spark demo``: the end-to-end run on the simulated region."""
 
@@ -448,6 +469,7 @@ class Config(_Strict):
     physics: PhysicsConfig = PhysicsConfig()
     produce: ProduceConfig = ProduceConfig()
     demo: DemoConfig = DemoConfig()
+    watch: WatchConfig = WatchConfig()
     earthengine: EarthEngineConfig = EarthEngineConfig()
 
     def hash(self) -> str:
