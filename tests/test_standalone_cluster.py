@@ -2,7 +2,10 @@
 workers on loopback, from the pinned pyspark with spark-class): ``produce`` submitted there with
 deploy/spark-submit/standalone.sh gives exactly the local-mode product (product hash and the bytes of
 every Parquet, COG, VRT and quicklook file), and still does after faults: a worker SIGKILLed mid-run
-(the job goes on with the other one), then the driver SIGKILLed between two dates (a re-run resumes).
+(the job goes on with the other one), then the driver SIGKILLed between two dates (a re-run resumes);
+a stack file corrupted while the run reads the dates (recorded with its reason, everything else the
+local product); two runs into one output at once (the output lock: one refuses, naming the holder,
+never a mixed product).
 
 The region is tiny (2 x 2 tiles of 32 cells, 2 dates) so that the whole module takes about a minute
 and a half on 2 cores; the local reference is produced in-process with the shared session."""
@@ -107,16 +110,20 @@ def url(cluster) -> str:
     return _url(cluster)
 
 
-def _run(url: str, cluster, region, name: str, on_start=None) -> tuple[int, dict | None, str]:
+def _run(url: str, cluster, region, name: str, on_start=None, args=None, log: str | None = None
+         ) -> tuple[int, dict | None, str]:
     """``standalone.sh produce`` into ROOT/NAME (own process group; logs in files, so that a hook that
-    waits on the run cannot block it on a full pipe)."""
-    root, args, _ = region
+    waits on the run cannot block it on a full pipe); ``args`` replaces the region's produce arguments,
+    ``log`` names the log files (default NAME)."""
+    root, region_args, _ = region
+    log = log or name
+    args = region_args if args is None else args
     _, env, _ = cluster
     env = dict(env, MASTER=url, ENV_ARCHIVE="none", PYTHON=sys.executable, DRIVER_PYTHON=sys.executable,
                SUBMIT_ARGS="--executor-memory 1g --conf spark.ui.enabled=false --conf spark.ui.showConsoleProgress=false")
     rel = [os.path.relpath(a, root) if a.startswith(str(root)) else a for a in args]
     # relative paths on purpose: made absolute on the driver (executors run in their own folders)
-    with open(root / f"{name}.out", "w") as fo, open(root / f"{name}.err", "w") as fe:
+    with open(root / f"{log}.out", "w") as fo, open(root / f"{log}.err", "w") as fe:
         proc = subprocess.Popen([str(SUBMIT), "produce", "-q", *_sets(SMALL[:-2]), *rel, "--output", name],
                                 env=env, cwd=root, stdout=fo, stderr=fe, text=True, start_new_session=True)
         try:
@@ -126,7 +133,7 @@ def _run(url: str, cluster, region, name: str, on_start=None) -> tuple[int, dict
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-    out, err = (root / f"{name}.out").read_text(), (root / f"{name}.err").read_text()
+    out, err = (root / f"{log}.out").read_text(), (root / f"{log}.err").read_text()
     try:  # the run's summary: the JSON object printed last
         summary = json.loads(out[out.index("{\n"):]) if "{\n" in out else None
     except ValueError:
@@ -207,3 +214,73 @@ def test_a_worker_then_the_driver_killed_mid_run_and_the_resumed_output_is_ident
     ref, got = _outputs(root / "local"), _outputs(out)
     assert sorted(got) == sorted(ref) and [k for k in ref if got[k] != ref[k]] == []
     assert not (out / "_staging").exists() or not any((out / "_staging").iterdir())
+
+
+def test_a_stack_file_corrupted_mid_run_is_recorded_and_everything_else_completes(cluster, region, url):
+    """A tile of the second date is overwritten with garbage while the first date's tiles are being
+    staged (after the driver's checks at the start): its task records the read failure, the date is
+    committed as incomplete with its other tiles, and every other file is the local product's."""
+    root, args, local = region
+    stacks = root / "sim_corrupted" / "stacks"  # static/ beside the stacks, as in sim/
+    shutil.copytree(root / "sim" / "stacks", stacks)
+    shutil.copytree(root / "sim" / "static", stacks.parent / "static")
+    bad = sorted((stacks / D2).glob("*.tif"))[0]
+    out = root / "corrupted"
+    events: dict = {}
+
+    def corrupt(proc):
+        staging = out / "_staging"
+        if _wait_for(lambda: staging.is_dir() and any(staging.glob("*/**/*.parquet")), proc):
+            blob = bytearray(bad.read_bytes())
+            blob[200:len(blob) // 2] = b"\xff" * (len(blob) // 2 - 200)  # header intact, data blocks garbage
+            bad.write_bytes(bytes(blob))
+            events["corrupted"] = proc.poll() is None
+
+    run_args = [a if a != str(root / "sim" / "stacks") else str(stacks) for a in args]
+    assert run_args != args
+    rc, summary, err = _run(url, cluster, region, out.name, on_start=corrupt, args=run_args)
+    assert events == {"corrupted": True} and rc == 0, (events, rc, _why(err))
+    assert [Path(f["file"]).name for f in summary["failed_files"]] == [bad.name], summary["failed_files"]
+    assert summary["failed_files"][0]["reason"]
+    assert summary["dates"][D1]["status"] == "produced" and summary["dates"][D2]["status"] == "incomplete"
+    marker = json.loads((out / "parquet" / f"date={D2}" / "_SUCCESS.json").read_text())
+    assert marker["status"] == "incomplete" and [Path(f["file"]).name for f in marker["failed_files"]] == [bad.name]
+    ref, got = _outputs(root / "local"), _outputs(out)
+    tile = bad.stem  # the tile's files: absent from the product, not half-written
+    missing = sorted(k for k in ref if tile in k and D2 in k)
+    assert missing and sorted(set(ref) - set(got)) == missing and not (set(got) - set(ref))
+    # the mosaic and quicklook of D2 differ (a tile is missing); every other file is the local one
+    differ = sorted(k for k in got if got[k] != ref[k])
+    assert all(D2 in k and (k.endswith(".vrt") or k.endswith(".png")) for k in differ), differ
+
+
+def test_two_runs_into_one_output_at_once_never_mix(cluster, region, url):
+    """Two ``produce`` runs started together into the same folder: the output lock lets one in; the
+    other finishes first (then the second skips every date) or is refused with exit 2 naming the
+    holder. Either way the product is the local one, byte for byte."""
+    import threading
+
+    root, _, local = region
+    out = root / "concurrent"
+    results: dict = {}
+
+    def go(i: int) -> None:
+        results[i] = _run(url, cluster, region, out.name, log=f"{out.name}_{i}")
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=400)
+    rcs = sorted(r[0] for r in results.values())
+    assert len(rcs) == 2 and rcs[0] == 0 and rcs[1] in (0, 2), {i: (r[0], _why(r[2])) for i, r in results.items()}
+    for rc, summary, err in results.values():
+        if rc == 2:
+            assert "is in use by another produce" in err, _why(err)
+        else:
+            assert summary["product_hash"] == local["product_hash"]
+    if rcs == [0, 0]:  # one after the other: the second found every date committed
+        assert sorted(r[1]["produced"] for r in results.values()) == [0, 2]
+    ref, got = _outputs(root / "local"), _outputs(out)
+    assert sorted(got) == sorted(ref) and [k for k in ref if got[k] != ref[k]] == []
+    assert not (out / "_LOCK.json").exists()
