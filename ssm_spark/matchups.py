@@ -125,3 +125,16 @@ def build_matchups(spark: "SparkSession", pixels: "DataFrame", insitu_daily: pd.
     report = {"stations_in": int(insitu_daily["station_id"].nunique()), "stations_located": len(stations),
               "stations_rejected": rejected, "window_days": window_days, "tolerance_m": tolerance_m}
     return out, report
+
+
+def climatology_coverage(written: "DataFrame", cdc, what: str = "stack dates") -> dict:
+    """How many matchup rows (and stations) have fewer than ``cdc.min_dates`` dates for change
+    detection, so no change-detection features (QC 4096); warned about when any."""
+    short = written.filter(f"clim_n IS NULL OR clim_n < {int(cdc.min_dates)}")
+    out = {"min_dates": cdc.min_dates, "rows_without_climatology": short.count(),
+           "stations_without_climatology": short.select("station_id").distinct().count()}
+    if out["rows_without_climatology"]:
+        log.warning("matchups: %d rows of %d stations have fewer than %d %s: no change-detection features "
+                    "(QC 4096)", out["rows_without_climatology"], out["stations_without_climatology"],
+                    out["min_dates"], what)
+    return out

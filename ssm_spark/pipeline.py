@@ -67,7 +67,7 @@ def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path,
     """Stacks + ISMN in situ -> matchup table (Parquet), with the coupled features of each pixel."""
     from ssm_spark.environments import MASK_BITS
     from ssm_spark.insitu import daily_means, read_ismn
-    from ssm_spark.matchups import build_matchups, candidate_cells, locate_stations
+    from ssm_spark.matchups import build_matchups, candidate_cells, climatology_coverage, locate_stations
     from ssm_spark.sources.stacks import discover, inventory_summary, read_pixels
     from ssm_spark.transforms import add_cell_climatology, add_coupled_features
 
@@ -92,13 +92,7 @@ def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path,
                "output": str(output), "seconds": round(time.perf_counter() - t0, 1)}
     cdc = cfg.physics.change_detection
     if cdc.enabled:   # station cells whose stack series is too short: no change-detection features
-        short = written.filter(f"clim_n IS NULL OR clim_n < {int(cdc.min_dates)}")
-        summary["change_detection"] = {"min_dates": cdc.min_dates, "rows_without_climatology": short.count(),
-                                       "stations_without_climatology": short.select("station_id").distinct().count()}
-        if summary["change_detection"]["rows_without_climatology"]:
-            log.warning("matchups: %(rows_without_climatology)d rows of %(stations_without_climatology)d stations "
-                        "have fewer than %(min_dates)d stack dates: no change-detection features (QC 4096)",
-                        summary["change_detection"])
+        summary["change_detection"] = climatology_coverage(written, cdc, "stack dates")
     log.info("matchups: %d rows from %d stations -> %s", n, report["stations_located"], output)
     return summary
 

@@ -230,6 +230,8 @@ def build_item(output: os.PathLike | str, date: str, marker: Mapping | None = No
             item.add_asset(key, asset)
             RasterExtension.ext(asset, add_if_missing=True).bands = bands
         elif kind == "parquet" and m:
+            if not prefix:  # a Parquet-only product (produce.cog=false) has its footprint from these
+                tiles.append((int(m["tr"]), int(m["tc"])))
             key = f"{prefix}parquet_{m['tr']}_{m['tc']}"
             item.add_asset(key, _asset(item_dir, path, PARQUET_MEDIA_TYPE, ["data"],
                                        f"{m['grid']} tile ({m['tr']}, {m['tc']}) product rows"))
@@ -249,8 +251,8 @@ def build_item(output: os.PathLike | str, date: str, marker: Mapping | None = No
         else:
             log.warning("stac: %s (listed by the marker of %s) is of no known kind; not an asset", rel, date)
     if not tiles:
-        raise InputError(f"the marker of {date} in {output} lists no tile COG: no footprint for the item")
-    geom = _footprint(grid, tiles)
+        raise InputError(f"the marker of {date} in {output} lists no tile (COG or Parquet): no footprint for the item")
+    geom = _footprint(grid, sorted(set(tiles)))
     item.geometry, item.bbox = mapping(geom), list(geom.bounds)
     return item
 

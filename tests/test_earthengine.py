@@ -12,6 +12,9 @@ import logging
 import numpy as np
 import pytest
 
+from ee_recorded import calls as _calls
+from ee_recorded import constants as _constants
+
 from ssm_spark.config import load_config
 
 ee = pytest.importorskip("ee")
@@ -62,42 +65,6 @@ def _inline(graph: dict):
 
 def _graph(obj) -> dict:
     return _inline(json.loads(ee.serializer.toJSON(obj)))
-
-
-def _calls(graph: dict) -> list[tuple[str, dict]]:
-    """Every (functionName, arguments) of a serialised graph."""
-    out = []
-
-    def walk(v):
-        if isinstance(v, dict):
-            fi = v.get("functionInvocationValue")
-            if fi is not None:
-                out.append((fi["functionName"], fi.get("arguments", {})))
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-
-    walk(graph)
-    return out
-
-
-def _constants(graph: dict) -> list:
-    out = []
-
-    def walk(v):
-        if isinstance(v, dict):
-            if "constantValue" in v:
-                out.append(v["constantValue"])
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-
-    walk(graph)
-    return out
 
 
 def _names(graph: dict) -> list[str]:

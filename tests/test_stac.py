@@ -185,3 +185,20 @@ def test_catalogue_refuses_what_it_cannot_describe(tmp_path: Path):
     with pytest.raises(InputError, match=r"2024-04-01.png is listed by the marker of 2024-04-01 but missing"):
         stac.build_item(out, "2024-04-01")
     assert not (out / "stac" / "collection.json").exists()
+
+
+def test_a_parquet_only_product_gets_its_footprint_from_the_parquet_tiles(tmp_path: Path, validator):
+    """``produce.cog=false``: no COG, VRT or quicklook; the item's geometry comes from the tiles of
+    the Parquet files (the same footprint as with COGs) and the item is still valid."""
+    out = tmp_path / "p"
+    full = _commit_date(out, "2024-04-01", 3)
+    with_cogs = stac.build_item(out, "2024-04-01", full)
+    marker = {**full, "outputs": {k: v for k, v in full["outputs"].items() if k.startswith("parquet/")}}
+    item = stac.build_item(out, "2024-04-01", marker)
+    assert sorted(item.assets) == sorted(f"parquet_{tr}_{tc}" for tr, tc in TILES)
+    assert item.bbox == with_cogs.bbox and item.geometry == with_cogs.geometry
+    write_json_atomic(out / "parquet" / "date=2024-04-01" / stac.MARKER, marker)  # as produce commits it
+    stac.update_catalog(out)
+    assert validate_dict(json.loads((out / "stac" / "items" / "2024-04-01.json").read_text())) is not None
+    with pytest.raises(InputError, match="lists no tile"):
+        stac.build_item(out, "2024-04-01", {**full, "outputs": {"vrt/2024-04-01.vrt": 1}})

@@ -147,7 +147,7 @@ def ee_matchups_run(spark: "SparkSession", cfg: "Config", insitu: Path, output: 
     from ssm_spark.environments import MASK_BITS
     from ssm_spark.errors import InputError
     from ssm_spark.insitu import daily_means, read_ismn
-    from ssm_spark.matchups import build_matchups, locate_stations
+    from ssm_spark.matchups import build_matchups, climatology_coverage, locate_stations
     from ssm_spark.parquet import write_parquet_atomic
     from ssm_spark.sources.earthengine.client import EEClient
     from ssm_spark.sources.stacks import pixel_schema
@@ -178,12 +178,6 @@ def ee_matchups_run(spark: "SparkSession", cfg: "Config", insitu: Path, output: 
     summary = {"insitu": ins.report, "earthengine": ee_report, "matchups": report, "rows": n, "output": str(output),
                "seconds": round(time.perf_counter() - t0, 1)}
     if cdc.enabled:  # station cells with too few scene dates: no change-detection features
-        short = written.filter(f"clim_n IS NULL OR clim_n < {int(cdc.min_dates)}")
-        summary["change_detection"] = {"min_dates": cdc.min_dates, "rows_without_climatology": short.count(),
-                                       "stations_without_climatology": short.select("station_id").distinct().count()}
-        if summary["change_detection"]["rows_without_climatology"]:
-            log.warning("matchups: %(rows_without_climatology)d rows of %(stations_without_climatology)d stations "
-                        "have fewer than %(min_dates)d scene dates: no change-detection features (QC 4096)",
-                        summary["change_detection"])
+        summary["change_detection"] = climatology_coverage(written, cdc, "scene dates")
     log.info("matchups --source ee: %d rows from %d stations -> %s", n, report["stations_located"], output)
     return summary
