@@ -31,11 +31,27 @@ want=$(cat requirements/constraints.txt setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing Python packages (pinned in requirements/constraints.txt)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3" "setuptools==80.9.0" wheel
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[spark,ee,test]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[spark,ee,s3,test]"
   "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 2; }
   echo "$want" > "$stamp"
 fi
 
 # 3. The Sedona jars (fetched once, verified every time).
 "$VENV/bin/python" -m ssm_spark.jars fetch >/dev/null
+# 4. The tests' S3 server: SeaweedFS (its S3 gateway), built from the Go module proxy once and cached
+#    (tests/test_object_storage.py starts it on loopback). `go install` refuses the module (its go.mod has
+#    replace directives), so it is built inside its downloaded module folder. SSM_SKIP_WEED=1 skips it.
+WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+WEED_DIR=${SSM_WEED_DIR:-$HOME/.cache/ssm-spark/go}
+if [ "${SSM_SKIP_WEED:-0}" != 1 ] && [ "$(cat "$WEED_DIR/weed.version" 2>/dev/null)" != "$WEED_VERSION" ]; then
+  command -v go >/dev/null 2>&1 || { echo "[setup] error: go (>= 1.26) is needed to build the tests' S3 server (SeaweedFS); install it, or set SSM_SKIP_WEED=1" >&2; exit 2; }
+  say "building SeaweedFS $WEED_VERSION (the tests' S3 server) into $WEED_DIR (once; a few minutes)"
+  mod=$(go mod download -json "github.com/seaweedfs/seaweedfs@$WEED_VERSION" | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  src="$WEED_DIR/src"
+  rm -rf "$src" && mkdir -p "$WEED_DIR" && cp -r "$mod" "$src" && chmod -R u+w "$src"
+  (cd "$src" && GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o "$WEED_DIR/weed.tmp" ./weed)
+  mv "$WEED_DIR/weed.tmp" "$WEED_DIR/weed" && rm -rf "$src"
+  echo "$WEED_VERSION" > "$WEED_DIR/weed.version"
+fi
+
 say "ready: $VENV ($("$VENV/bin/python" -c 'import pyspark, sedona, xgboost; print("pyspark", pyspark.__version__, "sedona", sedona.version, "xgboost", xgboost.__version__)'))"

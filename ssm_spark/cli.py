@@ -205,8 +205,9 @@ def _run_produce(args: argparse.Namespace, cfg: Config) -> int:
     from ssm_spark.product.produce import produce
     from ssm_spark.spark import session
 
-    summary = produce(session(cfg.spark), cfg, Path(args.models), Path(args.stacks), args.region, args.start,
-                      args.end, Path(args.output), Path(args.static) if args.static else None, force=args.force)
+    # paths as given: a URL (s3://...) must not go through Path, which would fold its "//"
+    summary = produce(session(cfg.spark), cfg, Path(args.models), args.stacks, args.region, args.start,
+                      args.end, args.output, args.static or None, force=args.force)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -147,6 +147,16 @@ def session(cfg: SparkConfig | None = None) -> "SparkSession":
     conf = spark_conf(cfg)
     # Executors must run the same Python as the driver (the project's virtualenv in local mode).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # object storage (ssm_spark.storage): GDAL's settings for the endpoint in the environment reach the
+    # executors' rasterio (local mode inherits the driver's environment; a cluster gets executorEnv), and
+    # S3A's settings; the credentials stay in the environment (never in the Spark configuration)
+    from ssm_spark.storage import apply_gdal_env, endpoint, s3a_conf
+
+    for k, v in apply_gdal_env().items():
+        conf.setdefault(f"spark.executorEnv.{k}", v)
+    if endpoint() or os.environ.get("AWS_ACCESS_KEY_ID"):
+        for k, v in s3a_conf().items():
+            conf.setdefault(k, v)
     builder = SparkSession.builder
     for k, v in conf.items():
         builder = builder.config(k, v)

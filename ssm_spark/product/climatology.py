@@ -117,14 +117,16 @@ def _sha(obj: Any) -> str:
 
 
 def _stat(path: str, root: Path | None) -> dict:
-    st = os.stat(path)
+    from ssm_spark.storage import stat  # a local file, or an object (a /vsis3/ path of stacks on a store)
+
+    size, mtime_ns = stat(path)
     rel = path
     if root is not None:
         try:
             rel = os.path.relpath(path, root)
         except ValueError:
             pass
-    return {"file": rel, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"file": rel, "bytes": size, "mtime_ns": mtime_ns}
 
 
 # ------------------------------------------------------------------------------------ the stack

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import ssm_spark
+from ssm_spark import storage
 from ssm_spark.io import write_json_atomic
 from ssm_spark.product.aggregate import components as agg_components
 from ssm_spark.product.region import Region
@@ -61,17 +62,17 @@ def product_hash(cfg: "Config", region: Region, manifest_id: str, climatology: s
 def inputs(files: Sequence["StackFile"], stacks: Path, quarantined: Sequence[dict] = ()) -> list[dict]:
     """Names, sizes and modification times of a date's inputs (quarantined files included, so that
     replacing a bad file makes the date recompute)."""
-    paths = {q["file"] for q in quarantined if os.path.exists(q["file"])}
+    paths = {q["file"] for q in quarantined if storage.exists(q["file"])}
     for f in files:
         paths.update(p for p in (f.path, f.static_path, f.classes_path) if p)
     out = []
     for p in sorted(paths):
-        st = os.stat(p)
+        size, mtime_ns = storage.stat(p)  # a local file, or an object (GDAL /vsis3/ path)
         try:
             rel = os.path.relpath(p, stacks.parent)
         except ValueError:
             rel = p
-        out.append({"file": rel, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+        out.append({"file": rel, "bytes": size, "mtime_ns": mtime_ns})
     return out
 
 
@@ -101,7 +102,10 @@ def read_marker(output: Path, date: str) -> dict | None:
         return None
 
 
-def is_complete(marker: dict | None, output: Path, manifest_id: str, phash: str, inputs: list) -> tuple[bool, str]:
+def is_complete(marker: dict | None, output: Path, manifest_id: str, phash: str, inputs: list,
+                sizes: dict[str, int] | None = None) -> tuple[bool, str]:
+    """Whether a date's marker makes it complete (see the module docstring), and if not why; ``sizes``:
+    the outputs' sizes by relative path when they are not under ``output`` (an object store's listing)."""
     if marker is None:
         return False, "no marker"
     if marker.get("status") != "complete":
@@ -114,6 +118,10 @@ def is_complete(marker: dict | None, output: Path, manifest_id: str, phash: str,
     if marker.get("inputs") != inputs:
         return False, "input files changed"
     for rel, size in marker.get("outputs", {}).items():
+        if sizes is not None:
+            if sizes.get(rel) != size:
+                return False, f"output {rel} missing or changed"
+            continue
         p = output / rel
         if not p.is_file() or p.stat().st_size != size:
             return False, f"output {rel} missing or changed"

@@ -57,8 +57,11 @@ is committed with ``"status": "incomplete"`` and recomputed by the next run (the
 transient). The marker and the run summary keep the ledger: files in = read + without acquisition
 + read failed + quarantined, pixels = retrieved + masked + out of range + no estimate.
 
-The output folder must be a filesystem the driver and the executors share (local mode, NFS, a
-mounted bucket): executors write files there and the driver renames them.
+A local output folder must be a filesystem the driver and the executors share (local mode, NFS, a
+mounted ``/Volumes`` path): executors write files there and the driver renames them. An output URL
+(``s3://``, ``gs://``, ``abfss://``) is produced in a local working folder and published to the store
+date by date, the marker last (:mod:`ssm_spark.product.remote`); stacks may be a URL too (read by
+GDAL through ``/vsis3/``-style paths, :mod:`ssm_spark.storage`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import ssm_spark
+from ssm_spark import storage
 from ssm_spark.errors import ConfigError, InputError
 from ssm_spark.physics.qc import QC
 from ssm_spark.product.aggregate import resolve_targets
@@ -99,7 +103,7 @@ _LEDGER = ("files_in", "files_read", "files_without_acquisition", "files_read_fa
 def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stacks: str | os.PathLike,
             region: str | None, start: Any, end: Any, output: str | os.PathLike,
             static: str | os.PathLike | None = None, *, force: bool = False,
-            hook: Callable[[str, str], None] | None = None) -> dict:
+            hook: Callable[[str, str], None] | None = None, staging_dir: str | os.PathLike | None = None) -> dict:
     """Produce the SSM product of a region and a date range (see the module docstring).
 
     Parameters
@@ -109,21 +113,25 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         ``grid``, ``ingest`` and ``produce`` sections are used (and ``region`` for named regions).
     models : path-like
         Model registry folder (``ssm-spark train``).
-    stacks : path-like
-        Folder of ``<YYYY-MM-DD>/`` feature-stack GeoTIFFs.
+    stacks : path-like or URL
+        Folder of ``<YYYY-MM-DD>/`` feature-stack GeoTIFFs (or ``s3://bucket/prefix``).
     region : str or None
         Bbox, GeoJSON file, or region name (:func:`resolve_region`).
     start, end : str or date or None
         Inclusive date range of the stack folders (None: open-ended).
-    output : path-like
-        Product folder (layout in the module docstring).
+    output : path-like or URL
+        Product folder (layout in the module docstring), or ``s3://bucket/prefix`` (``gs://``, ``abfss://``).
     static : path-like, optional
         Static layers (default: a ``static/`` folder beside ``stacks``).
     force : bool
         Recompute dates even when their marker says complete.
     hook : callable(stage, date), optional
         Called at ``"staged"`` (date written to staging, nothing moved), ``"partial"`` (Parquet
-        partition moved, other outputs not) and ``"committed"``; for tests of interruptions.
+        partition moved, other outputs not), ``"publishing"`` (an output URL: the date's first object
+        PUT, its marker not) and ``"committed"``; for tests of interruptions.
+    staging_dir : path-like, optional
+        With an output URL: the local working folder (default ``SSM_STAGING_DIR``, else a temporary
+        folder removed after the run).
 
     Returns
     -------
@@ -149,9 +157,50 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     d0, d1 = _parse_date(start, "start"), _parse_date(end, "end")
     if d0 and d1 and d1 < d0:
         raise ConfigError(f"--end {d1} is before --start {d0}")
+    if storage.is_remote(output):
+        return _produce_remote(spark, cfg, models, stacks, region, d0, d1, str(output), static, force=force,
+                               hook=hook, staging_dir=staging_dir)
     output = ensure_writable(Path(output).resolve())  # permission, read-only, a file in the way
     with OutputLock(output, "ssm-spark produce"):  # refused while another run writes here (names the holder)
         return _produce(spark, cfg, models, stacks, region, d0, d1, output, static, force=force, hook=hook)
+
+
+def _produce_remote(spark: "SparkSession", cfg: "Config", models, stacks, region, d0, d1, url: str, static, *,
+                    force: bool, hook, staging_dir) -> dict:
+    """:func:`produce` to an object store: a local working folder, each date published after its commit."""
+    import shutil
+    import tempfile
+    import uuid
+
+    from ssm_spark.product.files import OutputLock, ensure_writable
+    from ssm_spark.product.remote import RemoteOutput
+
+    remote = RemoteOutput(url, Path("."))
+    probe = f"{remote.url}/.write-test-{uuid.uuid4().hex[:8]}"  # credentials, bucket, permission: before any work
+    storage.write_bytes(probe, b"")
+    remote._call("remove the write probe", remote.fs.rm_file, storage.fs_path(probe))
+    base = staging_dir or os.environ.get("SSM_STAGING_DIR")
+    tmp = None if base else tempfile.mkdtemp(prefix="ssm-produce-")
+    local = ensure_writable(Path(base or tmp).resolve() / "product", "the local working folder")
+    remote.local = local
+    log.warning("produce: no lock is taken on %s (an object store has no exclusive create): do not run two "
+                "produce jobs on it at once", remote.url)
+    try:
+        with OutputLock(local, "ssm-spark produce"):
+            remote.pull()
+            if not cfg.produce.climatology_dir:
+                log.warning("produce: the change-detection climatology (if the registry uses one) is built in the "
+                            "local working folder %s, not on %s: set produce.climatology_dir to a persistent local "
+                            "folder to reuse it across runs", local, remote.url)
+            summary = _produce(spark, cfg, models, stacks, region, d0, d1, local, static, force=force, hook=hook,
+                               remote=remote)
+            if "product.json" not in remote.sizes:  # a run that only skipped: product.json as a local run leaves it
+                remote.put_metadata()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    summary["output"] = remote.url
+    return summary
 
 
 def _parse_date(value: Any, what: str) -> dt.date | None:
@@ -168,7 +217,7 @@ def _parse_date(value: Any, what: str) -> dt.date | None:
 def _produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stacks: str | os.PathLike,
              region: str | None, d0: dt.date | None, d1: dt.date | None, output: Path,
              static: str | os.PathLike | None = None, *, force: bool = False,
-             hook: Callable[[str, str], None] | None = None) -> dict:
+             hook: Callable[[str, str], None] | None = None, remote: Any = None) -> dict:
     """:func:`produce` while holding the output folder's lock: the run's setup, its dates, its summary."""
     from rasterio.windows import Window
 
@@ -179,12 +228,16 @@ def _produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, st
     t_run = time.perf_counter()
     grid = cfg.grid.build()
     targets = resolve_targets(cfg.produce.aggregate, grid, cfg.produce.aggregate_min_fraction)  # ConfigError
+    if storage.is_remote(stacks):  # read by GDAL: /vsis3/bucket/key paths
+        storage.apply_gdal_env()
+        stacks = storage.gdal_path(stacks)
+        static = storage.gdal_path(static) if static is not None else None
     models, stacks, output = Path(models), Path(stacks), Path(output).resolve()
     registry = load_registry(models)
     rgn = resolve_region(region, cfg, grid)
     if static is None:
         cand = stacks.parent / "static"
-        static = cand if cand.is_dir() else None
+        static = cand if (storage.listdir(cand) if storage.is_remote(cand) else cand.is_dir()) else None
     wanted = set(rgn.tiles)
 
     def in_region(win: tuple[int, int, int, int]) -> bool:
@@ -205,7 +258,7 @@ def _produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, st
     dates = sorted(by_date)
     unusable = sorted(set(quarantined) - set(by_date))
     if not dates:
-        folders = sorted(p.name for p in stacks.iterdir() if p.is_dir()) if stacks.is_dir() else []
+        folders = sorted(p.name for p, is_dir in storage.listdir(stacks) if is_dir)
         why = (f"; every file of {len(unusable)} date(s) in range was quarantined, e.g. {quarantined[unusable[0]][0]['reason']}"
                if unusable else "")
         raise InputError(f"{stacks}: no usable stack file dated {d0 or 'any'}..{d1 or 'any'} covers region "
@@ -230,7 +283,7 @@ def _produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, st
              len(dates), dates[0], dates[-1], rgn.name, len(rgn.tiles), mid, chash, phash, output)
     bc = spark.sparkContext.broadcast((registry.manifest, registry.model_bytes()))
     setup = RunSetup(spark, cfg, grid, rgn, stacks, output, targets, mid, chash, phash, bands, info, quarantined,
-                     inv.absent_bands, bc, clim[0] if clim else None, force, hook)
+                     inv.absent_bands, bc, clim[0] if clim else None, force, hook, remote)
     sched = DateScheduler(setup, by_date)
     try:
         sched.run_dates()

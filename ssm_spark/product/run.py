@@ -68,6 +68,7 @@ class RunSetup:
     climatology: Any = None  # ClimatologyStack, with change detection
     force: bool = False
     hook: Callable[[str, str], None] | None = None
+    remote: Any = None  # RemoteOutput: ``output`` is the local working folder of a product on an object store
 
     @property
     def title_ids(self) -> str:
@@ -155,7 +156,7 @@ class DateScheduler:
             log.warning("produce %d/%d %s: %d file(s) quarantined, their cells stay empty: %s", k, n, date,
                         len(q_date), "; ".join(q["reason"] for q in q_date))
         ok, why = is_complete(read_marker(run.output, date), run.output, run.manifest_id, run.product_hash,
-                              date_inputs)
+                              date_inputs, run.remote.sizes if run.remote is not None else None)
         if ok and not run.force:
             log.info("produce %d/%d %s: skipping, complete (manifest %s, product hash %s)", k, n, date,
                      run.manifest_id, run.product_hash)
@@ -217,6 +218,9 @@ class DateScheduler:
             from ssm_spark.stac import on_commit
 
             on_commit(run.output, date, marker)
+        if run.remote is not None:  # the store's own commit: objects, leftovers removed, the marker last
+            run.remote.publish(date, [t.name for t in run.targets], run.hook)
+            run.remote.put_metadata()
         now = time.perf_counter()
         self.progress.pixels += r["pixels"]
         self.progress.t_last = now

@@ -229,9 +229,15 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
     InputError
         If ``stacks_dir`` holds no date folder at all.
     """
+    from ssm_spark import storage
+
+    if storage.is_remote(stacks_dir):  # s3://b/stacks -> /vsis3/b/stacks: rasterio opens its files as they are
+        storage.apply_gdal_env()
+        stacks_dir = storage.gdal_path(stacks_dir)
+        static_dir = storage.gdal_path(static_dir) if static_dir is not None else None
     stacks_dir = Path(stacks_dir)
     aliases = band_aliases or {}
-    entries = sorted(p for p in stacks_dir.iterdir() if p.is_dir()) if stacks_dir.is_dir() else []
+    entries = [p for p, is_dir in storage.listdir(stacks_dir) if is_dir]
     date_dirs, ignored = [], []
     for p in entries:
         try:
@@ -256,7 +262,7 @@ def discover(stacks_dir: str | Path, grid: Grid, static_dir: str | Path | None =
         if (start is not None and day < start) or (end is not None and day > end):
             continue
         day_files: list[StackFile] = []
-        for path in sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".tif", ".tiff")):
+        for path in sorted(p for p, is_dir in storage.listdir(d) if not is_dir and p.suffix.lower() in (".tif", ".tiff")):
             try:
                 (r0, c0, h, w), bands = check_raster(path, grid)
                 if keep_window is not None and not keep_window((r0, c0, h, w)):
@@ -336,10 +342,12 @@ def _overlaps(files: list[StackFile]) -> dict[str, str]:
 
 
 def _static_companions(static_dir: Path, stem: str, grid: Grid, window: tuple, aliases: dict) -> dict:
+    from ssm_spark import storage
+
     out: dict = {}
     for key, suffix in (("static", ""), ("classes", "_classes")):
         p = static_dir / f"{stem}{suffix}.tif"
-        if not p.exists():
+        if not storage.exists(p):
             continue
         win, bands = check_raster(p, grid)
         if win != window:

@@ -1,0 +1,155 @@
+"""A product written to object storage (``s3://``, ``gs://``, ``abfss://``): staged locally, published date by date.
+
+An object store has no rename, so the local commit (:mod:`ssm_spark.product.commit`) cannot be
+used on it. Instead the run works in a local folder laid out exactly as a local product
+(``--staging-dir`` / ``SSM_STAGING_DIR``, default a temporary folder), and after a date is
+committed there it is *published* (:meth:`RemoteOutput.publish`):
+
+1. the date's remote marker ``parquet/date=<date>/_SUCCESS.json`` is deleted (readers and re-runs
+   now take the date as not complete);
+2. every file of the date's components (Parquet partition, COGs, VRT, quicklook, aggregates) is
+   PUT under its final key (one PUT is atomic per object);
+3. objects under the date's components that the new date does not have (leftovers of an older or
+   interrupted run, grids no longer aggregated) are deleted;
+4. the marker is PUT last; then ``product.json`` and the STAC files.
+
+So on the store too a date is complete exactly when its marker exists. At the start of a run the
+remote markers, ``product.json`` and the STAC files are fetched into the local folder
+(:meth:`RemoteOutput.pull`), and resume is keyed on the remote marker: :func:`commit.is_complete`
+checks the outputs it lists against the remote listing's sizes. A run killed before step 4 leaves a
+date without a marker, which the next run recomputes; its objects are then replaced or removed in
+steps 2-3. The local copy of a published date's data files is removed (its marker kept).
+
+No lock is taken on the store (S3 has no exclusive create the code relies on): two runs writing one
+URL at once are not refused. Credentials: the environment's, never logged (:mod:`ssm_spark.storage`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ssm_spark import storage
+from ssm_spark.product.commit import MARKER, components
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RemoteOutput"]
+
+_STAC = "stac"
+
+
+@dataclass
+class RemoteOutput:
+    """The store side of a product run (see the module docstring)."""
+
+    url: str  # the product's URL, e.g. s3://bucket/product
+    local: Path  # the local working folder (a local product's layout)
+    fs: Any = field(init=False, repr=False)
+    root: str = field(init=False)
+    sizes: dict[str, int] = field(init=False, default_factory=dict)  # rel -> size of every object under root
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
+        self.fs = storage.filesystem(self.url)
+        self.root = storage.fs_path(self.url)
+
+    def _key(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def _call(self, what: str, fn: Callable, *args) -> Any:
+        """``fn(*args)`` on the store, its errors named with the URL and the likely cause."""
+        try:
+            return fn(*args)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, named in ours
+            raise storage.io_error(self.url, what, exc) from exc
+
+    def list(self) -> dict[str, int]:
+        """Every object under the product (relative key -> size); kept as :attr:`sizes`."""
+        try:
+            found = self._call("list it", self.fs.find, self.root, None, False, True)
+        except FileNotFoundError:
+            found = {}
+        n = len(self.root) + 1
+        self.sizes = {k[n:]: int(v["size"]) for k, v in found.items() if v.get("type", "file") != "directory"}
+        return self.sizes
+
+    def pull(self) -> int:
+        """Fetch the markers, ``product.json`` and the STAC files into the local folder; returns how many."""
+        want = [rel for rel in self.list() if rel == "product.json" or rel.startswith(f"{_STAC}/")
+                or (rel.startswith("parquet/date=") and rel.endswith(f"/{MARKER}"))]
+        for old in self.local.glob(f"parquet/date=*/{MARKER}"):  # a kept working folder: the store decides
+            if old.relative_to(self.local).as_posix() not in self.sizes:
+                old.unlink()
+        for rel in want:
+            dst = self.local / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(self._call(f"read {rel}", self.fs.cat_file, self._key(rel)))
+        log.info("produce: %s holds %d object(s); %d fetched (markers, product.json, STAC) into %s", self.url,
+                 len(self.sizes), len(want), self.local)
+        return len(want)
+
+    def publish(self, date: str, aggregates: Sequence[str], hook: Callable[[str, str], None] | None = None) -> None:
+        """Publish a date committed in the local folder: marker deleted, objects PUT, leftovers deleted, marker last."""
+        marker = f"parquet/date={date}/{MARKER}"
+        if marker in self.sizes:
+            self._call(f"delete {marker}", self.fs.rm_file, self._key(marker))
+            self.sizes.pop(marker)
+        rels = list(components(date, aggregates))
+        prefixes = [str(r) for r in rels] + [str(r) for r in self._old_agg(date, aggregates)]
+        new: dict[str, int] = {}
+        for rel in rels:
+            p = self.local / rel
+            for q in sorted([p] if p.is_file() else p.rglob("*") if p.is_dir() else []):
+                if q.is_file() and q.name != MARKER:
+                    new[q.relative_to(self.local).as_posix()] = q.stat().st_size
+        for i, (rel, size) in enumerate(sorted(new.items())):
+            self._call(f"write {rel}", self.fs.put_file, str(self.local / rel), self._key(rel))
+            self.sizes[rel] = size
+            if i == 0 and hook is not None:
+                hook("publishing", date)
+        stale = sorted(k for k in self.sizes if k not in new and k != marker
+                       and any(k == p or k.startswith(p + "/") for p in prefixes))
+        for rel in stale:
+            self._call(f"delete {rel}", self.fs.rm_file, self._key(rel))
+            self.sizes.pop(rel)
+        if stale:
+            log.info("produce %s: %d leftover object(s) removed from %s", date, len(stale), self.url)
+        self.put(marker)
+        for rel in rels:  # the data live on the store now; the local marker stays (product.json, STAC)
+            p = self.local / rel
+            if p.is_dir():
+                for q in p.iterdir():
+                    if q.name != MARKER:
+                        shutil.rmtree(q) if q.is_dir() else q.unlink()
+            elif p.is_file():
+                p.unlink()
+
+    def _old_agg(self, date: str, aggregates: Sequence[str]) -> list[str]:
+        """The date's component prefixes of aggregate grids on the store but no longer configured."""
+        from ssm_spark.product.aggregate import components as agg_components
+
+        grids = sorted({k.split("/")[1] for k in self.sizes if k.startswith("agg/") and k.count("/") >= 2}
+                       - set(aggregates))
+        return [str(r) for r in agg_components(date, grids)]
+
+    def put(self, rel: str) -> None:
+        """PUT one file of the local folder under its key."""
+        p = self.local / rel
+        self._call(f"write {rel}", self.fs.put_file, str(p), self._key(rel))
+        self.sizes[rel] = p.stat().st_size
+
+    def put_metadata(self) -> None:
+        """``product.json`` and the STAC files, after a date's marker."""
+        if (self.local / "product.json").is_file():
+            self.put("product.json")
+        stac = self.local / _STAC
+        if stac.is_dir():
+            for q in sorted(stac.rglob("*")):
+                if q.is_file():
+                    self.put(q.relative_to(self.local).as_posix())
