@@ -10,10 +10,13 @@ setup:
 demo: setup
 	$(VENV)/bin/ssm-spark demo --output $(OUT)
 
-test: setup
+# the tests also need their S3 server (SeaweedFS, built once with go): setup.sh --test
+test:
+	@bash scripts/setup.sh --test
 	$(PY) -m pytest
 
-test-fast: setup
+test-fast:
+	@bash scripts/setup.sh --test
 	$(PY) -m pytest -m "not slow"
 
 jars:

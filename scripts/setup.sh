@@ -38,9 +38,12 @@ fi
 
 # 3. The Sedona jars (fetched once, verified every time).
 "$VENV/bin/python" -m ssm_spark.jars fetch >/dev/null
-# 4. The tests' S3 server: SeaweedFS (its S3 gateway), built from the Go module proxy once and cached
+# 4. For the tests only (`scripts/setup.sh --test`, as `make test` runs it): the tests' S3 server,
+#    SeaweedFS (its S3 gateway), built from the Go module proxy once and cached
 #    (tests/test_object_storage.py starts it on loopback). `go install` refuses the module (its go.mod has
 #    replace directives), so it is built inside its downloaded module folder. SSM_SKIP_WEED=1 skips it.
+#    The first build takes minutes (18 min on a loaded 2-core machine); `make demo` does not need it.
+[ "${1:-}" = --test ] || SSM_SKIP_WEED=1
 WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 WEED_DIR=${SSM_WEED_DIR:-$HOME/.cache/ssm-spark/go}
 if [ "${SSM_SKIP_WEED:-0}" != 1 ] && [ "$(cat "$WEED_DIR/weed.version" 2>/dev/null)" != "$WEED_VERSION" ]; then
