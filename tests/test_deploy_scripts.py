@@ -47,14 +47,14 @@ def test_every_job_is_submitted_with_the_packed_environment(target: str):
     # every job on one target, one job on the others (the job is the only per-job part)
     for stem in JOBS if target == "standalone" else ["produce"]:
         job = "matchups" if stem == "build_matchups" else stem
-        cmd = _dry(target, job, "--output", "/shared/out")
+        cmd = _dry(target, job, "--output", "/cluster-fs/out")
         assert cmd[0].endswith("spark-submit")
         assert cmd[cmd.index("--archives") + 1] == "/opt/ssm-spark-env.tar.gz#environment"
         conf = _conf(cmd)
         assert conf["spark.pyspark.python"] == "./environment/bin/python"
         assert cmd[cmd.index("--jars") + 1].split(",") == [str(p) for p in jars.verify()]
         i = cmd.index(str(ROOT / "jobs" / f"{stem}.py"))
-        assert cmd[i + 1:] == ["--set", "spark.master=null", "--set", "spark.jars.mode=cluster", "--output", "/shared/out"]
+        assert cmd[i + 1:] == ["--set", "spark.master=null", "--set", "spark.jars.mode=cluster", "--output", "/cluster-fs/out"]
         master = cmd[cmd.index("--master") + 1]
         if target == "standalone":
             assert master == "spark://master:7077" and cmd[cmd.index("--deploy-mode") + 1] == "client"

@@ -1,6 +1,7 @@
 """Physics sanity on real Sentinel-1 data: 563 agricultural fields (Argentina, Australia, Vietnam).
 
-``tests/data/s1_fields`` (a copy of the shared ``data/s1_fields``, see its SOURCE.md) holds real Sentinel-1 IW VV and VH field means (dB, terrain-corrected) with
+``tests/data/s1_fields`` (in the repository; origin and licence in its SOURCE.md) holds real Sentinel-1
+IW VV and VH field means (dB, terrain-corrected) with
 the local incidence angle, paired with Sentinel-2 NDVI (oceanites/multifrequency-sar-ndvi-
 relationship). There is no soil moisture, so these tests check what physics alone can promise: with
 :data:`DEFAULT_WCM_PARAMS`, the vegetation correction and the inversions give finite values in
@@ -41,11 +42,11 @@ from ssm_spark.physics.features import coupled_features
 from ssm_spark.physics.qc import QC
 
 DATA = Path(__file__).resolve().parent / "data" / "s1_fields" / "extracted-values"   # copied, see SOURCE.md
-FILES = sorted(DATA.glob("statistics-*-sentinel1-ndvi.csv")) if DATA.is_dir() else []
+FILES = sorted(DATA.glob("statistics-*-sentinel1-ndvi.csv"))
 
-pytestmark = pytest.mark.skipif(
-    len(FILES) != 3, reason=f"real Sentinel-1 field data not found under {DATA}"
-)
+
+def test_the_field_data_ships_with_the_repository():
+    assert len(FILES) == 3, f"real Sentinel-1 field data missing under {DATA} (it is part of the repository)"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_scan_hawaii_results_end_to_end(tmp_path):
-    csv = ROOT / "tests" / "data" / "scan_hawaii" / "results.csv"   # a copy of the shared file (SOURCE.md)
+    csv = ROOT / "tests" / "data" / "scan_hawaii" / "results.csv"   # copied into the repository (SOURCE.md)
     raw = pd.read_csv(csv)
     cfg = load_config([DEFAULT_CONFIG, ROOT / "conf" / "scan_hawaii.yaml"])
     summary = table_matchups_run(cfg, csv, tmp_path / "m.parquet")
