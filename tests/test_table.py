@@ -191,12 +191,7 @@ def test_poland_fields_table_loads_with_its_config(tmp_path):
     assert (first["station_id"], str(first["date"]), first["group_id"]) == ("KG01", "2024-10-12", "KG")
     assert first["ssm"] == pytest.approx(0.178) and first["vv_db"] == -9.7 and first["incidence_deg"] == 36.95
     assert out["ssm"].between(0.04, 0.55).all() and out["date"].map(lambda d: d.year).isin([2024, 2025]).all()
-    try:
-        summary = table_matchups_run(cfg, POLAND, tmp_path / "m.parquet")
-    except InputError as exc:  # the physics without NDVI comes with issue 10
-        if "ndvi" not in str(exc):
-            raise
-        pytest.skip(f"physics needs NDVI: {exc}")
+    summary = table_matchups_run(cfg, POLAND, tmp_path / "m.parquet")  # no NDVI: the radar vegetation index
     assert summary["rows"] == 806 and len(pd.read_parquet(tmp_path / "m.parquet")) == 806
 
 
