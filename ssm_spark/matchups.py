@@ -127,14 +127,39 @@ def build_matchups(spark: "SparkSession", pixels: "DataFrame", insitu_daily: pd.
     return out, report
 
 
-def climatology_coverage(written: "DataFrame", cdc, what: str = "stack dates") -> dict:
-    """How many matchup rows (and stations) have fewer than ``cdc.min_dates`` dates for change
-    detection, so no change-detection features (QC 4096); warned about when any."""
+
+def write_station_matchups(spark: "SparkSession", cfg, pixels: "DataFrame", daily: pd.DataFrame, grid: Grid,
+                           output, params=None, dates_word: str = "stack dates") -> tuple[int, dict, dict | None]:
+    """The common end of both matchup paths (stacks, Earth Engine): the station cells' pixels get
+    their climatology (each cell's own dates, backscatter only) and the coupled physics features,
+    are joined with the in-situ daily means, and the table is written atomically to ``output``.
+
+    Returns
+    -------
+    (rows, join report, change-detection coverage)
+        The coverage counts the rows and stations with fewer than ``min_dates`` ``dates_word`` (no
+        change-detection features, QC 4096; warned about when any); None without change detection.
+    """
+    from ssm_spark.environments import MASK_BITS
+    from ssm_spark.parquet import write_parquet_atomic
+    from ssm_spark.transforms import add_cell_climatology, add_coupled_features
+
+    cdc = cfg.physics.change_detection
+    if cdc.enabled:
+        pixels = add_cell_climatology(pixels, cdc)
+    pixels = add_coupled_features(pixels, params)
+    m, report = build_matchups(spark, pixels, daily, grid, window_days=cfg.matchups.window_days,
+                               tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
+    write_parquet_atomic(m, output)
+    written = spark.read.parquet(str(output))
+    n = written.count()
+    if not cdc.enabled:
+        return n, report, None
     short = written.filter(f"clim_n IS NULL OR clim_n < {int(cdc.min_dates)}")
-    out = {"min_dates": cdc.min_dates, "rows_without_climatology": short.count(),
+    cov = {"min_dates": cdc.min_dates, "rows_without_climatology": short.count(),
            "stations_without_climatology": short.select("station_id").distinct().count()}
-    if out["rows_without_climatology"]:
+    if cov["rows_without_climatology"]:
         log.warning("matchups: %d rows of %d stations have fewer than %d %s: no change-detection features "
-                    "(QC 4096)", out["rows_without_climatology"], out["stations_without_climatology"],
-                    out["min_dates"], what)
-    return out
+                    "(QC 4096)", cov["rows_without_climatology"], cov["stations_without_climatology"],
+                    cov["min_dates"], dates_word)
+    return n, report, cov

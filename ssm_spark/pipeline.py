@@ -65,11 +65,9 @@ def features_run(spark: "SparkSession", cfg: Config, stacks: Path, output: Path,
 def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path, output: Path,
                  static: Path | None = None, params=None) -> dict:
     """Stacks + ISMN in situ -> matchup table (Parquet), with the coupled features of each pixel."""
-    from ssm_spark.environments import MASK_BITS
     from ssm_spark.insitu import daily_means, read_ismn
-    from ssm_spark.matchups import build_matchups, candidate_cells, climatology_coverage, locate_stations
+    from ssm_spark.matchups import candidate_cells, locate_stations, write_station_matchups
     from ssm_spark.sources.stacks import discover, inventory_summary, read_pixels
-    from ssm_spark.transforms import add_cell_climatology, add_coupled_features
 
     grid = cfg.grid.build()
     t0 = time.perf_counter()
@@ -80,19 +78,11 @@ def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path,
     located, _ = locate_stations(daily[["station_id", "network", "lon", "lat"]], grid)
     cells = [(r, c) for *_, r, c, _own in candidate_cells(located, grid, cfg.matchups.tolerance_m)]
     pixels = read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg, cells=cells)
-    if cfg.physics.change_detection.enabled:   # each station cell's own stack dates (backscatter only)
-        pixels = add_cell_climatology(pixels, cfg.physics.change_detection)
-    pixels = add_coupled_features(pixels, params)
-    m, report = build_matchups(spark, pixels, daily, grid, window_days=cfg.matchups.window_days,
-                               tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
-    write_parquet_atomic(m, output)
-    written = spark.read.parquet(str(output))
-    n = written.count()
+    n, report, cov = write_station_matchups(spark, cfg, pixels, daily, grid, output, params, "stack dates")
     summary = {"insitu": ins.report, "stacks": inventory_summary(inv), "matchups": report, "rows": n,
                "output": str(output), "seconds": round(time.perf_counter() - t0, 1)}
-    cdc = cfg.physics.change_detection
-    if cdc.enabled:   # station cells whose stack series is too short: no change-detection features
-        summary["change_detection"] = climatology_coverage(written, cdc, "stack dates")
+    if cov is not None:   # station cells whose stack series is too short: no change-detection features
+        summary["change_detection"] = cov
     log.info("matchups: %d rows from %d stations -> %s", n, report["stations_located"], output)
     return summary
 

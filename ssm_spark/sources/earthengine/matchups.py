@@ -144,14 +144,11 @@ def ee_matchups_run(spark: "SparkSession", cfg: "Config", insitu: Path, output: 
     ------
     InputError, CredentialsError, EarthEngineError
     """
-    from ssm_spark.environments import MASK_BITS
     from ssm_spark.errors import InputError
     from ssm_spark.insitu import daily_means, read_ismn
-    from ssm_spark.matchups import build_matchups, climatology_coverage, locate_stations
-    from ssm_spark.parquet import write_parquet_atomic
+    from ssm_spark.matchups import locate_stations, write_station_matchups
     from ssm_spark.sources.earthengine.client import EEClient
     from ssm_spark.sources.stacks import pixel_schema
-    from ssm_spark.transforms import add_cell_climatology, add_coupled_features
 
     grid = cfg.grid.build()
     t0 = time.perf_counter()
@@ -166,18 +163,10 @@ def ee_matchups_run(spark: "SparkSession", cfg: "Config", insitu: Path, output: 
     log.info("matchups --source ee: %(pixel_rows)d pixel rows from %(points_sampled)d sampled points of "
              "%(stations)d stations", ee_report)
     pixels = spark.createDataFrame(px, pixel_schema(grid))
-    cdc = cfg.physics.change_detection
-    if cdc.enabled:  # each station cell's own sampled dates (backscatter only), as the stack path
-        pixels = add_cell_climatology(pixels, cdc)
-    pixels = add_coupled_features(pixels, params)
-    m, report = build_matchups(spark, pixels, daily, grid, window_days=cfg.matchups.window_days,
-                               tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
-    write_parquet_atomic(m, output)
-    written = spark.read.parquet(str(output))
-    n = written.count()
+    n, report, cov = write_station_matchups(spark, cfg, pixels, daily, grid, output, params, "scene dates")
     summary = {"insitu": ins.report, "earthengine": ee_report, "matchups": report, "rows": n, "output": str(output),
                "seconds": round(time.perf_counter() - t0, 1)}
-    if cdc.enabled:  # station cells with too few scene dates: no change-detection features
-        summary["change_detection"] = climatology_coverage(written, cdc, "scene dates")
+    if cov is not None:  # station cells with too few scene dates: no change-detection features
+        summary["change_detection"] = cov
     log.info("matchups --source ee: %d rows from %d stations -> %s", n, report["stations_located"], output)
     return summary
