@@ -85,22 +85,22 @@ def read_product(output: os.PathLike | str) -> dict:
         committed a date).
     """
     p = Path(output) / "product.json"
-    try:
-        return json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{p} not found: {output} is not a product folder (made by ssm-spark produce), "
-                         "or no date was committed yet") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p} cannot be read as JSON: {exc}") from None
+    return _read_json(p, f"{p} not found: {output} is not a product folder (made by ssm-spark produce), "
+                         "or no date was committed yet")
 
 
 def _marker(output: Path, date: str) -> dict:
     p = output / "parquet" / f"date={date}" / MARKER
+    return _read_json(p, f"date {date} is not committed in {output}: {p} not found (an interrupted run, or a "
+                         "date outside the product)")
+
+
+def _read_json(p: Path, missing: str) -> dict:
+    """A JSON file of the product; ``missing`` is the error when it is absent."""
     try:
         return json.loads(p.read_text())
     except FileNotFoundError:
-        raise InputError(f"date {date} is not committed in {output}: {p} not found (an interrupted run, or a "
-                         "date outside the product)") from None
+        raise InputError(missing) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{p} cannot be read as JSON: {exc}") from None
 

@@ -35,8 +35,9 @@ class HttpError(Exception):
         self.resp = type("Resp", (), {"status": status})()
 
 
-def inline(graph: dict) -> Any:
-    """A serialised graph with its shared values (``valueReference``) put back in place."""
+def inline(graph: dict, constant_arrays: bool = False) -> Any:
+    """A serialised graph with its shared values (``valueReference``) put back in place; with
+    ``constant_arrays``, an array of constants becomes one ``constantValue`` list."""
     values = graph.get("values")
     if values is None:
         return graph
@@ -46,9 +47,13 @@ def inline(graph: dict) -> Any:
             if set(v) == {"valueReference"}:
                 return sub(values[v["valueReference"]])
             fd = v.get("functionDefinitionValue")
-            if fd is not None and isinstance(fd.get("body"), str):
+            if fd is not None and isinstance(fd.get("body"), str):  # a mapped function's body
                 return {"functionDefinitionValue": {**fd, "body": sub(values[fd["body"]])}}
-            return {k: sub(x) for k, x in v.items()}
+            out = {k: sub(x) for k, x in v.items()}
+            arr = out.get("arrayValue")
+            if constant_arrays and arr is not None and all(set(x) == {"constantValue"} for x in arr.get("values", [])):
+                return {"constantValue": [x["constantValue"] for x in arr.get("values", [])]}
+            return out
         if isinstance(v, list):
             return [sub(x) for x in v]
         return v
@@ -56,14 +61,18 @@ def inline(graph: dict) -> Any:
     return sub(values[graph["result"]])
 
 
-def calls(node: Any) -> list[tuple[str, dict]]:
+_NOTHING = object()
+
+
+def _collect(node: Any, pick: Callable[[dict], Any]) -> list:
+    """Every ``pick(d)`` (but ``_NOTHING``) over the dicts of a graph, depth first."""
     out = []
 
     def walk(v):
         if isinstance(v, dict):
-            fi = v.get("functionInvocationValue")
-            if fi is not None:
-                out.append((fi["functionName"], fi.get("arguments", {})))
+            got = pick(v)
+            if got is not _NOTHING:
+                out.append(got)
             for x in v.values():
                 walk(x)
         elif isinstance(v, list):
@@ -72,23 +81,18 @@ def calls(node: Any) -> list[tuple[str, dict]]:
 
     walk(node)
     return out
+
+
+def calls(node: Any) -> list[tuple[str, dict]]:
+    """Every (functionName, arguments) of a graph."""
+    return _collect(node, lambda d: (d["functionInvocationValue"]["functionName"],
+                                     d["functionInvocationValue"].get("arguments", {}))
+                    if d.get("functionInvocationValue") is not None else _NOTHING)
 
 
 def constants(node: Any) -> list:
-    out = []
-
-    def walk(v):
-        if isinstance(v, dict):
-            if "constantValue" in v:
-                out.append(v["constantValue"])
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-
-    walk(node)
-    return out
+    """Every constant of a graph."""
+    return _collect(node, lambda d: d["constantValue"] if "constantValue" in d else _NOTHING)
 
 
 def _props(feature_args: dict) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ee_recorded import calls as _calls
+from ee_recorded import inline
 from ee_recorded import constants as _constants
 
 from ssm_spark.config import load_config
@@ -39,28 +40,8 @@ def cfg():
 
 
 def _inline(graph: dict):
-    """A serialised graph with its shared values (``valueReference``) put back in place."""
-    values = graph.get("values")
-    if values is None:
-        return graph
-
-    def sub(v):
-        if isinstance(v, dict):
-            if set(v) == {"valueReference"}:
-                return sub(values[v["valueReference"]])
-            fd = v.get("functionDefinitionValue")
-            if fd is not None and isinstance(fd.get("body"), str):  # a mapped function's body
-                return {"functionDefinitionValue": {**fd, "body": sub(values[fd["body"]])}}
-            out = {k: sub(x) for k, x in v.items()}
-            arr = out.get("arrayValue")
-            if arr is not None and all(set(x) == {"constantValue"} for x in arr.get("values", [])):
-                return {"constantValue": [x["constantValue"] for x in arr.get("values", [])]}
-            return out
-        if isinstance(v, list):
-            return [sub(x) for x in v]
-        return v
-
-    return sub(values[graph["result"]])
+    """A serialised graph with its shared values put back, arrays of constants as one list."""
+    return inline(graph, constant_arrays=True)
 
 
 def _graph(obj) -> dict:
