@@ -309,6 +309,18 @@ def test_dry_run_prints_plan_and_requests_without_network(tmp_path, capsys):
     assert all("expression" in e["request"] for e in out["exports"])
 
 
+
+@pytest.mark.parametrize("dates, says", [(["--start", "2024-05-01"], "--start without --end"),
+                                         (["--end", "2024-05-01"], "--end without --start"),
+                                         (["--dates", "2024-05-01", "--start", "2024-05-01", "--end", "2024-05-02"],
+                                          "not both"),
+                                         (["--start", "2024-05-02", "--end", "2024-05-01"], "before --start")])
+def test_export_dates_half_given_or_doubly_given_are_refused(tmp_path, capsys, dates, says):
+    from ssm_spark.cli import main
+
+    rc = main(["ee-export", *sum((["--set", s] for s in SMALL), []), "--output", str(tmp_path), *dates, "--dry-run"])
+    assert rc == 2 and says in capsys.readouterr().err
+
 def test_exported_geotiff_is_read_by_the_stack_reader(cfg, tmp_path):
     """A GeoTIFF of the shape an export writes (the request's crsTransform and region, no band
     names) is named by --finalize and read by the stack reader on the grid."""

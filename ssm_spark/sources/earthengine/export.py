@@ -370,9 +370,14 @@ def finalize(output: str | os.PathLike) -> dict:
 def _dates(args: argparse.Namespace) -> list[str]:
     """The dates to export: ``--dates`` or every day of ``--start..--end`` (dates parsed by the CLI)."""
     if args.dates:
+        if args.start or args.end:
+            raise ConfigError("give --dates or --start/--end, not both")
         return [d.isoformat() for d in args.dates]
-    if not (args.start and args.end):
-        return []
+    if bool(args.start) != bool(args.end):
+        raise ConfigError(f"--{'start' if args.start else 'end'} without --{'end' if args.start else 'start'}: "
+                          "give both (the range is inclusive), or --dates")
+    if not args.start:
+        return []  # the static stacks only
     d0, d1 = args.start, args.end
     if d1 < d0:
         raise ConfigError(f"--end {d1} is before --start {d0}")
