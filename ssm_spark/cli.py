@@ -60,11 +60,16 @@ def iso_date(value: str) -> dt.date:
 
 
 def iso_dates(value: str) -> list[dt.date]:
-    """An argparse ``type``: comma-separated ``YYYY-MM-DD`` -> sorted unique dates (else a usage error)."""
+    """An argparse ``type``: comma-separated ``YYYY-MM-DD`` -> sorted dates (else a usage error: no
+    date, a bad one, or one given twice)."""
     parts = [p.strip() for p in value.split(",") if p.strip()]
     if not parts:
         raise argparse.ArgumentTypeError(f"{value!r} holds no date (comma-separated YYYY-MM-DD)")
-    return sorted({iso_date(p) for p in parts})
+    dates = [iso_date(p) for p in parts]
+    twice = sorted({d for d in dates if dates.count(d) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given more than once in {value!r}")
+    return sorted(dates)
 
 
 # -- jobs ---------------------------------------------------------------------------------------

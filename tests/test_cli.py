@@ -96,3 +96,16 @@ def test_an_unwritable_output_exits_2_with_a_message(tmp_path, capsys):
                "--output", str(out / "m.parquet")])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "cannot write /sys/ssm-spark-test" in err
+
+
+def test_date_lists_are_parsed_by_argparse_and_a_date_twice_is_refused(capsys):
+    from ssm_spark.cli import build_parser
+
+    base = ["zonal", "--product", "p", "--zones", "z.geojson"]
+    args = build_parser().parse_args(base + ["--dates", "2024-04-07, 2024-04-01"])
+    assert args.dates == [dt.date(2024, 4, 1), dt.date(2024, 4, 7)]
+    for bad, says in (("2024-04-01,2024-04-01", "2024-04-01 given more than once"), (" , ", "holds no date"),
+                      ("2024-04-01,2024-13-01", "'2024-13-01' is not a date")):
+        with pytest.raises(SystemExit) as exc:
+            main(base + ["--dates", bad])
+        assert exc.value.code == 2 and says in capsys.readouterr().err
