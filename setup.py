@@ -52,6 +52,9 @@ setup(
         "tqdm>=4.60",
         "ismn>=1.5",
         "pystac[validation]>=1.14,<1.15",  # the STAC catalogue (ssm_spark.stac); validation: jsonschema
+        "fastapi>=0.110",  # ssm-spark serve: the HTTP API (ssm_spark.serve) ...
+        "uvicorn>=0.29",   # ... on uvicorn
+        "rio-tiler>=7",    # the product browser's map tiles, rendered from the COGs/VRT
     ],
     extras_require={
         "spark": ["pyspark>=4.0,<4.1"],
@@ -61,7 +64,8 @@ setup(
         "gcs": ["gcsfs>=2024.6"],
         "azure": ["adlfs>=2024.4"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytesmo>=0.18",
-                 "databricks-bundles>=1.22"],  # validates deploy/databricks/ offline
+                 "databricks-bundles>=1.22",  # validates deploy/databricks/ offline
+                 "selenium>=4.20"],  # tests/test_browser.py: Debian's chromium through chromedriver
     },
     entry_points={"console_scripts": ["ssm-spark=ssm_spark.cli:main"]},
 )
