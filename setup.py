@@ -32,7 +32,9 @@ setup(
     packages=find_packages(include=["ssm_spark", "ssm_spark.*"]),
     include_package_data=True,
     # the quiet log4j2 profile of local Spark sessions and of deploy/spark-submit (ssm_spark/spark.py)
-    package_data={"ssm_spark": ["log4j2.properties"]},
+    # ... and the product browser's page, script, styles and vendored Leaflet (ssm_spark/browser/static)
+    package_data={"ssm_spark": ["log4j2.properties", "browser/static/*", "browser/static/vendor/*",
+                                "browser/static/vendor/leaflet/*", "browser/static/vendor/leaflet/images/*"]},
     cmdclass={"build_py": BuildPyWithConf},
     install_requires=[
         # exact versions live in requirements/constraints.txt; these are the supported ranges.

@@ -17,7 +17,12 @@ import numpy as np
 
 from ssm_spark.io import atomic_path
 
-__all__ = ["render_quicklook"]
+__all__ = ["render_quicklook", "COLORMAP", "NO_ESTIMATE_COLOUR"]
+
+#: The matplotlib colour map of SSM (the product browser's map tiles use it too).
+COLORMAP = "YlGnBu"
+#: Colour of cells without an estimate in the quicklook (the browser leaves them transparent).
+NO_ESTIMATE_COLOUR = "#d9d9d9"
 
 
 def render_quicklook(vrt_path: str | os.PathLike, png_path: str | os.PathLike, *, title: str, band: int = 1,
@@ -59,8 +64,8 @@ def render_quicklook(vrt_path: str | os.PathLike, png_path: str | os.PathLike, *
         geographic = bool(src.crs and src.crs.is_geographic)
     scale = 1.0 if geographic else 1e-3  # km on projected grids
     unit = "deg" if geographic else "km"
-    cmap = matplotlib.colormaps["YlGnBu"].copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = matplotlib.colormaps[COLORMAP].copy()
+    cmap.set_bad(NO_ESTIMATE_COLOUR)
     aspect_h = 6.0 * (top - bottom) / max(right - left, 1e-12)
     fig = Figure(figsize=(7.2, min(max(aspect_h, 3.0), 12.0) + 0.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
