@@ -178,7 +178,7 @@ def main() -> None:
         res[name] = {"start": a, "end": b, "dates": out["n"] + len(out["skipped"]), "points": out["n"],
                      "cold": _summary(cold), "warm": _summary(warm)}
 
-    srv, _ = serve_in_thread(svc, "127.0.0.1", 0)
+    srv = serve_in_thread(svc, "127.0.0.1", 0)
     port = srv.server_address[1]
     try:
         targets = [f"/point?lat={la!r}&lon={lo!r}&date={d}" for la, lo, d in qs]
@@ -190,7 +190,6 @@ def main() -> None:
         res["http_series_365d_ms"] = _summary([_time(lambda t: _get(port, t), [target] * 5)
                                                for _ in range(args.repeats)])
     finally:
-        srv.shutdown()
         srv.server_close()
     res["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     print(json.dumps(res, indent=2))

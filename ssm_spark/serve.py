@@ -1,21 +1,30 @@
-"""``ssm-spark serve``: the point service over HTTP (standard library ``http.server``, no framework).
+"""``ssm-spark serve``: the point service over HTTP, a FastAPI application on uvicorn.
 
-Endpoints (GET only, JSON answers)::
+Endpoints (GET and HEAD, JSON answers; the OpenAPI description at ``/openapi.json``; no ``/docs``
+page: FastAPI's loads its JavaScript from a CDN, and the service must work offline)::
 
     /health                                   {"status": "ok", "manifest_id", "grid", "sources", "dates"}
     /point?lat=LAT&lon=LON&date=YYYY-MM-DD    the answer of PointService.point
     /series?lat=LAT&lon=LON&start=D&end=D     the answer of PointService.series (at most max_series_days)
+    /browse/...                               the product browser (ssm_spark.browser), with --product
 
-The registry is loaded once, at start-up. Errors are JSON ``{"error": message, ...}`` with a 4xx
-status that says what is wrong: 400 bad or missing parameters (NaN, infinite, out of range, not a
-date, unknown or repeated parameters), 404 outside the grid or coverage / no acquisition (with the
-nearest dates), 405 a method other than GET/HEAD, 414 a request line longer than the limit, 422 a
-masked cell (with its QC bits and the full answer). Anything unexpected answers 500 with a request
-id; the traceback goes to the server's log only, never to the client. The server's folders appear
-in answers as ``<stacks>`` and ``<product>``.
+The registry is loaded once, at start-up. Errors are JSON ``{"error": message, "status": code, ...}``
+with a 4xx status that says what is wrong: 400 bad or missing parameters (NaN, infinite, out of range,
+not a date, unknown or repeated parameters), 404 no such endpoint, outside the grid or coverage, or no
+acquisition (with the nearest dates), 405 a method other than GET/HEAD, 414 a request target longer
+than the limit, 422 a masked cell (with its QC bits and the full answer), 503 more requests at once
+than the server takes. Anything unexpected answers 500 with a request id; the traceback goes to the
+server's log only, never to the client. The server's folders appear in answers as ``<stacks>`` and
+``<product>``.
 
-Safe by default: binds to 127.0.0.1 unless ``--host`` says otherwise; bounded series length and
-request size; one thread per connection (``ThreadingHTTPServer``); the registry and caches are
+Why our own parameter check rather than FastAPI's typed ``Query`` validation alone: a strict service
+refuses unknown and repeated parameters (``?date=a&date=b`` would otherwise silently take the last),
+and the answers keep the project's error shape; the parameters are still declared on the routes, so
+the OpenAPI description lists them.
+
+Safe by default: binds to 127.0.0.1 unless ``--host`` says otherwise; bounded series length, request
+target and concurrency (uvicorn's ``limit_concurrency``: 503 beyond it); request bodies are never
+read. Handlers are plain functions, run in the server's thread pool; the registry and caches are
 thread-safe (a kept dataset is read under its own lock). At start-up every stack file is checked
 against the grid once (:meth:`StackSource.check_all`), so no query pays for it.
 """
@@ -26,13 +35,18 @@ import argparse
 import json
 import logging
 import math
+import socket
 import threading
+import time
 import uuid
-from http import HTTPStatus
 from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ssm_spark.point import MAX_SERIES_DAYS, PointError, PointService, StackSource
 
@@ -41,11 +55,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["make_server", "serve_in_thread", "run", "MAX_URL_BYTES"]
+__all__ = ["create_app", "serve_in_thread", "Running", "run", "MAX_URL_BYTES", "MAX_CONCURRENCY"]
 
 #: Longest request target accepted (bytes).
 MAX_URL_BYTES = 2048
+#: Requests served at once (more answer 503).
+MAX_CONCURRENCY = 64
 _PARAMS = {"/point": ("lat", "lon", "date"), "/series": ("lat", "lon", "start", "end"), "/health": ()}
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 class _BadRequest(Exception):
@@ -55,6 +72,7 @@ class _BadRequest(Exception):
 
 
 def _params(path: str, query: str) -> dict[str, str]:
+    """The parameters of ``path`` from the raw query string: each once, none unknown, coordinates finite."""
     want = _PARAMS[path]
     try:
         q = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=16)
@@ -85,108 +103,167 @@ def _params(path: str, query: str) -> dict[str, str]:
     return out
 
 
-def _handler(service: PointService, max_series_days: int) -> type[BaseHTTPRequestHandler]:
-    # the server's folders are not the client's business: answers name them <stacks>, <product>
-    roots = sorted(((str(Path(getattr(src, "root")).resolve()), f"<{src.name}>") for src in
-                    (service.stacks, service.product) if src is not None and hasattr(src, "root")),
-                   key=lambda kv: -len(kv[0]))
-    roots += [(str(getattr(src, "root")), f"<{src.name}>") for src in (service.stacks, service.product)
-              if src is not None and hasattr(src, "root")]
+def _scrubber(service: PointService | None, product: Path | None) -> Callable[[str], str]:
+    """Replace the server's folders by ``<stacks>`` / ``<product>`` in an answer's text."""
+    roots: list[tuple[str, str]] = []
+    for src in (getattr(service, "stacks", None), getattr(service, "product", None)):
+        if src is not None and hasattr(src, "root"):
+            roots += [(str(Path(src.root).resolve()), f"<{src.name}>"), (str(src.root), f"<{src.name}>")]
+    if product is not None:
+        roots += [(str(Path(product).resolve()), "<product>"), (str(product), "<product>")]
+    roots.sort(key=lambda kv: -len(kv[0]))
 
     def scrub(text: str) -> str:
         for path, name in roots:
             text = text.replace(path, name)
         return text
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "ssm-spark"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
+    return scrub
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            log.info("%s %s", self.address_string(), format % args)
 
-        def _send(self, status: int, body: dict, head: bool = False) -> None:
-            data = scrub(json.dumps(body, allow_nan=False, default=str)).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            if not head:
-                self.wfile.write(data)
+def create_app(service: PointService | None, product: Path | str | None = None,
+               max_series_days: int = MAX_SERIES_DAYS) -> FastAPI:
+    """The FastAPI application answering from ``service``; with ``product``, the browser under ``/browse``."""
+    product = Path(product) if product is not None else None
+    scrub = _scrubber(service, product)
+    app = FastAPI(title="ssm-spark", summary="Surface soil moisture at a point, from the registry's models",
+                  version=__import__("ssm_spark").__version__, docs_url=None, redoc_url=None)
 
-        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-            # the stdlib's own errors (bad request line, 414, unsupported method) as JSON too
+    def answer(status: int, body: dict, head: bool = False) -> Response:
+        data = scrub(json.dumps(body, allow_nan=False, default=str)).encode()
+        return Response(b"" if head else data, status_code=status, media_type="application/json",
+                        headers={**_HEADERS, "Content-Length": str(len(data))})
+
+    def error(status: int, message: str, head: bool = False, **extra: Any) -> Response:
+        return answer(status, {"error": message, "status": status, **extra}, head)
+
+    def call(request: Request, path: str, fn: Callable[[dict[str, str]], dict]) -> Response:
+        head = request.method == "HEAD"
+        try:
+            return answer(200, fn(_params(path, request.url.query)), head)
+        except _BadRequest as exc:
+            return error(exc.status, str(exc), head)
+        except PointError as exc:
+            return error(exc.status, str(exc), head, **exc.info)
+        except Exception:  # noqa: BLE001 - never a traceback to the client
+            rid = uuid.uuid4().hex[:12]
+            log.exception("request %s failed: %s", rid, str(request.url)[:200])
+            return error(500, "internal error; the server log has the details", head, request_id=rid)
+
+    @app.middleware("http")
+    async def bounded_target(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
+        target = request.scope.get("raw_path", b"") + b"?" + request.scope.get("query_string", b"")
+        if len(target) > MAX_URL_BYTES:
+            return error(414, f"request target longer than {MAX_URL_BYTES} bytes", request.method == "HEAD")
+        return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        head = request.method == "HEAD"
+        if exc.status_code == 404:
+            return error(404, f"no endpoint {request.url.path[:64]!r}; use /point, /series, /health"
+                         + (" or /browse/" if product is not None else ""), head)
+        if exc.status_code == 405:
+            return error(405, f"method {request.method} not allowed; use GET", head)
+        return error(exc.status_code, str(exc.detail), head)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # the declared parameters are all strings: only a missing one gets here; say it as _params would
+        head = request.method == "HEAD"
+        if request.url.path in _PARAMS:
             try:
-                self._send(code, {"error": message or HTTPStatus(code).phrase, "status": code})
-            except OSError:
-                pass
+                _params(request.url.path, request.url.query)
+            except _BadRequest as bad:
+                return error(bad.status, str(bad), head)
+        first = exc.errors()[0] if exc.errors() else {}
+        return error(400, f"invalid request: {first.get('loc', '')} {first.get('msg', 'bad parameter')}", head)
 
-        def _answer(self, head: bool = False) -> None:
-            if len(self.path) > MAX_URL_BYTES:
-                self._send(414, {"error": f"request target longer than {MAX_URL_BYTES} bytes", "status": 414}, head)
-                return
-            parts = urlsplit(self.path)
-            if parts.path not in _PARAMS:
-                self._send(404, {"error": f"no endpoint {parts.path[:64]!r}; use /point, /series or /health",
-                                 "status": 404}, head)
-                return
-            try:
-                p = _params(parts.path, parts.query)
-                if parts.path == "/health":
-                    body = service.health()
-                elif parts.path == "/point":
-                    body = service.point(p["lat"], p["lon"], p["date"])
-                else:
-                    body = service.series(p["lat"], p["lon"], p["start"], p["end"], max_days=max_series_days)
-                self._send(200, body, head)
-            except _BadRequest as exc:
-                self._send(exc.status, {"error": str(exc), "status": exc.status}, head)
-            except PointError as exc:
-                body = {"error": str(exc), "status": exc.status, **{k: v for k, v in exc.info.items()}}
-                self._send(exc.status, body, head)
-            except Exception:  # noqa: BLE001 - never a traceback to the client
-                rid = uuid.uuid4().hex[:12]
-                log.exception("request %s failed: %s", rid, self.path[:200])
-                self._send(500, {"error": "internal error; the server log has the details", "request_id": rid,
-                                 "status": 500}, head)
+    if service is not None:
+        lat_q = Query(description="latitude, WGS84 degrees")
+        lon_q = Query(description="longitude, WGS84 degrees")
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib name
-            self._answer()
+        @app.head("/health", include_in_schema=False)
+        @app.get("/health", summary="the service and its registry")
+        def health(request: Request) -> Response:
+            return call(request, "/health", lambda p: service.health())
 
-        def do_HEAD(self) -> None:  # noqa: N802
-            self._answer(head=True)
+        @app.head("/point", include_in_schema=False)
+        @app.get("/point", summary="SSM at one cell and date")
+        def point(request: Request, lat: str = lat_q, lon: str = lon_q,
+                  date: str = Query(description="YYYY-MM-DD")) -> Response:
+            return call(request, "/point", lambda p: service.point(p["lat"], p["lon"], p["date"]))
 
-        def _not_allowed(self) -> None:
-            self.close_connection = True
-            self._send(405, {"error": f"method {self.command} not allowed; use GET", "status": 405})
+        @app.head("/series", include_in_schema=False)
+        @app.get("/series", summary="SSM at one cell over dates")
+        def series(request: Request, lat: str = lat_q, lon: str = lon_q,
+                   start: str = Query(description="first date, YYYY-MM-DD"),
+                   end: str = Query(description=f"last date, YYYY-MM-DD (at most {max_series_days} days)")) -> Response:
+            return call(request, "/series",
+                        lambda p: service.series(p["lat"], p["lon"], p["start"], p["end"], max_days=max_series_days))
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
+    if product is not None:
+        from ssm_spark import browser
 
-    return Handler
+        app.include_router(browser.router(product, service))
+
+        @app.get("/", include_in_schema=False)
+        def root() -> Response:
+            return RedirectResponse("/browse/", status_code=307)
+
+    return app
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
+class Running:
+    """A server started by :func:`serve_in_thread`: its address, and ``shutdown()`` to stop it."""
+
+    def __init__(self, server: Any, sock: socket.socket, thread: threading.Thread) -> None:
+        self._server, self._sock, self.thread = server, sock, thread
+        self.server_address = sock.getsockname()[:2]
+        self.url = f"http://{self.server_address[0]}:{self.server_address[1]}"
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self.thread.join(timeout)
+
+    def server_close(self) -> None:
+        self.shutdown()
+        self._sock.close()
 
 
-def make_server(service: PointService, host: str = "127.0.0.1", port: int = 8080,
-                max_series_days: int = MAX_SERIES_DAYS) -> ThreadingHTTPServer:
-    """An HTTP server answering from ``service`` (not started; ``port=0`` picks a free port)."""
-    srv = _Server((host, port), _handler(service, max_series_days))
-    return srv
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
-def serve_in_thread(service: PointService, host: str = "127.0.0.1", port: int = 0,
-                    max_series_days: int = MAX_SERIES_DAYS) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """Start a server in a daemon thread (tests, notebooks); ``server.shutdown()`` stops it."""
-    srv = make_server(service, host, port, max_series_days)
-    th = threading.Thread(target=srv.serve_forever, name="ssm-spark-serve", daemon=True)
+def _server(app: FastAPI) -> Any:
+    import uvicorn
+
+    # log_config=None: keep the project's logging; uvicorn's own loggers propagate to it
+    config = uvicorn.Config(app, log_config=None, access_log=False, limit_concurrency=MAX_CONCURRENCY,
+                            timeout_keep_alive=5, server_header=False, date_header=True)
+    return uvicorn.Server(config)
+
+
+def serve_in_thread(service: PointService | None, host: str = "127.0.0.1", port: int = 0,
+                    max_series_days: int = MAX_SERIES_DAYS, product: Path | str | None = None) -> Running:
+    """Start a server in a daemon thread (tests, notebooks; ``port=0`` picks a free port); returns when
+    it answers. ``running.shutdown()`` stops it."""
+    sock = _bind(host, port)
+    server = _server(create_app(service, product, max_series_days))
+    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="ssm-spark-serve", daemon=True)
     th.start()
-    return srv, th
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not th.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError(f"serve: the server on {host}:{port} did not start (see the log)")
+        time.sleep(0.01)
+    return Running(server, sock, th)
 
 
 def run(args: argparse.Namespace, cfg: "Config") -> int:
@@ -195,12 +272,13 @@ def run(args: argparse.Namespace, cfg: "Config") -> int:
                        cache_files=args.cache_files, climatology=args.climatology)
     if isinstance(svc.stacks, StackSource):  # every file checked once now, not at its first query
         log.info("serve: %d stack files checked", svc.stacks.check_all())
-    srv = make_server(svc, args.host, args.port, args.max_series_days or MAX_SERIES_DAYS)
-    host, port = srv.server_address[:2]
-    log.info("serving %s on http://%s:%d (/point, /series, /health); registry loaded in %.2f s", svc.registry,
-             host, port, svc.load_seconds)
+    app = create_app(svc, args.product, args.max_series_days or MAX_SERIES_DAYS)
+    sock = _bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    log.info("serving %s on http://%s:%d (/point, /series, /health%s); registry loaded in %.2f s", svc.registry,
+             host, port, ", /browse/" if args.product else "", svc.load_seconds)
     try:
-        srv.serve_forever()
+        _server(app).run(sockets=[sock])
     finally:
-        srv.server_close()
+        sock.close()
     return 0

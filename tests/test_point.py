@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -290,10 +291,10 @@ def test_http_service_on_loopback(region, service):
 
     cfg, root, prod = region
     grid = cfg.grid.build()
-    srv, th = serve_in_thread(service, "127.0.0.1", 0)
+    srv = serve_in_thread(service, "127.0.0.1", 0)
     try:
         host, port = srv.server_address[:2]
-        assert host == "127.0.0.1"
+        assert host == "127.0.0.1" and srv.url == f"http://127.0.0.1:{port}"
         st, body = _get(port, "/health")
         assert st == 200 and body["status"] == "ok" and body["manifest_id"] == service.registry.manifest_id
         row = prod[prod["ssm"].notna()].iloc[10]
@@ -324,17 +325,76 @@ def test_http_service_on_loopback(region, service):
             f"/point?lat=0&lon=0&date={DATE}": (404, "outside the stacks"),
             f"/series?{q}&start=1900-01-01&end=2100-12-31": (400, "at most"),
             f"/series?{q}&start=2024-04-13&end=2024-04-01": (400, "before start"),
+            f"/point?{q}&date=2024-04-01%00": (400, "expected a date"),
+            f"/point?lat=1%2C2&lon={lon}&date={DATE}": (400, "not a number"),
+            f"/point?lat={'9' * 40}&lon={lon}&date={DATE}": (400, "too long"),
+            f"/point?{q}&date={DATE}&%zz": (400, "malformed query string"),
+            f"/series?{q}&start=2024-04-01": (400, "missing parameter 'end'"),
             "/etc/passwd": (404, "no endpoint"),
+            "/%2e%2e/%2e%2e/etc/passwd": (404, "no endpoint"),
+            "/point/../../etc/passwd": (404, "no endpoint"),
+            "/docs": (404, "no endpoint"),  # FastAPI's page would load its JavaScript from a CDN
             "/point?" + "a" * 5000: (414, "longer than"),
         }
         for target, (want, text) in hostile.items():
             st, body = _get(port, target)
             assert st == want and text in body["error"], (target, st, body)
-        st, body = _get(port, f"/point?{q}&date={DATE}", method="POST")
-        assert st == 405
+        for method in ("POST", "PUT", "DELETE"):
+            st, body = _get(port, f"/point?{q}&date={DATE}", method=method)
+            assert st == 405 and f"method {method} not allowed" in body["error"]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("HEAD", f"/point?{q}&date={DATE}")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"" and int(resp.getheader("Content-Length")) > 100
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/openapi.json")
+        spec = json.loads(conn.getresponse().read())
+        conn.close()
+        assert {p["name"] for p in spec["paths"]["/series"]["get"]["parameters"]} == {"lat", "lon", "start", "end"}
     finally:
-        srv.shutdown()
         srv.server_close()
+    assert not srv.thread.is_alive()
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_serve_command_starts_uvicorn_on_loopback_and_answers(region):
+    """``ssm-spark serve`` as a user starts it: a separate process, port 0, the address from its log."""
+    import re
+    import subprocess
+    import sys
+
+    cfg, root, prod = region
+    grid = cfg.grid.build()
+    cmd = [sys.executable, "-m", "ssm_spark", "serve", *sum((["--set", o] for o in SMALL), []),
+           "--models", str(root / "models"), "--stacks", str(root / "sim" / "stacks"),
+           "--climatology", str(root / "product" / "climatology"), "--port", "0"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            m = re.search(r"on http://([\d.]+):(\d+) ", line)
+            if m:
+                break
+        assert m, "".join(seen)
+        assert m.group(1) == "127.0.0.1"  # loopback unless told otherwise
+        row = prod[prod["ssm"].notna()].iloc[2]
+        lon, lat = grid.to_lonlat(int(row["row"]), int(row["col"]))
+        deadline = time.monotonic() + 30
+        while True:  # the log line comes just before uvicorn listens
+            try:
+                st, body = _get(int(m.group(2)), f"/point?lat={lat!r}&lon={lon!r}&date={DATE}")
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert st == 200
+        _assert_same(body, row)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0 or proc.returncode == -15
 
 
 @pytest.mark.spark
