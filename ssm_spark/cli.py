@@ -202,6 +202,10 @@ def _args_produce(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True,
                         help="product folder (parquet/, cog/, vrt/, quicklook/, product.json)")
     parser.add_argument("--force", action="store_true", help="recompute dates that are already complete")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over the output's lock (_LOCK.json) even while it is fresh: only when its holder, "
+                             "named by the refusal, is known to be gone (a lock not refreshed for SSM_LOCK_STALE_S, "
+                             "default 120 s, or whose process is dead on this host, is taken over without it)")
 
 
 def _run_produce(args: argparse.Namespace, cfg: Config) -> int:
@@ -212,7 +216,7 @@ def _run_produce(args: argparse.Namespace, cfg: Config) -> int:
 
     # paths as given: a URL (s3://...) must not go through Path, which would fold its "//"
     summary = produce(session(cfg.spark), cfg, Path(args.models), args.stacks, args.region, args.start,
-                      args.end, args.output, args.static or None, force=args.force)
+                      args.end, args.output, args.static or None, force=args.force, break_lock=args.break_lock)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

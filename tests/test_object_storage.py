@@ -4,7 +4,10 @@ A product written to ``s3://`` has the same bytes as the same run written to a l
 killed in the middle of publishing a date resumes to those bytes, with an older run's leftover
 object removed; the ``ssm-spark produce`` job reads its stacks from ``s3://`` through GDAL's
 ``/vsis3/`` and writes its product there, and a second run skips what the store's markers say is
-complete. The secret key appears in no log line, summary or object.
+complete. The product's lock ``_LOCK.json`` is taken by conditional write (one holder among runs
+at once, the others refused naming it; stale, dead and broken locks taken over; write-then-verify for
+stores without conditional writes), and two ``produce`` jobs at once into one URL give one product.
+The secret key appears in no log line, summary or object.
 """
 
 from __future__ import annotations
@@ -123,6 +126,91 @@ def test_wrong_credentials_are_named_not_shown(s3, monkeypatch):
     assert s3.secret_key[:6] not in str(exc.value)
 
 
+def test_lock_on_the_store(s3, caplog):
+    """``_LOCK.json`` by conditional write: one holder, the rest refused by name; stale and dead holders taken
+    over; a holder whose lock was taken finds out; write-then-verify (for stores without conditional writes)."""
+    import concurrent.futures as cf
+    import socket
+    import threading
+    import time
+
+    from ssm_spark.product.remote import RemoteLock
+
+    url = f"s3://{BUCKET}/locked"
+    lock_url = f"{url}/_LOCK.json"
+    a = RemoteLock(url, "produce A")
+    assert a.probe() is True  # SeaweedFS's gateway refuses a PUT with If-None-Match: * over an object
+    with a:
+        held = json.loads(storage.read_bytes(lock_url))
+        assert held["token"] == a.token and held["pid"] == os.getpid() and held["host"] == socket.gethostname()
+        with pytest.raises(InputError, match=rf"{url} is in use by another produce A: pid {os.getpid()} on "
+                                             rf"{socket.gethostname()}.*lock {lock_url}, refreshed \d+ s ago"):
+            RemoteLock(url, "produce B").acquire()
+        a.refresh()  # a new ETag, still ours
+        a.check()
+    assert storage.read_bytes(lock_url) is None  # released
+    # many runs at once: exactly one holds it, every other is refused naming it
+    barrier = threading.Barrier(6)
+
+    def take(i):
+        lk = RemoteLock(url, f"run {i}", conditional=True)
+        barrier.wait()
+        try:
+            return lk.acquire()
+        except InputError as exc:
+            assert "is in use by another run" in str(exc)
+            return None
+
+    with cf.ThreadPoolExecutor(6) as ex:
+        got = [g for g in ex.map(take, range(6)) if g is not None]
+    assert len(got) == 1 and json.loads(storage.read_bytes(lock_url))["token"] == got[0].token
+    # another machine's fresh lock is refused, and taken from it with --break-lock: the old holder finds out
+    b = RemoteLock(url, "produce B", break_lock=True).acquire()
+    with pytest.raises(InputError, match=rf"{lock_url}: this run no longer holds the product's lock \(taken over "
+                                         r"by produce B"):
+        got[0].check()
+    got[0].release()  # does not remove b's lock
+    assert json.loads(storage.read_bytes(lock_url))["token"] == b.token
+    b._stop.set()  # b is "killed": its lock stays, not refreshed
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    storage.write_bytes(lock_url, json.dumps({"pid": dead.pid, "host": socket.gethostname(), "job": "old run",
+                                              "token": "x"}).encode())
+    caplog.set_level(logging.WARNING)
+    with RemoteLock(url, "produce C") as c:  # a dead holder on this host: taken over, said
+        assert json.loads(storage.read_bytes(lock_url))["token"] == c.token
+    assert f"{lock_url}: taking over the lock of old run: pid {dead.pid}" in caplog.text and "holder is gone" in caplog.text
+    storage.write_bytes(lock_url, json.dumps({"pid": 1, "host": "elsewhere", "job": "far run", "token": "y"}).encode())
+    with pytest.raises(InputError, match="in use by another far run: pid 1 on elsewhere"):
+        RemoteLock(url).acquire()
+    time.sleep(2.2)  # the server's clock: the lock's age is its Date minus the object's Last-Modified
+    with RemoteLock(url, stale_after=1.0):
+        pass
+    assert "not refreshed for" in caplog.text and storage.read_bytes(lock_url) is None
+    # write-then-verify: the same refusals, and one holder among runs that race
+    v = RemoteLock(url, "verify A", conditional=False).acquire()
+    with pytest.raises(InputError, match="in use by another verify A"):
+        RemoteLock(url, "verify B", conditional=False).acquire()
+    v.check()
+    v.release()
+    assert storage.read_bytes(lock_url) is None
+    barrier = threading.Barrier(3)
+
+    def take_v(i):
+        lk = RemoteLock(url, f"run {i}", conditional=False)
+        barrier.wait()
+        try:
+            return lk.acquire()
+        except InputError:
+            return None
+
+    with cf.ThreadPoolExecutor(3) as ex:  # all three find no lock and write theirs: the last writer holds it
+        got = [g for g in ex.map(take_v, range(3)) if g is not None]
+    assert len(got) == 1 and json.loads(storage.read_bytes(lock_url))["token"] == got[0].token
+    got[0].release()
+    assert storage.read_bytes(lock_url) is None
+
+
 @pytest.fixture(scope="module")
 def small(spark, tmp_path_factory):
     """A small simulated region (2 x 2 tiles of 32 cells) with a registry trained on it, and its local product."""
@@ -149,7 +237,14 @@ def test_product_on_s3_same_bytes_resume_and_leftovers(spark, s3, small, caplog)
     url = f"s3://{BUCKET}/product"
     args = (spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D2, url)
 
+    refused = []
+
     def stop(s, d):
+        if (s, d) == ("publishing", D1):  # a second run while this one publishes: refused, naming the lock
+            with pytest.raises(InputError, match=rf"{url} is in use by another ssm-spark produce: pid {os.getpid()}"
+                                                 rf".*lock {url}/_LOCK.json") as exc:
+                produce(*args, staging_dir=root / "second")
+            refused.append(str(exc.value))
         if (s, d) == ("publishing", D2):
             raise _Interrupt(f"killed at {s} {d}")
 
@@ -157,6 +252,7 @@ def test_product_on_s3_same_bytes_resume_and_leftovers(spark, s3, small, caplog)
     with pytest.raises(_Interrupt):  # killed with D2's first object PUT, its marker not
         produce(*args, hook=stop)
     half = _objects(url)
+    assert refused and "_LOCK.json" not in half  # the killed run's lock released on its way out
     assert f"parquet/date={D1}/_SUCCESS.json" in half and f"parquet/date={D2}/_SUCCESS.json" not in half
     assert any(D2 in k for k in half)  # an object of a date not committed
     storage.write_bytes(f"{url}/cog/{D2}/ease2_1km_0_0.tif", b"left by an older run")  # a leftover to clean
@@ -184,14 +280,22 @@ def test_produce_job_reads_stacks_from_s3(s3, small):
            "--models", str(root / "models"), "--stacks", f"s3://{BUCKET}/sim/stacks",
            "--start", D1, "--end", D1, "--output", out]
     env = {**os.environ, **s3.env()}
-    runs = [subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT) for _ in range(2)]
-    for r in runs:
-        assert r.returncode == 0, r.stderr[-4000:]
-        assert s3.secret_key not in r.stdout + r.stderr
-    first, second = (json.loads(r.stdout[r.stdout.index("{"):]) for r in runs)
-    assert first["produced"] == 1 and first["failed_files"] == []
-    assert second["skipped"] == 1 and second["produced"] == 0  # the store's marker, its inputs the store's objects
+    # two runs at once into one URL: one refuses (exit 2, naming the lock and its holder), or, if it takes the
+    # lock after the other released it, it skips the date the other's marker says complete; never a mixed product
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+             for _ in range(2)]
+    runs = [(p.wait(timeout=400), *p.communicate()) for p in procs]
+    for rc, stdout, stderr in runs:
+        assert rc in (0, 2), stderr[-4000:]
+        assert s3.secret_key not in stdout + stderr
+    done = [json.loads(o[o.index("{"):]) for rc, o, _ in runs if rc == 0]
+    refusals = [e for rc, _, e in runs if rc == 2]
+    assert done and all(f"{out} is in use by another ssm-spark produce: pid" in e and f"lock {out}/_LOCK.json" in e
+                        for e in refusals)
+    assert sum(d["produced"] for d in done) == 1 and all(d["failed_files"] == [] for d in done)
+    assert all(d["skipped"] == 1 for d in done if d["produced"] == 0)  # the store's marker, inputs the store's objects
     got, ref = _objects(out), _files(root / "local")
+    assert "_LOCK.json" not in got
     # the same rows and pixels as the local product (the files' tags differ: the climatology's digest, in
     # the product hash, covers its inputs' modification times, which are the objects' own on the store)
     names = sorted(k for k in ref if (k.startswith(f"parquet/date={D1}/") and k.endswith(".parquet"))

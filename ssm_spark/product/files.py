@@ -10,7 +10,7 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["ensure_writable", "OutputLock", "LOCK"]
+__all__ = ["ensure_writable", "OutputLock", "LOCK", "stale_after_s", "holder_text"]
 
 
 # ---------------------------------------------------------------------------------- output folder
@@ -20,6 +20,36 @@ LOCK = "_LOCK.json"
 #: runs on a machine that cannot be asked); the holder refreshes it every HEARTBEAT_S.
 STALE_AFTER_S = 120.0
 HEARTBEAT_S = 20.0
+
+
+def stale_after_s() -> float:
+    """The age after which a lock not refreshed is stale: ``SSM_LOCK_STALE_S`` (seconds), else :data:`STALE_AFTER_S`.
+
+    Raises
+    ------
+    ConfigError
+        ``SSM_LOCK_STALE_S`` not a number, or not above :data:`HEARTBEAT_S` (a live holder's lock would
+        be taken as stale between two refreshes).
+    """
+    from ssm_spark.errors import ConfigError
+
+    raw = os.environ.get("SSM_LOCK_STALE_S")
+    if not raw:
+        return STALE_AFTER_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"SSM_LOCK_STALE_S={raw!r}: expected a number of seconds") from None
+    if not value > HEARTBEAT_S * 2:
+        raise ConfigError(f"SSM_LOCK_STALE_S={raw!r}: must exceed {2 * HEARTBEAT_S:.0f} s (twice the holder's "
+                          f"refresh period, {HEARTBEAT_S:.0f} s), else a live run's lock would be taken as stale")
+    return value
+
+
+def holder_text(held: dict) -> str:
+    """The holder of a lock, as the refusals name it: job, pid, host, start, command."""
+    return (f"{held.get('job', 'run')}: pid {held.get('pid')} on {held.get('host')}, started "
+            f"{held.get('started_utc')} ({held.get('command', '?')})")
 
 
 def ensure_writable(folder: Path, what: str = "--output") -> Path:
@@ -69,12 +99,18 @@ class OutputLock:
 
     Taken with ``O_EXCL``; refreshed every :data:`HEARTBEAT_S` by a daemon thread. A second run
     is refused with the holder named while the holder lives; a lock left by a killed run (its pid
-    gone on this host, or not refreshed for :data:`STALE_AFTER_S`) is taken over, with a warning.
+    gone on this host, or not refreshed for :func:`stale_after_s`) is taken over, with a warning;
+    ``break_lock`` (``--break-lock``) takes over a lock whose holder cannot be asked (another host)
+    but is known to be gone. The object-store lock (:class:`ssm_spark.product.remote.RemoteLock`)
+    follows the same rules.
     """
 
-    def __init__(self, folder: Path, what: str = "produce") -> None:
+    def __init__(self, folder: Path, what: str = "produce", *, stale_after: float | None = None,
+                 break_lock: bool = False) -> None:
         self.path = Path(folder) / LOCK
         self.what = what
+        self.stale_after = stale_after_s() if stale_after is None else float(stale_after)
+        self.break_lock = break_lock
         self._stop = None
         self._thread = None
         self.token = uuid.uuid4().hex
@@ -100,14 +136,15 @@ class OutputLock:
                     held = json.loads(self.path.read_text())
                     age = time.time() - self.path.stat().st_mtime
                 except (OSError, ValueError):
-                    held, age = {}, STALE_AFTER_S + 1  # half-written or vanished: treat as stale
-                if age <= STALE_AFTER_S and _holder_alive(held):
+                    held, age = {}, self.stale_after + 1  # half-written or vanished: treat as stale
+                if age <= self.stale_after and _holder_alive(held) and not self.break_lock:
                     raise InputError(
-                        f"{self.path.parent} is in use by another {held.get('job', 'run')}: pid {held.get('pid')} on "
-                        f"{held.get('host')}, started {held.get('started_utc')} ({held.get('command', '?')}); wait for "
-                        f"it to end, or write elsewhere (a lock left by a killed run expires {STALE_AFTER_S:.0f} s "
-                        f"after its last refresh; remove {self.path} only if that run is gone)")
-                log.warning("%s: taking over a stale lock (pid %s on %s, last refreshed %.0f s ago)", self.path,
+                        f"{self.path.parent} is in use by another {holder_text(held)}; lock {self.path}; wait for "
+                        f"it to end, or write elsewhere (a lock left by a killed run expires {self.stale_after:.0f} s "
+                        f"after its last refresh, SSM_LOCK_STALE_S; --break-lock takes it over, only if that run "
+                        f"is gone)")
+                log.warning("%s: taking over a %s lock (pid %s on %s, last refreshed %.0f s ago)", self.path,
+                            "stale" if age > self.stale_after or not _holder_alive(held) else "live (--break-lock)",
                             held.get("pid"), held.get("host"), age)
                 try:
                     self.path.unlink()

@@ -103,7 +103,8 @@ _LEDGER = ("files_in", "files_read", "files_without_acquisition", "files_read_fa
 def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stacks: str | os.PathLike,
             region: str | None, start: Any, end: Any, output: str | os.PathLike,
             static: str | os.PathLike | None = None, *, force: bool = False,
-            hook: Callable[[str, str], None] | None = None, staging_dir: str | os.PathLike | None = None) -> dict:
+            hook: Callable[[str, str], None] | None = None, staging_dir: str | os.PathLike | None = None,
+            break_lock: bool = False) -> dict:
     """Produce the SSM product of a region and a date range (see the module docstring).
 
     Parameters
@@ -132,6 +133,9 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
     staging_dir : path-like, optional
         With an output URL: the local working folder (default ``SSM_STAGING_DIR``, else a temporary
         folder removed after the run).
+    break_lock : bool
+        Take over the output's lock even while it is fresh (``--break-lock``: its holder is known to
+        be gone but cannot be asked, e.g. it ran on another machine).
 
     Returns
     -------
@@ -159,34 +163,31 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         raise ConfigError(f"--end {d1} is before --start {d0}")
     if storage.is_remote(output):
         return _produce_remote(spark, cfg, models, stacks, region, d0, d1, str(output), static, force=force,
-                               hook=hook, staging_dir=staging_dir)
+                               hook=hook, staging_dir=staging_dir, break_lock=break_lock)
     output = ensure_writable(Path(output).resolve())  # permission, read-only, a file in the way
-    with OutputLock(output, "ssm-spark produce"):  # refused while another run writes here (names the holder)
+    with OutputLock(output, "ssm-spark produce", break_lock=break_lock):  # refused while another run writes here
         return _produce(spark, cfg, models, stacks, region, d0, d1, output, static, force=force, hook=hook)
 
 
 def _produce_remote(spark: "SparkSession", cfg: "Config", models, stacks, region, d0, d1, url: str, static, *,
-                    force: bool, hook, staging_dir) -> dict:
+                    force: bool, hook, staging_dir, break_lock: bool = False) -> dict:
     """:func:`produce` to an object store: a local working folder, each date published after its commit."""
     import shutil
     import tempfile
-    import uuid
 
     from ssm_spark.product.files import OutputLock, ensure_writable
-    from ssm_spark.product.remote import RemoteOutput
+    from ssm_spark.product.remote import RemoteLock, RemoteOutput
 
     remote = RemoteOutput(url, Path("."))
-    probe = f"{remote.url}/.write-test-{uuid.uuid4().hex[:8]}"  # credentials, bucket, permission: before any work
-    storage.write_bytes(probe, b"")
-    remote._call("remove the write probe", remote.fs.rm_file, storage.fs_path(probe))
     base = staging_dir or os.environ.get("SSM_STAGING_DIR")
     tmp = None if base else tempfile.mkdtemp(prefix="ssm-produce-")
-    local = ensure_writable(Path(base or tmp).resolve() / "product", "the local working folder")
-    remote.local = local
-    log.warning("produce: no lock is taken on %s (an object store has no exclusive create): do not run two "
-                "produce jobs on it at once", remote.url)
     try:
-        with OutputLock(local, "ssm-spark produce"):
+        local = ensure_writable(Path(base or tmp).resolve() / "product", "the local working folder")
+        remote.local = local
+        # the store's lock (its probe first: credentials, bucket, permission, before any work), then the folder's
+        with RemoteLock(remote.url, "ssm-spark produce", break_lock=break_lock) as lock, \
+                OutputLock(local, "ssm-spark produce", break_lock=break_lock):
+            remote.lock = lock
             remote.pull()
             if not cfg.produce.climatology_dir:
                 log.warning("produce: the change-detection climatology (if the registry uses one) is built in the "
