@@ -44,10 +44,27 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at each record, not the stream it was when the handler was
+    made: a caller (a notebook, pytest's capture) that swaps and later closes ``sys.stderr`` would
+    otherwise leave a handler on a closed stream ("--- Logging error ---" at every later record)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: ANN201 - logging's attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001 - set by StreamHandler.__init__; sys.stderr rules
+        pass
+
+
 def configure_logging(verbose: int = 0, quiet: int = 0) -> None:
     level = logging.INFO - 10 * verbose + 10 * quiet
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", force=True)
+                        datefmt="%H:%M:%S", force=True, handlers=[_StderrHandler()])
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
