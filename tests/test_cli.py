@@ -109,3 +109,22 @@ def test_date_lists_are_parsed_by_argparse_and_a_date_twice_is_refused(capsys):
         with pytest.raises(SystemExit) as exc:
             main(base + ["--dates", bad])
         assert exc.value.code == 2 and says in capsys.readouterr().err
+
+
+
+def test_logging_follows_stderr_when_a_caller_swaps_it(monkeypatch):
+    """The CLI's handler writes to the sys.stderr of each record: after a capture (pytest's, a
+    notebook's) is closed, later records go to the new stream instead of '--- Logging error ---'."""
+    import io
+    import logging
+
+    from ssm_spark.cli import configure_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging()
+    logging.getLogger("ssm_spark.test").info("first record")
+    first.close()  # the capture that was current when logging was configured ends
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("ssm_spark.test").warning("a later record")
+    assert "a later record" in second.getvalue() and "Logging error" not in second.getvalue()
