@@ -57,4 +57,16 @@ if [ "${SSM_SKIP_WEED:-0}" != 1 ] && [ "$(cat "$WEED_DIR/weed.version" 2>/dev/nu
   echo "$WEED_VERSION" > "$WEED_DIR/weed.version"
 fi
 
+# 5. For the tests only (--test): headless Chromium and its driver (Debian's chromium, chromium-driver), that
+#    tests/test_browser.py drives through selenium; skipped when both are installed.
+if [ "${1:-}" = --test ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium chromium-driver with apt-get (the browser test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "[setup] error: the browser test needs /usr/bin/chromium and /usr/bin/chromedriver; install them (Debian: apt-get install chromium chromium-driver)" >&2
+    exit 2
+  fi
+fi
+
 say "ready: $VENV ($("$VENV/bin/python" -c 'import pyspark, sedona, xgboost; print("pyspark", pyspark.__version__, "sedona", sedona.version, "xgboost", xgboost.__version__)'))"

@@ -57,8 +57,8 @@ _CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 _HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, allow_nan=False, default=str), status, media_type="application/json",
+def _json(body: Any, status: int = 200, scrub: Callable[[str], str] = str) -> Response:
+    return Response(scrub(json.dumps(body, allow_nan=False, default=str)), status, media_type="application/json",
                     headers=_HEADERS)
 
 
@@ -73,10 +73,9 @@ def _route_class(scrub: Callable[[str], str]) -> type[APIRoute]:
                 try:
                     return await handler(request)
                 except BadParameter as exc:
-                    return _json({"error": scrub(str(exc)), "status": exc.status}, exc.status)
+                    return _json({"error": str(exc), "status": exc.status}, exc.status, scrub)
                 except PointError as exc:
-                    info = json.loads(scrub(json.dumps(exc.info, default=str)))
-                    return _json({"error": scrub(str(exc)), "status": exc.status, **info}, exc.status)
+                    return _json({"error": str(exc), "status": exc.status, **exc.info}, exc.status, scrub)
                 except RequestValidationError as exc:
                     what = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors())
                     return _json({"error": f"bad request ({what[:300]})", "status": 400}, 400)
@@ -278,7 +277,7 @@ def router(product: Path, service: "PointService | None" = None, *,
         if service is None:
             raise BadParameter(404, f"date {day}: no committed product of that date, and no point service (start "
                                     "ssm-spark serve with --models and --stacks for point retrievals)")
-        return _json(service.point(lat, lon, day, strict=False))
+        return _json(service.point(lat, lon, day, strict=False), scrub=scrub)
 
     @r.get("/{rest:path}", include_in_schema=False)
     def unknown(rest: str) -> Response:

@@ -43,10 +43,10 @@ NO_ESTIMATE_OTHER: tuple[str, tuple[int, int, int, int]] = ("no estimate, other"
 
 
 def _lut() -> np.ndarray:
-    """(256, 4) uint8 RGBA of the colour map, index 0 = the range's low end, 255 = its high end."""
+    """(256, 4) uint8 RGBA: the colour map's 256 entries, as matplotlib draws the quicklooks."""
     import matplotlib
 
-    return (matplotlib.colormaps[COLORMAP](np.linspace(0.0, 1.0, 256)) * 255).round().astype(np.uint8)
+    return matplotlib.colormaps[COLORMAP](np.arange(256), bytes=True)
 
 
 def colour_stops(n: int = 11) -> list[str]:
@@ -120,7 +120,8 @@ class TileRenderer:
         if layer == "ssm":
             valid = inside & np.isfinite(data[0])
             lo, hi = self.vrange
-            idx = np.clip(np.round((np.where(valid, data[0], lo) - lo) / (hi - lo) * 255), 0, 255).astype(np.intp)
+            # matplotlib's rule (Normalize, then the colour map's 256 bins; out of range: the end colours)
+            idx = np.clip(np.floor((np.where(valid, data[0], lo) - lo) / (hi - lo) * 256), 0, 255).astype(np.intp)
             rgba[valid] = self.lut[idx[valid]]
         else:  # a product cell (qc set) without an estimate, by the first class its bits are in
             todo = np.isfinite(data[1]) & ~np.isfinite(data[0])

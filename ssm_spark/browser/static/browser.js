@@ -135,7 +135,7 @@
     var t0 = Math.min.apply(null, tAll), t1 = Math.max.apply(null, tAll);
     if (t1 === t0) { t0 -= 86400000; t1 += 86400000; }
     var lo = state.meta.range[0], hi = state.meta.range[1];
-    s.ssm_p05.concat(s.ssm_p95, extra.map(function (p) { return p.ssm_p95; })).forEach(function (v) {
+    s.ssm_p05.concat(s.ssm_p95, extra.map(function (p) { return p.ssm_p05; }), extra.map(function (p) { return p.ssm_p95; })).forEach(function (v) {
       if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
     });
     function x(ms) { return M.left + (ms - t0) / (t1 - t0) * (W - M.left - M.right); }
@@ -203,6 +203,9 @@
     });
     extra.forEach(function (p) {
       var px = x(Date.parse(p.date + "T00:00:00Z")), py = y(p.ssm);
+      if (p.ssm_p05 !== null && p.ssm_p95 !== null) {
+        el("rect", {x: px - 2, y: y(p.ssm_p95), width: 4, height: y(p.ssm_p05) - y(p.ssm_p95), "class": "band-point"}, svg);
+      }
       el("polygon", {points: [px, py - 5, px + 5, py, px, py + 5, px - 5, py].join(" "), "class": "pt-point",
                      "data-date": p.date, "data-ssm": String(p.ssm)}, svg);
     });
