@@ -499,7 +499,9 @@ def test_the_page_in_headless_chromium(region, server, tmp_path):
         if os.environ.get("SSM_BROWSER_SCREENSHOT"):  # keep a copy where asked (e.g. a CI artifact folder)
             shutil.copy(shot, os.environ["SSM_BROWSER_SCREENSHOT"])
 
-        # the QC mask on demand: its tiles load over the map
+        # the QC mask on demand: its tiles load over the map, its legend shows
+        assert not driver.find_element("id", "qc-legend").is_displayed()
+        assert not driver.find_elements("css selector", "#map img[src*='layer=qc']")
         driver.find_element("id", "qc-toggle").click()
         _wait(driver, f"""(function () {{ var q = Array.prototype.filter.call(document.querySelectorAll('#map img'),
               function (i) {{ return i.src.indexOf('/tiles/{date}/') >= 0 && i.src.indexOf('layer=qc') >= 0; }});

@@ -18,14 +18,13 @@ from typing import Any
 
 from ssm_spark.errors import GridError, InputError
 from ssm_spark.grid import Grid
-from ssm_spark.point.errors import NoAcquisitionError, OutsideCoverageError
-from ssm_spark.point.sources import ProductSource
 
 __all__ = ["ProductFolder", "BadParameter", "iso_date", "MARKER"]
 
 MARKER = "_SUCCESS.json"
 _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
-_SERIES_COLUMNS = ("ssm", "ssm_p05", "ssm_p95", "qc")
+_SERIES_COLUMNS = ("ssm", "ssm_p05", "ssm_p95", "qc")  # read for a series
+_ROW_COLUMNS = _SERIES_COLUMNS + ("env", "model_id")  # read for one date
 
 
 class BadParameter(Exception):
@@ -71,7 +70,6 @@ class ProductFolder:
             self.grid = Grid.from_name(str(g["name"]), int(g["tile_size"]))
         except (KeyError, TypeError, ValueError, GridError) as exc:
             raise InputError(f"{meta_path}: no usable grid ({exc})") from exc
-        self.parquet = ProductSource(self.root, self.grid)
 
     # -- paths
     def _inside(self, path: Path) -> Path:
@@ -127,27 +125,43 @@ class ProductFolder:
             raise BadParameter(404, f"lat {lat}, lon {lon} is outside grid {self.grid.name} ({exc})") from None
         return int(r), int(c)
 
+    def _tile_file(self, row: int, col: int, date: str) -> Path:
+        name = f"{self.grid.name}_{row // self.grid.tile_size}_{col // self.grid.tile_size}.parquet"
+        return self._inside(self.root / "parquet" / f"date={date}" / name)
+
+    @staticmethod
+    def _cell_row(path: Path, row: int, col: int, columns: tuple[str, ...]) -> dict | None:
+        """The cell's row in one Parquet file (``columns`` only; row groups pruned by their statistics)."""
+        import pyarrow.parquet as pq
+
+        tab = pq.read_table(path, columns=list(columns), filters=[("row", "=", row), ("col", "=", col)])
+        return tab.slice(0, 1).to_pylist()[0] if tab.num_rows else None
+
     def row(self, row: int, col: int, date: str) -> dict | None:
-        """The product row of a cell on a committed date, or None (no row there that date)."""
-        try:
-            rec, _ = self.parquet.row(row, col, date)
-        except (NoAcquisitionError, OutsideCoverageError):
-            return None
-        return rec
+        """The product row of a cell on a committed date (estimates, qc, env, model_id), or None."""
+        path = self._tile_file(row, col, date)
+        return self._cell_row(path, row, col, _ROW_COLUMNS) if path.is_file() else None
 
     def series(self, lat: float, lon: float) -> dict:
         """The cell's rows on every committed date: ``dates``, ``ssm``, ``ssm_p05``, ``ssm_p95``,
-        ``qc`` (aligned lists, null where masked), from the Parquet with row-group pruning.
+        ``qc`` (aligned lists, null where masked), from the Parquet: the cell's tile file of each
+        date, its four columns only, filtered on ``row``/``col`` (row groups pruned by their
+        statistics), the files read by a few threads (pyarrow decodes without the GIL).
 
         Raises
         ------
         BadParameter
             404 outside the grid, or no row of the cell on any committed date.
         """
+        from concurrent.futures import ThreadPoolExecutor
+
         r, c = self.cell(lat, lon)
+        files = [(d, self._tile_file(r, c, d)) for d in self.dates()]
+        files = [(d, f) for d, f in files if f.is_file()]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            found = list(pool.map(lambda df: self._cell_row(df[1], r, c, _SERIES_COLUMNS), files))
         out: dict[str, Any] = {"dates": [], **{k: [] for k in _SERIES_COLUMNS}}
-        for day in self.dates():
-            rec = self.row(r, c, day)
+        for (day, _), rec in zip(files, found):
             if rec is None:
                 continue
             out["dates"].append(day)

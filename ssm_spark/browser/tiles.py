@@ -30,10 +30,10 @@ MAX_ZOOM = 18
 #: Why a cell has no estimate, as the QC mask shows it: (name, bits, RGBA); the first class any of the
 #: cell's bits is in wins.
 QC_CLASSES: tuple[tuple[str, int, tuple[int, int, int, int]], ...] = (
-    ("water", int(QC.MASKED_WATER), (33, 102, 172, 220)),
+    ("water", int(QC.MASKED_WATER), (106, 81, 163, 220)),  # purple: no blue or green of the SSM map
     ("built-up", int(QC.MASKED_URBAN), (178, 24, 43, 220)),
     ("snow / ice", int(QC.MASKED_SNOW_ICE), (240, 240, 255, 230)),
-    ("frozen", int(QC.FROZEN), (103, 169, 207, 220)),
+    ("frozen", int(QC.FROZEN), (188, 189, 220, 230)),
     ("steep slope", int(QC.STEEP_SLOPE), (140, 81, 10, 220)),
     ("missing input", int(QC.MISSING_INPUT), (40, 40, 40, 220)),
     ("estimate out of range", int(QC.PREDICTION_OUT_OF_RANGE), (197, 27, 125, 220)),
@@ -57,9 +57,15 @@ def colour_stops(n: int = 11) -> list[str]:
 
 
 def _png(rgba: np.ndarray) -> bytes:
-    from rio_tiler.utils import render
+    """PNG bytes of an (h, w, 4) uint8 array (Pillow, matplotlib's own image library; rio-tiler's
+    encoder goes through GDAL and warns about the PNG's missing georeferencing)."""
+    import io
 
-    return render(rgba[:3], mask=rgba[3], img_format="PNG")
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 class TileRenderer:
@@ -79,7 +85,7 @@ class TileRenderer:
             raise ValueError(f"colour range must be (low, high) with low < high, got {vrange}")
         self.vrange = (lo, hi)
         self.lut = _lut()
-        self.empty = _png(np.zeros((4, TILE_SIZE, TILE_SIZE), np.uint8))
+        self.empty = _png(np.zeros((TILE_SIZE, TILE_SIZE, 4), np.uint8))
         self._cache: OrderedDict[tuple, bytes] = OrderedDict()
         self._size = cache
         self._lock = threading.Lock()
@@ -134,4 +140,4 @@ class TileRenderer:
             rgba[todo] = NO_ESTIMATE_OTHER[1]
         if not valid.any():
             return self.empty
-        return _png(np.moveaxis(rgba, -1, 0))
+        return _png(rgba)
