@@ -409,7 +409,9 @@ def _wait(driver, script: str, what: str, timeout: float = 60.0):
 _TILES_OF = """(function (date) {
   var imgs = Array.prototype.slice.call(document.querySelectorAll('#map img.leaflet-tile'));
   return imgs.filter(function (i) { return i.src.indexOf('/tiles/' + date + '/') >= 0; })
-             .map(function (i) { return [i.src, i.complete, i.naturalWidth, i.classList.contains('leaflet-tile-loaded')]; });
+             .map(function (i) {
+               return [i.src, i.complete, i.naturalWidth, i.classList.contains('leaflet-tile-loaded')];
+             });
 })"""
 
 

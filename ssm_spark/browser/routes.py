@@ -106,8 +106,10 @@ def _query(request: Request, want: tuple[str, ...], optional: tuple[str, ...] = 
             if k in want:
                 raise BadParameter(400, f"missing parameter {k!r} (expected {'&'.join(w + '=' for w in want)})")
             continue
-        if len(vals[0]) > 64 or "\x00" in vals[0]:
-            raise BadParameter(400, f"parameter {k!r}: {'longer than 64 characters' if len(vals[0]) > 64 else 'a NUL byte'}")
+        if len(vals[0]) > 64:
+            raise BadParameter(400, f"parameter {k!r}: longer than 64 characters")
+        if "\x00" in vals[0]:
+            raise BadParameter(400, f"parameter {k!r}: a NUL byte")
         out[k] = vals[0]
     return out
 

@@ -263,7 +263,7 @@
       ", " + dates.without_product.length + " without product" : "") +
       (meta.manifest_id ? " \u00b7 registry " + meta.manifest_id : "");
     legend();
-    map = api.map = L.map("map", {maxZoom: meta.max_zoom, zoomSnap: 1});
+    map = api.map = L.map("map", {maxZoom: meta.max_zoom, zoomSnap: 1, fadeAnimation: false});
     L.control.scale({imperial: false}).addTo(map);
     if (meta.tiles.length) {
       L.polygon(meta.tiles, {color: "#555", weight: 1, fill: false, interactive: false}).addTo(map);
