@@ -18,7 +18,6 @@ import re
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,37 +60,16 @@ def region(spark, tmp_path_factory):
                            service=service)
 
 
-def _start(app) -> tuple[str, object, threading.Thread]:
-    """uvicorn on a free loopback port in a thread; returns when it answers."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert th.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.01)
-    host, port = sock.getsockname()[:2]
-    return f"http://{host}:{port}", server, th
-
-
 @pytest.fixture(scope="module")
 def server(region):
-    """The browser's routes with the point service, on loopback: (host, port, base URL)."""
-    from fastapi import FastAPI
+    """``ssm-spark serve``'s application with the point service and the product, on loopback:
+    (host, port, url)."""
+    from ssm_spark.serve import serve_in_thread
 
-    from ssm_spark import browser
-
-    app = FastAPI()
-    app.include_router(browser.router(region.product, region.service))
-    url, srv, th = _start(app)
-    host, port = url[7:].split(":")
-    yield SimpleNamespace(host=host, port=int(port), url=url)
-    srv.should_exit = True
-    th.join(10)
+    running = serve_in_thread(region.service, product=region.product)
+    host, port = running.server_address
+    yield SimpleNamespace(host=host, port=port, url=running.url)
+    running.shutdown()
 
 
 def _get(server, target: str) -> tuple[int, dict, bytes]:
@@ -209,6 +187,10 @@ def test_tiles_are_the_parquet_values_in_the_quicklook_colours(region, server):
 
 @pytest.mark.spark
 def test_dates_series_and_point_answers_are_the_product_s(region, server):
+    st, headers, _ = _get(server, "/")
+    assert st == 307 and headers["location"].endswith("/browse/")
+    st, headers, page = _get(server, "/browse/")
+    assert st == 200 and b"static/browser.js" in page and "default-src 'self'" in headers["content-security-policy"]
     dates = _json(server, "/browse/api/dates")
     assert dates == {"dates": DATES, "product": PRODUCED, "without_product": DATES[3:]}
     meta = _json(server, "/browse/api/meta")
