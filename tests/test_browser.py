@@ -191,6 +191,10 @@ def test_dates_series_and_point_answers_are_the_product_s(region, server):
     assert st == 307 and headers["location"].endswith("/browse/")
     st, headers, page = _get(server, "/browse/")
     assert st == 200 and b"static/browser.js" in page and "default-src 'self'" in headers["content-security-policy"]
+    kinds = {".js": "text/javascript", ".css": "text/css", "": "text/plain"}
+    for ref in re.findall(rb'(?:src|href)="(static/[^"]+)"', page):  # every file the page names is served
+        st, headers, body = _get(server, "/browse/" + ref.decode())
+        assert st == 200 and headers["content-type"].startswith(kinds[Path(ref.decode()).suffix]) and body, ref
     dates = _json(server, "/browse/api/dates")
     assert dates == {"dates": DATES, "product": PRODUCED, "without_product": DATES[3:]}
     meta = _json(server, "/browse/api/meta")
