@@ -234,9 +234,11 @@ def test_clear_errors_outside_grid_coverage_and_dates(region, service):
     with pytest.raises(NoAcquisitionError, match="nearest dates with stacks: 2024-04-01, 2024-04-07") as ei:
         service.point(lat, lon, "2024-04-05")
     assert ei.value.info["nearest"][:2] == ["2024-04-01", "2024-04-07"] and isinstance(ei.value, InputError)
-    for bad in ("2024-13-01", "../../etc/passwd", "2024-4-7"):
+    for bad in ("2024-13-01", "../../etc/passwd", "2024-4-7", "\uff12\uff10\uff12\uff14-04-01", "2024-04-01x"):
         with pytest.raises(PointError, match="date"):
             service.point(lat, lon, bad)
+    with pytest.raises(PointError, match="expected a date YYYY-MM-DD"):  # full-width digits are not a date
+        service.point(lat, lon, "\uff12\uff10\uff12\uff14-04-01")
     for la, lo in ((float("nan"), lon), (lat, float("inf")), (95.0, lon), ("x", lon)):
         with pytest.raises(PointError):
             service.point(la, lo, DATE)

@@ -17,7 +17,7 @@ from ssm_spark.errors import InputError
 __all__ = ["PointError", "OutsideCoverageError", "NoAcquisitionError", "MaskedCellError", "parse_date",
            "check_latlon", "nearest", "DATE_RE"]
 
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits only (\d takes any script's); use fullmatch
 
 
 class PointError(InputError):
@@ -56,7 +56,7 @@ def parse_date(value: Any, what: str = "date") -> dt.date:
     if isinstance(value, dt.date):
         return value
     s = str(value).strip()
-    if not DATE_RE.match(s):
+    if not DATE_RE.fullmatch(s):
         raise PointError(f"{what} {s[:40]!r}: expected a date YYYY-MM-DD")
     try:
         return dt.date.fromisoformat(s)

@@ -114,7 +114,7 @@ class StackSource:
         """Re-list the date folders when the stacks folder changed (a service sees new dates)."""
         m = self.root.stat().st_mtime_ns
         if m != self._mtime:
-            self._dates = sorted(p.name for p in self.root.iterdir() if p.is_dir() and DATE_RE.match(p.name))
+            self._dates = sorted(p.name for p in self.root.iterdir() if p.is_dir() and DATE_RE.fullmatch(p.name))
             self._mtime = m
 
     def dates(self) -> list[str]:
