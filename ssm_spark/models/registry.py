@@ -202,6 +202,13 @@ class Registry:
         self._route_cache[key] = unit
         return unit
 
+    def _model_key(self, unit: str) -> tuple:
+        """What makes a unit's predictions: its model files, candidate (offset) and base fallback; units
+        with the same key (e.g. every environment served by the global model) predict alike."""
+        e = self.serving[unit]
+        return (e.get("point_model"), e["quantile_model"], e["candidate"], e.get("base_fallback"),
+                tuple(e.get("features", [])), tuple(e["quantile_features"]))
+
     def _fitted(self, unit: str) -> tuple[FittedModel, FittedModel]:
         e = self.serving[unit]
         c = e["candidate"]
@@ -277,9 +284,15 @@ class Registry:
         (rows ``pos[idx]`` of ``x_all``): one contiguous ``inplace_predict`` per model."""
         point, quant = self._fitted(unit)
         r = pos[idx]
+        mats: dict[tuple[str, ...], np.ndarray] = {}
 
-        def x_of(m: FittedModel) -> Optional[np.ndarray]:  # C-contiguous (a fancy-indexed copy)
-            return None if m.booster is None else x_all[np.ix_(r, [col[f] for f in m.features])]
+        def x_of(m: FittedModel) -> Optional[np.ndarray]:  # C-contiguous (a fancy-indexed copy, one per feature list)
+            if m.booster is None:
+                return None
+            x = mats.get(m.features)
+            if x is None:
+                x = mats[m.features] = x_all[np.ix_(r, [col[f] for f in m.features])]
+            return x
 
         def off_of(m: FittedModel) -> np.ndarray:
             return candidates.offset(m.name, feats, m.base_fallback)[idx]
@@ -338,34 +351,48 @@ class Registry:
         live = ~masked  # masked cells (water, built-up, snow, frozen, steep) get no prediction at all
         order = list(pd.unique(units))
         mixes = {u: self.serving[u].get("blend") if u != GLOBAL_KEY else None for u in order}
-        # the global model once for every live row that takes it (served by it, or blended with it)
-        g_rows = np.flatnonzero(live & np.isin(units, [u for u in order if u == GLOBAL_KEY or mixes[u]]))
-        needed = [GLOBAL_KEY] if len(g_rows) else []
-        x_all, col = self._matrix(feats, np.flatnonzero(live), needed + order)
+        # each distinct model (files, candidate, offset) is evaluated once, in one call per booster, on every
+        # live row that takes it: the rows of the units it serves (units sharing the global model's files
+        # included) and, for the global model, the rows of every unit blended with it
+        keys = {u: self._model_key(u) for u in (*order, GLOBAL_KEY)}
+        rows_of: dict[tuple, list[np.ndarray]] = {}
+        rep: dict[tuple, str] = {}
+        live_of: dict[str, np.ndarray] = {}
+        for unit in order:
+            idx = live_of[unit] = np.flatnonzero((units == unit) & live)
+            if len(idx) == 0:
+                continue
+            for k, u in ((keys[unit], unit),) + (((keys[GLOBAL_KEY], GLOBAL_KEY),) if mixes[unit] is not None else ()):
+                rows_of.setdefault(k, []).append(idx)
+                rep.setdefault(k, u)
+        x_all, col = self._matrix(feats, np.flatnonzero(live), list(rep.values()))
         pos = np.cumsum(live) - 1  # row of the matrix of each live row
-        g_est = g_lo = g_hi = None
-        if len(g_rows):
-            g_est, g_lo, g_hi = self._predict_unit(GLOBAL_KEY, feats, x_all, col, g_rows, pos)
-        g_at = np.full(n, -1, dtype=np.int64)
-        g_at[g_rows] = np.arange(len(g_rows))
+        evaluated: dict[tuple, tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        for k, parts in rows_of.items():
+            rows = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+            at = np.full(n, -1, dtype=np.int64)
+            at[rows] = np.arange(len(rows))
+            evaluated[k] = (at, self._predict_unit(rep[k], feats, x_all, col, rows, pos))
+
+        def values(k: tuple, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            at, vals = evaluated[k]
+            return tuple(v[at[idx]] for v in vals)
+
         for unit in order:
             on = units == unit
             e = self.serving[unit]
             mix = mixes[unit]
             model_id[on] = f"{self.manifest_id}/{unit}/{e['candidate']}" + (
                 f"+global@{1 - float(mix['weight']):.1f}" if mix is not None else "")
-            idx = np.flatnonzero(on & live)
+            idx = live_of[unit]
             if len(idx) == 0:
                 continue
-            if unit == GLOBAL_KEY:
-                est, q_lo, q_hi = (v[g_at[idx]] for v in (g_est, g_lo, g_hi))
-            else:
-                est, q_lo, q_hi = self._predict_unit(unit, feats, x_all, col, idx, pos)
+            est, q_lo, q_hi = values(keys[unit], idx)
             if mix is not None:   # w own + (1 - w) global, global where own is NaN
                 w = float(mix["weight"])
-                at = g_at[idx]
-                est = blend(est, g_est[at], w)
-                q_lo, q_hi = blend(q_lo, g_lo[at], w), blend(q_hi, g_hi[at], w)
+                g_est, g_lo, g_hi = values(keys[GLOBAL_KEY], idx)
+                est = blend(est, g_est, w)
+                q_lo, q_hi = blend(q_lo, g_lo, w), blend(q_hi, g_hi, w)
             ssm[idx] = est
             s_lo, s_hi = e.get("interval_shift", (0.0, 0.0))
             a, b = q_lo - s_lo, q_hi + s_hi
