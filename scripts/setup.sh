@@ -38,6 +38,7 @@ fi
 
 # 3. The Sedona jars (fetched once, verified every time).
 "$VENV/bin/python" -m ssm_spark.jars fetch >/dev/null
+[ "${1:-}" = --test ] && "$VENV/bin/python" -m ssm_spark.jars fetch --s3a >/dev/null  # S3A (s3a://, 10 MB): the tests read through it
 # 4. For the tests only (`scripts/setup.sh --test`, as `make test` runs it): the tests' S3 server,
 #    SeaweedFS (its S3 gateway), built from the Go module proxy once and cached
 #    (tests/test_object_storage.py starts it on loopback). `go install` refuses the module (its go.mod has

@@ -90,6 +90,14 @@ def iso_dates(value: str) -> list[dt.date]:
 
 
 # -- jobs ---------------------------------------------------------------------------------------
+def _published(summary: dict, local: Path, output: str) -> dict:
+    """A summary with the local staging path of an output on a store replaced by its URL."""
+    if str(local) == str(output):
+        return summary
+    text = json.dumps(summary, default=str).replace(json.dumps(str(local))[1:-1], output.rstrip("/"))
+    return json.loads(text)
+
+
 def _args_none(parser: argparse.ArgumentParser) -> None:
     return None
 
@@ -150,49 +158,58 @@ def _args_matchups(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--source", choices=["ee"], help="'ee': the stations' cells sampled from Earth Engine (with --insitu)")
     parser.add_argument("--static", default=None, help="folder of static layers (default: a static/ folder beside --stacks)")
     parser.add_argument("--insitu", help="ISMN download (header_values or CEOP format); with --stacks")
-    parser.add_argument("--output", required=True, help="matchup table (Parquet)")
+    parser.add_argument("--output", required=True, help="matchup table (Parquet); or s3://bucket/key (published)")
 
 
 def _run_matchups(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark import storage
     from ssm_spark.pipeline import matchups_run, table_matchups_run
 
-    if args.table:
-        summary = table_matchups_run(cfg, Path(args.table), Path(args.output))
-    elif args.source == "ee":  # ssm_spark.sources.earthengine.matchups (point extraction, then the stack path's steps)
-        from ssm_spark.sources.earthengine.matchups import ee_matchups_run
-        from ssm_spark.spark import session
+    if not args.table and not args.insitu:
+        raise ConfigError(f"matchups --{'source ee' if args.source == 'ee' else 'stacks'} needs --insitu (an ISMN download)")
+    # an s3:// (gs://, abfss://) --output: written locally, then published (storage.staged)
+    with storage.staged(args.output, "matchup table") as out:
+        if args.table:
+            summary = table_matchups_run(cfg, Path(args.table), out)
+        elif args.source == "ee":  # ssm_spark.sources.earthengine.matchups (point extraction, then the stack path's steps)
+            from ssm_spark.sources.earthengine.matchups import ee_matchups_run
+            from ssm_spark.spark import session
 
-        if not args.insitu:
-            raise ConfigError("matchups --source ee needs --insitu (an ISMN download)")
-        summary = ee_matchups_run(session(cfg.spark), cfg, Path(args.insitu), Path(args.output))
-    else:
-        if not args.insitu:
-            raise ConfigError("matchups --stacks needs --insitu (an ISMN download)")
-        from ssm_spark.spark import session
+            summary = ee_matchups_run(session(cfg.spark), cfg, Path(args.insitu), out)
+        else:
+            from ssm_spark.spark import session
 
-        summary = matchups_run(session(cfg.spark), cfg, Path(args.stacks), Path(args.insitu), Path(args.output),
-                               Path(args.static) if args.static else None)
-    print(json.dumps(summary, indent=2, default=str))
+            summary = matchups_run(session(cfg.spark), cfg, Path(args.stacks), Path(args.insitu), out,
+                                   Path(args.static) if args.static else None)
+    print(json.dumps(_published(summary, out, args.output), indent=2, default=str))
     return 0
 
 
 def _args_train(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--matchups", required=True, help="matchup table (Parquet or CSV in the matchup contract)")
-    parser.add_argument("--output", required=True, help="model registry folder (manifest.json, cv_metrics.json, models/, report.html)")
+    parser.add_argument("--matchups", required=True, help="matchup table (Parquet or CSV in the matchup contract), "
+                                                         "or its s3:// URL")
+    parser.add_argument("--output", required=True, help="model registry folder (manifest.json, cv_metrics.json, "
+                                                       "models/, report.html), or s3://bucket/prefix (published)")
 
 
 def _run_train(args: argparse.Namespace, cfg: Config) -> int:
     from ssm_spark.pipeline import train_run
     from ssm_spark.spark import session
 
-    print(json.dumps(train_run(session(cfg.spark), cfg, Path(args.matchups), Path(args.output)), indent=2, default=str))
+    from ssm_spark import storage
+
+    matchups = storage.local_copy(args.matchups, "matchup table")  # a URL: downloaded once (cached by its marker)
+    with storage.staged(args.output, "model registry") as out:  # a URL: written locally, then published
+        summary = train_run(session(cfg.spark), cfg, matchups, out)
+    print(json.dumps(_published(summary, out, args.output), indent=2, default=str))
     return 0
 
 
 def _args_validate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--product", required=True, help="product Parquet (row, col, date, ssm[, ssm_p05, ssm_p95, env, qc])")
     parser.add_argument("--insitu", required=True, help="ISMN download (header_values or CEOP format)")
-    parser.add_argument("--output", required=True, help="folder for metrics.json, pairs.parquet, report.html")
+    parser.add_argument("--output", required=True, help="folder for metrics.json, pairs.parquet, report.html; or "
+                                                       "s3://bucket/prefix (published)")
     parser.add_argument("--estimate", default="ssm", help="the product's estimate column (default: ssm)")
 
 
@@ -200,13 +217,17 @@ def _run_validate(args: argparse.Namespace, cfg: Config) -> int:
     from ssm_spark.pipeline import validate_run
     from ssm_spark.spark import session
 
-    res = validate_run(session(cfg.spark), cfg, Path(args.product), Path(args.insitu), Path(args.output), args.estimate)
+    from ssm_spark import storage
+
+    with storage.staged(args.output, "validation report") as out:  # a URL: written locally, then published
+        res = validate_run(session(cfg.spark), cfg, Path(args.product), Path(args.insitu), out, args.estimate)
     print(json.dumps({"overall": res["overall"], "pairs": res["pairs"], "output": args.output}, indent=2, default=str))
     return 0
 
 
 def _args_produce(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", required=True, help="model registry folder (from ssm-spark train)")
+    parser.add_argument("--models", required=True,
+                        help="model registry folder (from ssm-spark train), or its s3:// URL")
     _args_stacks(parser)
     parser.add_argument("--region", default=None,
                         help="bbox lon_min,lat_min,lon_max,lat_max (write --region=-5,40,3,45 when it starts with "
@@ -232,7 +253,7 @@ def _run_produce(args: argparse.Namespace, cfg: Config) -> int:
     from ssm_spark.spark import session
 
     # paths as given: a URL (s3://...) must not go through Path, which would fold its "//"
-    summary = produce(session(cfg.spark), cfg, Path(args.models), args.stacks, args.region, args.start,
+    summary = produce(session(cfg.spark), cfg, args.models, args.stacks, args.region, args.start,
                       args.end, args.output, args.static or None, force=args.force, break_lock=args.break_lock)
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -267,6 +288,8 @@ def _args_jars(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", nargs="?", default=None,
                         help="jars folder (default: spark.jars.dir, else $SSM_SPARK_JARS, else the checkout's jars/ "
                              "or ~/.cache/ssm-spark/jars-VERSION for an installed wheel)")
+    parser.add_argument("--s3a", action="store_true",
+                        help="also hadoop-aws and the AWS SDK v2 modules it needs (about 10 MB), for s3a:// paths in Spark")
 
 
 def _run_jars(args: argparse.Namespace, cfg: Config) -> int:
@@ -278,7 +301,9 @@ def _run_jars(args: argparse.Namespace, cfg: Config) -> int:
     elif args.action == "path":
         print(jars.jars_dir(directory))
     else:
-        paths = jars.fetch(directory) if args.action == "fetch" else jars.verify(directory)
+        paths = jars.fetch(directory, s3a=args.s3a) if args.action == "fetch" else jars.verify(directory, args.s3a)
+        if args.action == "jars" and not args.s3a:
+            paths += jars.s3a_jars(directory)  # for --jars: S3A's too when they were fetched
         print(",".join(map(str, paths)) if args.action == "jars" else "\n".join(map(str, paths)))
     return 0
 

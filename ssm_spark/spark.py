@@ -110,8 +110,8 @@ def spark_conf(cfg: SparkConfig) -> dict[str, str]:
         # workers run here, with this interpreter, where this package is importable: skip PySpark's
         # per-task re-read of its own zips (ssm_spark/pyspark_daemon.py; about 0.2 s per task)
         conf["spark.python.daemon.module"] = "ssm_spark.pyspark_daemon"
-    if cfg.jars.mode == "local":
-        conf["spark.jars"] = ",".join(str(p) for p in _jars.verify(cfg.jars.dir))
+    if cfg.jars.mode == "local":  # with Hadoop's S3A (s3a://) when its jars were fetched (jars fetch --s3a)
+        conf["spark.jars"] = ",".join(str(p) for p in _jars.verify(cfg.jars.dir) + _jars.s3a_jars(cfg.jars.dir))
     elif cfg.jars.mode == "packages":
         conf["spark.jars.packages"] = _jars.maven_packages()
     conf.update(cfg.conf)  # explicit user settings win

@@ -11,6 +11,14 @@ Three views of one object, each for the library that reads it:
   from :func:`gdal_env` (``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING``).
 - Spark (Hadoop's S3A): :func:`s3a_conf`.
 
+Outputs other than the product (a registry, a validation report, a matchup table, the
+change-detection climatology) are written to a local staging folder and *published*
+(:func:`staged`, :func:`publish`): each file PUT under its final key, leftovers of an older
+version deleted, and the marker ``_PUBLISHED.json`` (every file's size and MD5) PUT last, after
+the old one was deleted first; a single-file output is one PUT. Readers (:func:`local_copy`) start
+from the marker, download into a local cache keyed by the marker's digest (or a single object's
+ETag), check every file against it, and so see a whole published version or an error, never a mix.
+
 Credentials come from the environment only (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for a server other than
 AWS), are read by botocore / GDAL / Hadoop themselves, and are never logged, returned in a summary
@@ -20,16 +28,22 @@ path, not a URL: the local code serves it.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from ssm_spark.errors import InputError, InputIOError
+from ssm_spark.product.files import HEARTBEAT_S, LOCK, _holder_alive, holder_text, stale_after_s
+
+log = logging.getLogger(__name__)
 
 __all__ = ["is_remote", "filesystem", "gdal_path", "url_of", "gdal_env", "apply_gdal_env", "s3a_conf", "listdir",
-           "exists", "stat", "read_bytes", "write_bytes", "endpoint", "fs_path", "io_error"]
+           "exists", "stat", "read_bytes", "write_bytes", "endpoint", "fs_path", "io_error", "PUBLISHED", "publish",
+           "staged", "local_copy", "download", "cache_dir", "RemoteLock"]
 
 #: URL scheme -> (fsspec protocol, the package that provides it, GDAL's virtual file system prefix)
 SCHEMES = {"s3": ("s3", "s3fs", "/vsis3/"), "s3a": ("s3", "s3fs", "/vsis3/"), "gs": ("gcs", "gcsfs", "/vsigs/"),
@@ -222,3 +236,481 @@ def write_bytes(url: str, data: bytes) -> None:
         filesystem(url).pipe_file(fs_path(url), data)
     except Exception as exc:  # noqa: BLE001
         raise io_error(url, "write it", exc) from exc
+
+
+# ------------------------------------------------------------------------------------------ the lock
+
+#: write-then-verify: how long after writing the lock it is read back (a rival's write within it is seen)
+VERIFY_WAIT_S = 2.0
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status behind an s3fs / botocore error (s3fs folds 412 into an OSError), else None."""
+    for e in (exc, getattr(exc, "__cause__", None), getattr(exc, "__context__", None)):
+        resp = getattr(e, "response", None)
+        if isinstance(resp, dict):
+            code = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code:
+                return int(code)
+            err = resp.get("Error", {}).get("Code")
+            if err in ("PreconditionFailed", "412"):
+                return 412
+    return 412 if isinstance(exc, FileExistsError) else None
+
+
+class RemoteLock:
+    """The exclusive lock of an output on an object store, ``<url>/_LOCK.json``: its protocol and
+    guarantees are in :mod:`ssm_spark.product.remote` (the product's) and docs/commit.md."""
+
+    def __init__(self, url: str, what: str = "ssm-spark produce", *, stale_after: float | None = None,
+                 break_lock: bool = False, conditional: bool | None = None) -> None:
+        import uuid
+
+        self.url = url.rstrip("/")
+        self.lock_url = f"{self.url}/{LOCK}"
+        self.what = what
+        self.stale_after = stale_after_s() if stale_after is None else float(stale_after)
+        self.break_lock = break_lock
+        self.fs = filesystem(self.url)
+        self.key = fs_path(self.lock_url)
+        self.bucket, _, self.obj = self.key.partition("/")
+        self.is_s3 = SCHEMES[_scheme(self.url)][0] == "s3"
+        self.conditional = conditional  # None: probed at acquire (s3 only; other stores: write-then-verify)
+        self.token = uuid.uuid4().hex
+        self.etag: str | None = None
+        self.lost: str | None = None
+        self._stop = None
+        self._thread = None
+
+    # -- the store's calls ---------------------------------------------------------------------
+    def _s3(self, op: str, what: str, **kw) -> dict:
+        try:
+            return self.fs.call_s3(op, Bucket=self.bucket, **kw)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - botocore's errors: 412 to the caller, the rest named
+            if _status(exc) in (409, 412):
+                raise
+            raise io_error(self.lock_url if "Key" not in kw or kw["Key"] == self.obj
+                                   else f"s3://{self.bucket}/{kw['Key']}", what, exc) from exc
+
+    def _get(self) -> tuple[dict, bytes]:
+        """One GET of the lock: its response (ETag, Last-Modified, the server's Date) and body together."""
+        from fsspec.asyn import sync
+
+        async def get() -> tuple[dict, bytes]:
+            resp = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self.obj)
+            try:
+                return resp, await resp["Body"].read()
+            finally:
+                resp["Body"].close()
+
+        return sync(self.fs.loop, get)
+
+    def probe(self) -> bool:
+        """Whether the server refuses a conditional PUT over an object (it honours ``If-None-Match``)."""
+        import uuid
+
+        if not self.is_s3:
+            return False
+        key = f"{self.obj[:-len(LOCK)]}.lock-probe-{uuid.uuid4().hex[:8]}"
+        self._s3("put_object", "write a probe object (credentials, bucket, permission)", Key=key, Body=b"")
+        try:
+            self._s3("put_object", "write a probe object", Key=key, Body=b"", IfNoneMatch="*")
+            honoured = False
+        except Exception as exc:  # noqa: BLE001
+            if _status(exc) not in (409, 412):
+                raise
+            honoured = True
+        finally:
+            self._s3("delete_object", "remove a probe object", Key=key)
+        return honoured
+
+    def _info(self, started: str | None = None) -> bytes:
+        import json
+        import socket
+        import sys
+        import time
+
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": self.what, "token": self.token,
+                           "started_utc": started or now, "refreshed_utc": now,
+                           "command": " ".join(sys.argv)}).encode()
+
+    def read(self) -> tuple[dict, float, str] | None:
+        """The lock's holder, its age in seconds (the server's clock) and ETag; None when there is none."""
+        import email.utils
+        import json
+        import time
+
+        try:
+            if self.is_s3:
+                resp, body = self._get()
+                etag = resp.get("ETag", "")
+                date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+                now = email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
+                mod = resp["LastModified"].timestamp()
+            else:
+                info = self.fs.info(self.key)
+                body = self.fs.cat_file(self.key)
+                etag = str(info.get("ETag") or info.get("etag") or info.get("generation") or "")
+                mod_t = info.get("LastModified") or info.get("last_modified") or info.get("updated") or info.get("mtime")
+                mod = mod_t.timestamp() if hasattr(mod_t, "timestamp") else time.time()
+                now = time.time()
+        except FileNotFoundError:
+            return None
+        except InputIOError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if _status(exc) == 404:
+                return None
+            raise io_error(self.lock_url, "read it", exc) from exc
+        try:
+            held = json.loads(body)
+        except ValueError:
+            held = {}  # half-written by a store without atomic PUT, or not ours: stale by its age
+        return held, max(0.0, now - mod), etag
+
+    def _create(self, body: bytes) -> bool:
+        """Write the lock if absent; False when another run's lock is there."""
+        import time
+
+        if self.conditional:
+            try:
+                self.etag = self._s3("put_object", "write it", Key=self.obj, Body=body, IfNoneMatch="*",
+                                     ContentType="application/json")["ETag"]
+            except Exception as exc:  # noqa: BLE001
+                if _status(exc) in (409, 412):  # 409: a concurrent conditional write won
+                    return False
+                raise
+        else:
+            if self.read() is not None:
+                return False
+            write_bytes(self.lock_url, body)
+            time.sleep(VERIFY_WAIT_S)
+        got = self.read()  # verified in both modes: ours, or a rival's written last
+        if got is None or got[0].get("token") != self.token:
+            return False
+        self.etag = got[2]
+        return True
+
+    def _delete(self, etag: str) -> None:
+        """Remove the lock if its ETag is still ``etag`` (conditional delete; else read, compare, delete)."""
+        if self.conditional:
+            try:
+                self._s3("delete_object", "remove it", Key=self.obj, IfMatch=etag)
+            except FileNotFoundError:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                if _status(exc) not in (404, 409, 412):
+                    raise
+            return
+        got = self.read()
+        if got is not None and got[2] == etag:
+            try:
+                self.fs.rm_file(self.key)
+            except FileNotFoundError:
+                pass
+
+    # -- acquire, check, refresh, release --------------------------------------------------------
+    def acquire(self) -> "RemoteLock":
+        import threading
+
+        if self.conditional is None:
+            self.conditional = self.probe()
+            if self.is_s3 and not self.conditional:
+                log.warning("%s: the server ignores conditional writes (If-None-Match): the lock is taken by "
+                            "write-then-verify, which leaves a race (see docs/commit.md)", self.url)
+        body = self._info()
+        for _ in range(4):
+            if self._create(body):
+                break
+            got = self.read()
+            if got is None:
+                continue  # released between our write and our read: try again
+            held, age, etag = got
+            if held.get("token") == self.token:
+                self.etag = etag
+                break
+            alive = _holder_alive(held)
+            if age <= self.stale_after and alive and not self.break_lock:
+                raise InputError(
+                    f"{self.url} is in use by another {holder_text(held)}; lock {self.lock_url}, refreshed "
+                    f"{age:.0f} s ago; wait for it to end, or write elsewhere (a lock left by a killed run expires "
+                    f"{self.stale_after:.0f} s after its last refresh, SSM_LOCK_STALE_S; --break-lock takes it "
+                    f"over, only if that run is gone)")
+            why = ("its holder is gone" if not alive else f"not refreshed for {age:.0f} s" if age > self.stale_after
+                   else "--break-lock")
+            log.warning("%s: taking over the lock of %s (%s)", self.lock_url, holder_text(held), why)
+            self._delete(etag)
+        else:
+            raise InputError(f"{self.lock_url}: could not take the product's lock (other runs keep taking it); "
+                             "wait, then run again")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="remote-lock", daemon=True)
+        self._thread.start()
+        log.info("%s: holding %s (%s)", self.what, self.lock_url,
+                 "conditional writes" if self.conditional else "write-then-verify")
+        return self
+
+    def _beat(self) -> None:
+        import json
+
+        started = json.loads(self._info())["started_utc"]
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.refresh(started)
+            except Exception as exc:  # noqa: BLE001 - the next check() raises it in the run
+                if self.lost is None and not isinstance(exc, InputError):
+                    log.warning("%s: refreshing the lock failed (%s); retried in %.0f s", self.lock_url, exc,
+                                HEARTBEAT_S)
+            if self.lost:
+                return
+
+    def refresh(self, started: str | None = None) -> None:
+        """Rewrite the lock (its age restarts) if it is still this run's; else :attr:`lost` is set."""
+        body = self._info(started)
+        if self.conditional:
+            try:
+                self.etag = self._s3("put_object", "refresh it", Key=self.obj, Body=body, IfMatch=self.etag,
+                                     ContentType="application/json")["ETag"]
+                return
+            except Exception as exc:  # noqa: BLE001
+                if _status(exc) not in (404, 409, 412):
+                    raise
+        else:
+            got = self.read()
+            if got is not None and got[0].get("token") == self.token:
+                write_bytes(self.lock_url, body)
+                self.etag = (self.read() or ({}, 0.0, ""))[2]
+                return
+        got = self.read()
+        self.lost = f"taken over by {holder_text(got[0])}" if got else "removed by someone else"
+
+    def check(self) -> None:
+        """Raise :class:`InputError` unless the store's lock is still this run's (called before each publication)."""
+        if self.lost is None:
+            got = self.read()
+            if got is None:
+                self.lost = "removed by someone else"
+            elif got[0].get("token") != self.token:
+                self.lost = f"taken over by {holder_text(got[0])}"
+        if self.lost:
+            raise InputError(f"{self.lock_url}: this run no longer holds the product's lock ({self.lost}); it stops "
+                             "before publishing more: the dates it published are complete, the next one was not "
+                             "marked; check which run should own the product and run it again")
+
+    def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join(timeout=30)
+        if self.etag is not None and not self.lost:
+            got = self.read()
+            if got is not None and got[0].get("token") == self.token:
+                self._delete(got[2])
+            self.etag = None
+
+    def __enter__(self) -> "RemoteLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ------------------------------------------------------------------------- published outputs
+
+#: The marker of a published folder: written last, deleted first (see the module docstring).
+PUBLISHED = "_PUBLISHED.json"
+_SKIP = ("_LOCK.json", PUBLISHED)
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.md5()  # noqa: S324 - an integrity check against the marker, not security
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _local_files(folder: Path) -> dict[str, Path]:
+    """The files a folder publishes: every file but temporaries (``.name...``), locks and markers."""
+    out = {}
+    for q in sorted(folder.rglob("*")):
+        rel = q.relative_to(folder)
+        if q.is_file() and not any(part.startswith(".") for part in rel.parts) and q.name not in _SKIP:
+            out[rel.as_posix()] = q
+    return out
+
+
+def publish(local: str | os.PathLike, url: str, what: str = "output") -> dict:
+    """Publish a local file or folder to ``url`` (see the module docstring); returns the marker (a file: {}).
+
+    A folder: the old marker deleted, every file PUT, objects under ``url`` the new version does not
+    have deleted, the new marker PUT last. Two publications into one URL at once are kept apart by
+    the URL's lock (:class:`ssm_spark.product.remote.RemoteLock`): the second is refused, naming it.
+    """
+    import json
+    import time
+
+    local, url = Path(local), url.rstrip("/")
+    fs = filesystem(url)
+    root = fs_path(url)
+
+    def call(desc: str, fn, *args):
+        try:
+            return fn(*args)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, named in ours
+            raise io_error(url, desc, exc) from exc
+
+    if local.is_file():
+        call("write it", fs.put_file, str(local), root)
+        return {}
+    if not local.is_dir():
+        raise InputError(f"{local}: nothing to publish to {url} (the {what} was not written)")
+    files = _local_files(local)
+    marker = {"what": what, "files": {rel: {"size": q.stat().st_size, "md5": _md5(q)} for rel, q in files.items()},
+              "published_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    raw = read_bytes(f"{url}/{PUBLISHED}")
+    if raw is not None and json.loads(raw).get("files") == marker["files"]:
+        return json.loads(raw)  # already published, the same files: nothing rewritten
+    with RemoteLock(url, f"publishing the {what}") as lock:
+        try:
+            call(f"delete {PUBLISHED}", fs.rm_file, f"{root}/{PUBLISHED}")
+        except FileNotFoundError:
+            pass
+        try:
+            old = call("list it", fs.find, root)
+        except FileNotFoundError:
+            old = []
+        for rel, q in files.items():
+            call(f"write {rel}", fs.put_file, str(q), f"{root}/{rel}")
+        stale = sorted(k for k in old if k[len(root) + 1:] not in files and posixpath.basename(k) not in _SKIP)
+        for k in stale:
+            call(f"delete {k[len(root) + 1:]}", fs.rm_file, k)
+        lock.check()  # still ours: else another publication owns the URL now, and no marker of ours
+        call(f"write {PUBLISHED}", fs.pipe_file, f"{root}/{PUBLISHED}",
+             json.dumps(marker, indent=1, sort_keys=True).encode())
+    return marker
+
+
+@contextmanager
+def staged(output: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Where to write an output: a local ``output`` as it is; for a URL, a local staging path of the
+    same name (``SSM_STAGING_DIR``, else a temporary folder), published to the URL when the block
+    succeeds (:func:`publish`) and removed after. A failed block publishes nothing."""
+    import shutil
+    import tempfile
+
+    if not is_remote(output):
+        yield Path(output)
+        return
+    url = url_of(str(output)).rstrip("/")
+    base = os.environ.get("SSM_STAGING_DIR")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="ssm-stage-", dir=base or None))
+    try:
+        yield tmp / posixpath.basename(url)
+        publish(tmp / posixpath.basename(url), url, what)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_dir() -> Path:
+    """Where :func:`local_copy` keeps its copies: ``SSM_CACHE_DIR``, else ``~/.cache/ssm-spark/remote``."""
+    return Path(os.environ.get("SSM_CACHE_DIR") or Path.home() / ".cache" / "ssm-spark" / "remote")
+
+
+def download(url: str, dest: str | os.PathLike, what: str = "output") -> dict | None:
+    """Copy a published folder (its marker's files, each checked) into ``dest``; None when ``url``
+    holds no marker. Raises :class:`InputIOError` when an object does not match the marker (a
+    publication under way, or a damaged one)."""
+    import json
+
+    url = url.rstrip("/")
+    raw = read_bytes(f"{url}/{PUBLISHED}")
+    if raw is None:
+        return None
+    marker = json.loads(raw)
+    fs, root, dest = filesystem(url), fs_path(url), Path(dest)
+    for rel, meta in sorted(marker["files"].items()):
+        q = dest / rel
+        q.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fs.get_file(f"{root}/{rel}", str(q))
+        except FileNotFoundError:
+            q.unlink(missing_ok=True)
+            raise InputIOError(f"{url}/{rel}: listed by {url}/{PUBLISHED} but missing: the {what} is being "
+                               "published again (retry when it is done) or was damaged (publish it again)") from None
+        except Exception as exc:  # noqa: BLE001
+            raise io_error(f"{url}/{rel}", "read it", exc) from exc
+        if q.stat().st_size != meta["size"] or _md5(q) != meta["md5"]:
+            raise InputIOError(f"{url}/{rel}: not the file {url}/{PUBLISHED} lists (size or MD5 differ): the {what} "
+                               "is being published again (retry when it is done) or was damaged (publish it again)")
+    return marker
+
+
+def local_copy(url: str | os.PathLike, what: str = "output") -> Path:
+    """A local copy of a published output (:func:`publish`): a folder (its marker) or a single object.
+
+    Kept in :func:`cache_dir` under the digest of the marker (a single object: its ETag), so a
+    second call for an unchanged output downloads nothing, and a republished one is fetched anew.
+    A local path is returned as it is.
+
+    Raises
+    ------
+    InputError
+        Nothing at ``url`` (neither a marker nor an object; e.g. a run that never finished publishing).
+    InputIOError
+        An object that does not match its marker, or the store's errors (named with the likely cause).
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    if not is_remote(url):
+        return Path(url)
+    url = url_of(str(url)).rstrip("/")
+    name = posixpath.basename(url)
+    raw = read_bytes(f"{url}/{PUBLISHED}")
+    if raw is not None:
+        key = hashlib.sha256(url.encode() + b"\0" + raw).hexdigest()[:16]
+    else:
+        try:
+            info = filesystem(url).info(fs_path(url))
+        except FileNotFoundError:
+            info = None
+        except Exception as exc:  # noqa: BLE001
+            raise io_error(url, "look it up", exc) from exc
+        if info is None or info.get("type") == "directory":
+            raise InputError(f"{url}: no published {what} there (no object, and no {PUBLISHED} marker: a run that "
+                             "did not finish publishing it, or a wrong URL)")
+        etag = str(info.get("ETag") or info.get("etag") or info.get("size"))
+        key = hashlib.sha256(f"{url}\0{etag}".encode()).hexdigest()[:16]
+    final = cache_dir() / key / name
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=final.parent))
+    try:
+        if raw is not None:
+            if download(url, tmp / name, what) is None:
+                raise InputError(f"{url}: its {PUBLISHED} marker vanished while it was read (being published "
+                                 "again: retry)")
+        else:
+            try:
+                filesystem(url).get_file(fs_path(url), str(tmp / name))
+            except Exception as exc:  # noqa: BLE001
+                raise io_error(url, "read it", exc) from exc
+        try:
+            os.replace(tmp / name, final)
+        except OSError:
+            if not final.exists():  # another process put the same copy in place first: theirs serves
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -40,6 +40,20 @@ class _Interrupt(RuntimeError):
 # --------------------------------------------------------------------------------- no server
 
 
+def test_s3a_jars_match_pysparks_hadoop():
+    """hadoop-aws must be the Hadoop release pyspark ships; the S3A jars are fetched (setup.sh --test) and whole."""
+    import pyspark
+
+    from ssm_spark import jars
+
+    shipped = sorted(p.name for p in (Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
+    assert shipped == [f"hadoop-client-api-{jars.HADOOP_VERSION}.jar"]
+    got = jars.s3a_jars()
+    assert [p.name for p in got] == [a.filename for a in jars.S3A_ARTIFACTS], \
+        f"the S3A jars are not in {jars.jars_dir()}: run {jars.S3A_FETCH_COMMAND}"
+    assert sum(p.stat().st_size for p in got) < 20 * 2 ** 20  # the SDK's modules, not its 558 MB bundle
+
+
 def test_urls_map_to_gdal_paths_settings_and_spark():
     assert storage.is_remote("s3://b/k") and storage.is_remote("/vsis3/b/k") and not storage.is_remote("/Volumes/c/s/v")
     assert storage.gdal_path("s3://b/stacks/2024-04-01/t.tif") == "/vsis3/b/stacks/2024-04-01/t.tif"
@@ -126,7 +140,7 @@ def test_wrong_credentials_are_named_not_shown(s3, monkeypatch):
     assert s3.secret_key[:6] not in str(exc.value)
 
 
-def test_lock_on_the_store(s3, caplog):
+def test_lock_on_the_store(s3, caplog, monkeypatch):
     """``_LOCK.json`` by conditional write: one holder, the rest refused by name; stale and dead holders taken
     over; a holder whose lock was taken finds out; write-then-verify (for stores without conditional writes)."""
     import concurrent.futures as cf
@@ -134,8 +148,10 @@ def test_lock_on_the_store(s3, caplog):
     import threading
     import time
 
+    from ssm_spark import storage as S
     from ssm_spark.product.remote import RemoteLock
 
+    monkeypatch.setattr(S, "VERIFY_WAIT_S", 1.0)  # write-then-verify's wait (2 s): the racing writes are ms apart
     url = f"s3://{BUCKET}/locked"
     lock_url = f"{url}/_LOCK.json"
     a = RemoteLock(url, "produce A")
@@ -211,6 +227,51 @@ def test_lock_on_the_store(s3, caplog):
     assert storage.read_bytes(lock_url) is None
 
 
+def test_publish_is_whole_or_absent_and_readers_cache_by_marker(s3, tmp_path, monkeypatch):
+    """A folder published marker last (leftovers removed, nothing rewritten when unchanged), a failed staging
+    publishes nothing, a reader gets one whole version (cached by its marker) or an error naming the URL."""
+    monkeypatch.setenv("SSM_CACHE_DIR", str(tmp_path / "cache"))
+    url = f"s3://{BUCKET}/pub/registry"
+    src = tmp_path / "v1"
+    (src / "models").mkdir(parents=True)
+    (src / "manifest.json").write_text('{"manifest_id": "one"}')
+    (src / "models" / "a.json").write_text("a1")
+    (src / "models" / "old.json").write_text("old")
+    (src / ".manifest.json.0123abcd.tmp").write_text("a temporary")  # never published
+    with pytest.raises(InputError, match=f"{url}: no published model registry there"):
+        storage.local_copy(url, "model registry")
+    with pytest.raises(RuntimeError, match="failed"), storage.staged(url, "model registry") as out:
+        out.mkdir()
+        (out / "manifest.json").write_text("half")
+        raise RuntimeError("failed")
+    assert _objects(f"s3://{BUCKET}/pub") == {}  # nothing published
+    m1 = storage.publish(src, url, "model registry")
+    assert sorted(m1["files"]) == ["manifest.json", "models/a.json", "models/old.json"]
+    assert sorted(_objects(url)) == ["_PUBLISHED.json", "manifest.json", "models/a.json", "models/old.json"]
+    c1 = storage.local_copy(url, "model registry")
+    assert c1.name == "registry" and (c1 / "models" / "a.json").read_text() == "a1"
+    assert storage.local_copy(url) == c1  # the same marker: the same copy, nothing downloaded
+    before = _objects(url)
+    assert storage.publish(src, url, "model registry") == m1 and _objects(url) == before  # unchanged: not rewritten
+    (src / "models" / "old.json").unlink()
+    (src / "models" / "a.json").write_text("a2")
+    with storage.staged(url, "model registry") as out:  # a new version through a staging folder
+        import shutil
+
+        shutil.copytree(src, out)
+    assert sorted(_objects(url)) == ["_PUBLISHED.json", "manifest.json", "models/a.json"]  # leftover removed
+    c2 = storage.local_copy(url)
+    assert c2 != c1 and (c2 / "models" / "a.json").read_text() == "a2" and not (c2 / "models" / "old.json").exists()
+    storage.write_bytes(f"{url}/models/a.json", b"a3, mid-publication")  # an object not the marker's: refused
+    with pytest.raises(InputIOError, match=rf"{url}/models/a.json: not the file {url}/_PUBLISHED.json lists"):
+        storage.download(url, tmp_path / "dl")
+    one = f"s3://{BUCKET}/pub/table.parquet"  # a single file: one PUT, cached by its ETag
+    (tmp_path / "t.parquet").write_bytes(b"PAR1 table")
+    with storage.staged(one, "matchup table") as out:
+        out.write_bytes((tmp_path / "t.parquet").read_bytes())
+    assert storage.local_copy(one).read_bytes() == b"PAR1 table"
+
+
 @pytest.fixture(scope="module")
 def small(spark, tmp_path_factory):
     """A small simulated region (2 x 2 tiles of 32 cells) with a registry trained on it, and its local product."""
@@ -259,13 +320,43 @@ def test_product_on_s3_same_bytes_resume_and_leftovers(spark, s3, small, caplog)
     again = produce(*args)
     assert again["dates"][D1]["status"] == "skipped" and again["dates"][D2]["status"] == "produced"
     assert again["output"] == url
-    ref = _files(root / "local")  # less the change-detection climatology: it stays in the working folder
-    ref = {k: v for k, v in ref.items() if not k.startswith("climatology/")}
-    assert _objects(url) == ref  # every object, the same bytes as the local product (markers, STAC included)
-    third = produce(*args)  # a fresh working folder: resume keyed on the store's markers alone
-    assert third["skipped"] == 2 and _objects(url) == ref
+    ref = _files(root / "local")
+    clim = sorted(k for k in ref if k.startswith("climatology/") and k.endswith("climatology.json"))
+    assert clim  # the registry uses change detection: its climatology is kept on the store, published
+    got = _objects(url)
+    marker = clim[0].replace("climatology.json", "_PUBLISHED.json")
+    assert set(json.loads(got.pop(marker))["files"]) == {k.split("/", 2)[2] for k in ref if k.startswith(
+        clim[0].rsplit("/", 1)[0] + "/")}
+    assert got == ref  # every object, the same bytes as the local product (markers, STAC, climatology included)
+    before = _objects(url)
+    third = produce(*args)  # a fresh working folder: resume keyed on the store's markers, the climatology fetched
+    assert third["skipped"] == 2 and _objects(url) == before  # and reused: not one object rewritten
     text = "\n".join(r.getMessage() for r in caplog.records) + json.dumps([again, third], default=str)
     assert s3.secret_key not in text and all(s3.secret_key.encode() not in b for b in _objects(url).values())
+    # Spark reads the product through Hadoop's S3A (jars fetch --s3a): the local product's rows
+    r = subprocess.run([sys.executable, "-c", _S3A_READ, f"s3a://{BUCKET}/product/parquet",
+                        str(root / "local" / "parquet")], env={**os.environ, **s3.env()}, capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert s3.secret_key not in r.stdout + r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["s3a"] == got["local"] > 0 and got["only_s3a"] == got["only_local"] == 0, got
+    assert got["dates"] == [D1, D2] and "s3a.secret.key" not in got["conf"]  # credentials: the environment's only
+
+
+#: A new Spark session (its S3A settings from the environment, ssm_spark.spark.session) reading a product
+#: from s3a:// and from a local folder: row counts both ways
+_S3A_READ = """
+import json, sys
+from ssm_spark.config import SparkConfig
+from ssm_spark.spark import session
+spark = session(SparkConfig(master="local[1]", shuffle_partitions=2, conf={"spark.ui.enabled": "false"}))
+a, b = spark.read.parquet(sys.argv[1]), spark.read.parquet(sys.argv[2])
+conf = {k: v for k, v in spark.sparkContext.getConf().getAll() if "s3a" in k}
+print(json.dumps({"s3a": a.count(), "local": b.count(), "only_s3a": a.exceptAll(b).count(),
+                  "only_local": b.exceptAll(a).count(), "conf": sorted(conf),
+                  "dates": sorted(str(r[0]) for r in a.select("date").distinct().collect())}))
+"""
 
 
 @pytest.mark.spark
@@ -307,3 +398,51 @@ def test_produce_job_reads_stacks_from_s3(s3, small):
     marker = json.loads(got[f"parquet/date={D1}/_SUCCESS.json"])
     assert {i["file"] for i in marker["inputs"]} == {i["file"] for i in json.loads(
         ref[f"parquet/date={D1}/_SUCCESS.json"])["inputs"]}
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_matchups_registry_report_on_s3(spark, s3, small, tmp_path, monkeypatch, capsys):
+    """``matchups``, ``train`` and ``validate`` write to s3:// (published), ``train`` reads its matchups and
+    ``produce`` its registry from there: the same tables and models as the local run's."""
+    import pandas as pd
+
+    from ssm_spark.cli import main
+    from ssm_spark.product.produce import produce
+
+    monkeypatch.setenv("SSM_CACHE_DIR", str(tmp_path / "cache"))
+    cfg, root = small
+    sets = sum((["--set", o] for o in SMALL), [])
+    base = f"s3://{BUCKET}/work"
+    assert main(["matchups", *sets, "--stacks", str(root / "sim" / "stacks"), "--insitu", str(root / "sim" / "insitu"),
+                 "--output", f"{base}/matchups.parquet"]) == 0
+    assert f'"output": "{base}/matchups.parquet"' in capsys.readouterr().out
+    got = pd.read_parquet(storage.local_copy(f"{base}/matchups.parquet"))
+    ref = pd.read_parquet(root / "matchups.parquet")
+    key = ["station_id", "date"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True), ref.sort_values(key).reset_index(drop=True))
+    assert main(["train", *sets, "--matchups", f"{base}/matchups.parquet", "--output", f"{base}/models"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["registry"] == f"{base}/models" and summary["report"] == f"{base}/models/report.html"
+    reg = _objects(f"{base}/models")
+    local = _files(root / "models")
+    assert sorted(reg) == sorted([*local, "_PUBLISHED.json"])
+    for k in local:  # the models and metrics as trained locally (the manifest's time and the report's differ)
+        if k.startswith("models/") or k == "cv_metrics.json":
+            assert reg[k] == local[k], k
+    out = tmp_path / "from-s3-registry"
+    res = produce(spark, cfg, f"{base}/models", root / "sim" / "stacks", None, D1, D1, out)
+    assert res["produced"] == 1
+    info = json.loads((out / "product.json").read_text())
+    assert info["registry"] == f"{base}/models"
+    names = sorted(p.relative_to(out).as_posix() for p in (out / "parquet" / f"date={D1}").glob("*.parquet"))
+    assert names
+    for n in names:
+        assert _decoded((out / n).read_bytes(), n) == _decoded((root / "local" / n).read_bytes(), n), n
+    assert main(["validate", *sets, "--product", str(root / "local" / "parquet"), "--insitu",
+                 str(root / "sim" / "insitu"), "--output", f"{base}/validation"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == f"{base}/validation"
+    val = _objects(f"{base}/validation")
+    assert sorted(val) == ["_PUBLISHED.json", "metrics.json", "pairs.parquet", "report.html"]
+    assert json.loads(val["metrics.json"])["pairs"] > 0
+    assert all(s3.secret_key.encode() not in b for b in [*reg.values(), *val.values()])

@@ -36,7 +36,7 @@ def test_spark_conf_has_sedona_kryo_arrow_and_jars():
     assert conf["spark.kryo.registrator"] == "org.apache.sedona.core.serde.SedonaKryoRegistrator"
     assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
     names = [Path(p).name for p in conf["spark.jars"].split(",")]
-    assert names == [a.filename for a in jars.ARTIFACTS]
+    assert names == [a.filename for a in jars.ARTIFACTS] + [p.name for p in jars.s3a_jars()]  # S3A: when fetched
     assert "-Djava.awt.headless=true" in conf["spark.executor.extraJavaOptions"]
     packages = spark_conf(SparkConfig(master=None, jars={"mode": "packages"}))
     assert "spark.master" not in packages and "spark.jars" not in packages

@@ -379,14 +379,16 @@ def _is_date(name: str) -> bool:
 
 def climatology_for_produce(spark: "SparkSession", cfg: "Config", wcm_params: Any, stacks: Path,
                             static: Path | None, tiles: Iterable[tuple[int, int]], output: Path,
-                            inventory: "StackInventory", start: dt.date | None, end: dt.date | None
-                            ) -> tuple[ClimatologyStack, dict] | None:
+                            inventory: "StackInventory", start: dt.date | None, end: dt.date | None,
+                            folder: Path | None = None) -> tuple[ClimatologyStack, dict] | None:
     """The climatology stack a ``produce`` run attaches to its rows, built or reused; None when
     change detection is off (``physics.change_detection.enabled``) or the registry has no
     change-detection calibration (``cd`` beside its WCM parameters).
 
     The run's own inventory is used when its date range covers the window; else the window's
     dates are discovered (a near-real-time run over a few new dates still gets the whole window).
+    ``folder``: where the stacks are kept (default ``produce.climatology_dir``, else
+    ``OUTPUT/climatology``).
     """
     from ssm_spark.transforms import cd_window
 
@@ -395,7 +397,8 @@ def climatology_for_produce(spark: "SparkSession", cfg: "Config", wcm_params: An
         return None
     ws, we = cd_window(cdc) or (None, None)
     covers = (start is None or (ws is not None and start <= ws)) and (end is None or (we is not None and end >= we))
-    folder = Path(cfg.produce.climatology_dir) if cfg.produce.climatology_dir else Path(output) / "climatology"
+    if folder is None:  # (a product on an object store passes its working folder's: see product.produce)
+        folder = Path(cfg.produce.climatology_dir) if cfg.produce.climatology_dir else Path(output) / "climatology"
     src = inventory if covers else stacks
     summary = build_climatology(spark, cfg, src, tiles, folder, static=static, stacks_root=stacks)
     return ClimatologyStack.from_summary(summary, cfg.grid.build()), summary

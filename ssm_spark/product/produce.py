@@ -189,10 +189,6 @@ def _produce_remote(spark: "SparkSession", cfg: "Config", models, stacks, region
                 OutputLock(local, "ssm-spark produce", break_lock=break_lock):
             remote.lock = lock
             remote.pull()
-            if not cfg.produce.climatology_dir:
-                log.warning("produce: the change-detection climatology (if the registry uses one) is built in the "
-                            "local working folder %s, not on %s: set produce.climatology_dir to a persistent local "
-                            "folder to reuse it across runs", local, remote.url)
             summary = _produce(spark, cfg, models, stacks, region, d0, d1, local, static, force=force, hook=hook,
                                remote=remote)
             if "product.json" not in remote.sizes:  # a run that only skipped: product.json as a local run leaves it
@@ -202,6 +198,17 @@ def _produce_remote(spark: "SparkSession", cfg: "Config", models, stacks, region
             shutil.rmtree(tmp, ignore_errors=True)
     summary["output"] = remote.url
     return summary
+
+
+def _climatology_url(cfg: "Config", remote: Any) -> str | None:
+    """Where the change-detection climatology is kept on a store: ``produce.climatology_dir`` when it is
+    a URL; with a product on a store and no ``climatology_dir``, ``<product URL>/climatology``; else None."""
+    cdir = cfg.produce.climatology_dir
+    if cdir and storage.is_remote(cdir):
+        return storage.url_of(cdir).rstrip("/")
+    if remote is not None and not cdir:
+        return f"{remote.url}/climatology"
+    return None
 
 
 def _parse_date(value: Any, what: str) -> dt.date | None:
@@ -233,6 +240,11 @@ def _produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, st
         storage.apply_gdal_env()
         stacks = storage.gdal_path(stacks)
         static = storage.gdal_path(static) if static is not None else None
+    registry_src = str(models)
+    if storage.is_remote(models):  # a published registry: a local copy, cached by its marker
+        models = storage.local_copy(models, "model registry")
+    else:
+        registry_src = str(Path(models).resolve())
     models, stacks, output = Path(models), Path(stacks), Path(output).resolve()
     registry = load_registry(models)
     rgn = resolve_region(region, cfg, grid)
@@ -267,13 +279,26 @@ def _produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, st
                          f"folders found: {folders[0] if folders else '-'}..{folders[-1] if folders else '-'}{why}")
     mid, chash = registry.manifest_id, cfg.hash()
     # change detection: every date's rows get their cells' climatology, built once over the window
-    clim = climatology_for_produce(spark, cfg, registry.wcm_params, stacks, static, rgn.tiles, output, inv, d0, d1)
+    clim_url = _climatology_url(cfg, remote)
+    if clim_url is None:
+        clim = climatology_for_produce(spark, cfg, registry.wcm_params, stacks, static, rgn.tiles, output, inv, d0, d1)
+    else:  # kept on the store: fetched into the working folder, built or reused there, published when changed
+        from ssm_spark.product.climatology import climatology_key
+
+        key = climatology_key(cfg, grid)
+        folder = output / "climatology"
+        if storage.download(f"{clim_url}/{key}", folder / key, "climatology"):
+            log.info("produce: climatology %s fetched from %s", key, clim_url)
+        clim = climatology_for_produce(spark, cfg, registry.wcm_params, stacks, static, rgn.tiles, output, inv, d0,
+                                       d1, folder=folder)
+        if clim:
+            storage.publish(folder / key, f"{clim_url}/{key}", "climatology")
     phash = product_hash(cfg, rgn, mid, clim[0].digest if clim else None)
     pc = cfg.produce
     bands = tuple(pc.cog_bands) if pc.cog else None
     info = {"product": "surface soil moisture (m3/m3), ssm_spark", "software": f"ssm_spark {ssm_spark.__version__}",
             "grid": grid.describe(), "region": rgn.describe(grid), "manifest_id": mid, "config_hash": chash,
-            "product_hash": phash, "registry": str(models.resolve()), "columns": list(PRODUCT_COLUMNS),
+            "product_hash": phash, "registry": registry_src, "columns": list(PRODUCT_COLUMNS),
             "cog_bands": list(bands or []), "qc_bits": {q.name: int(q) for q in QC}}
     if clim:
         info["climatology"] = {k: clim[1][k] for k in ("key", "digest", "settings", "window_dates")}
