@@ -226,15 +226,26 @@ def run_limit(a: argparse.Namespace) -> dict:
         return f
 
     candidates.predict_point_matrix, candidates.predict_quantile_matrix = keep(real_point), keep(real_quant)
-    pixels, cells = 0, 0
+    from ssm_spark.environments import MASK_BITS
+
+    pixels, cells, live = 0, 0, 0
     for d in dates:
         job = P.DateJob(d, grid, region, "/nonexistent", cfg.ingest.max_slope_deg, {"date": d}, None)
         for f in (f for f in inv.files if f.date == d):
             px, _ = P.read_clipped(f, job)
-            P.predict_rows(px, reg)
+            rows = P.predict_rows(px, reg)
+            live += int(((rows["qc"].to_numpy(np.int64) & MASK_BITS) == 0).sum())
             pixels += len(px)
     candidates.predict_point_matrix, candidates.predict_quantile_matrix = real_point, real_quant
     cells = sum(len(x) for _, x in calls)
+    trees: dict[int, int] = {}
+    for booster, _ in calls:
+        if id(booster) not in trees:
+            model = json.loads(bytes(booster.save_raw("json")))
+            trees[id(booster)] = int(model["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"])
+    per_cell = {"live_cells": live, "boosters_per_cell": round(cells / max(live, 1), 3),
+                "trees_per_cell": round(sum(len(x) * trees[id(b)] for b, x in calls) / max(live, 1), 1),
+                "boosters": len(trees), "trees_per_booster": sorted(set(trees.values()))}
     rates, cpu_rates = [], []
     for _ in range(a.repeats):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -242,7 +253,8 @@ def run_limit(a: argparse.Namespace) -> dict:
             booster.inplace_predict(x)
         rates.append(pixels / (time.perf_counter() - t0))
         cpu_rates.append(pixels / (time.process_time() - c0))
-    return {"rates": rates, "cpu_rates": cpu_rates, "pixels_per_run": pixels, "dates": dates, "calls": len(calls), "rows_predicted": cells}
+    return {"rates": rates, "cpu_rates": cpu_rates, "pixels_per_run": pixels, "dates": dates, "calls": len(calls),
+            "rows_predicted": cells, **per_cell}
 
 
 def run_profile(a: argparse.Namespace) -> dict:
@@ -388,7 +400,9 @@ def main() -> None:
               f"{max(v['maxrss_self_mib'], v['maxrss_largest_child_mib']):,})")
     lim = res["limit"]
     print(f"bare evaluation: {lim['calls']} inplace_predict calls, {lim['rows_predicted']:,} model-rows "
-          f"({lim['rows_predicted'] / lim['pixels_per_run']:.2f} per pixel: unmasked cells x models)")
+          f"({lim['rows_predicted'] / lim['pixels_per_run']:.2f} per pixel: unmasked cells x models); per unmasked "
+          f"cell {lim['boosters_per_cell']:.2f} boosters, {lim['trees_per_cell']:.0f} trees ({lim['boosters']} boosters "
+          f"of {lim['trees_per_booster']} trees)")
     print(f"goal 1: local[1] / loop = {med['s1'] / med['ref']:.2f} (>= 1.0); local[2] / pool of 2 = "
           f"{med['s2'] / med['pool']:.2f} (>= 1.0)")
     print(f"goal 2: loop time / bare model time = {med['limit'] / med['ref']:.2f} wall, "

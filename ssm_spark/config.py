@@ -235,10 +235,16 @@ class XGBConfig(_Strict):
     max_depth: int = Field(6, ge=1, le=16)
     learning_rate: float = Field(0.1, gt=0, le=1)
     quantile_n_estimators: Optional[int] = Field(
-        None, ge=1, description="boosting rounds of the 5/95 % quantile models (two trees per round); null: "
+        40, ge=1, description="boosting rounds of the 5/95 % quantile models (two trees per round); null: "
         "half of n_estimators (rounded up). Their learning rate is learning_rate * n_estimators / "
         "quantile_n_estimators (at most 1): the same total step. benchmarks/bench_trees.py measures rounds "
         "against accuracy and speed")
+    quantile_max_depth: Optional[int] = Field(
+        4, ge=1, le=16, description="depth of the quantile models' trees; null: max_depth "
+        "(benchmarks/bench_serving.py measures depth and rounds against coverage and speed)")
+    quantile_multi_strategy: Literal["one_output_per_tree", "multi_output_tree"] = Field(
+        "one_output_per_tree", description="the two quantiles as two trees per round (one_output_per_tree) or "
+        "as one tree with a 2-vector leaf (multi_output_tree, XGBoost's vector-leaf trees)")
     subsample: float = Field(0.8, gt=0, le=1)
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     min_child_weight: float = Field(3.0, ge=0)
@@ -263,6 +269,10 @@ class TrainConfig(_Strict):
         "conformal", description="'conformal': shift each quantile bound by the split-conformal correction "
         "measured on out-of-fold predictions so that held-out tail rates match the nominal ones; "
         "'none': raw XGBoost quantiles")
+    conformal_scope: Literal["unit", "pooled"] = Field(
+        "unit", description="'unit': each unit's bounds shifted by the conformal correction of its own "
+        "out-of-fold rows; 'pooled': one correction from every environment's served out-of-fold rows "
+        "together (cross-fitted by fold), the same for every unit")
     group_models: bool = Field(True, description="also train a pooled model per qualifying land-cover group "
                                "(serves under-sampled and unseen environments before the global model)")
     min_prediction_coverage: float = Field(0.95, ge=0, le=1, description="a candidate predicting (non-NaN) "
@@ -279,6 +289,11 @@ class TrainConfig(_Strict):
         "environment's best own model mixed with the global one by one weight pooled over all environments")
     selection_z: float = Field(1.64, ge=0, description="paired test threshold (mean over stations of the "
                                "drop in squared error / its standard error) for 'paired' and 'blend'")
+    shrink_z: Optional[float] = Field(
+        1.64, ge=0, description="'shrink': the pooled mix is served only when it beats the global model "
+        "alone in a paired test over stations (mean drop in squared error / its standard error above "
+        "shrink_z; cross-fitted like the weight), else the global model alone (half the trees per cell); "
+        "null: no test, the mix with the lowest squared error is served")
     cv_group: str = Field("station_id", description="column whose values are the cross-validation groups "
                           "(station_id; or e.g. a field id when a field holds several sampling points)")
     exclude_features: list[str] = Field(default_factory=list, description="features no tree may use "

@@ -313,6 +313,70 @@ def test_quantile_intervals_cover_nominally_on_held_out_stations():
     assert shift == (0.0, 0.0) and np.array_equal(lo, oof["lo_raw"].to_numpy())
 
 
+def _trees(booster) -> list[dict]:
+    import json
+
+    model = json.loads(bytes(booster.save_raw("json")))
+    return model["learner"]["gradient_booster"]["model"]["trees"]
+
+
+def _depth(tree: dict) -> int:
+    left, right = tree["left_children"], tree["right_children"]
+
+    def d(i: int) -> int:
+        return 0 if left[i] == -1 else 1 + max(d(left[i]), d(right[i]))
+
+    return d(0)
+
+
+def test_quantile_models_have_their_own_rounds_depth_and_layout():
+    df = make_env("cropland_C", 6, 20, "precip", 71)
+    feats = candidates.add_physics(df, None)
+    names = candidates.resolve_features(feats)["xgb_raw"]
+    xgb_cfg = dict(n_estimators=20, max_depth=5, learning_rate=0.2, nthread=1, quantile_n_estimators=8)
+    cfg = tiny_cfg(xgb=XGBConfig(**xgb_cfg, quantile_max_depth=2))
+    p = candidates.xgb_params(cfg, 1, quantiles=(0.05, 0.95))
+    assert p["max_depth"] == 2 and p["eta"] == pytest.approx(0.2 * 20 / 8) and "multi_strategy" not in p
+    assert candidates.xgb_params(cfg, 1)["max_depth"] == 5   # the point models keep theirs
+    assert candidates.xgb_params(tiny_cfg(xgb=XGBConfig(**xgb_cfg, quantile_max_depth=None)), 1,
+                                 quantiles=(0.05, 0.95))["max_depth"] == 5   # null: the point models' depth
+    q = candidates.fit_quantiles("xgb_raw", feats, names, cfg)
+    trees = _trees(q.booster)
+    assert len(trees) == 16 and max(_depth(t) for t in trees) == 2   # 8 rounds x 2 quantiles, depth 2
+    # one vector-leaf tree per round: both quantiles from the same 8 trees, one predict call
+    vcfg = tiny_cfg(xgb=XGBConfig(**xgb_cfg, quantile_max_depth=2, quantile_multi_strategy="multi_output_tree"))
+    assert candidates.xgb_params(vcfg, 1, quantiles=(0.05, 0.95))["multi_strategy"] == "multi_output_tree"
+    v = candidates.fit_quantiles("xgb_raw", feats, names, vcfg)
+    assert len(_trees(v.booster)) == 8
+    lo, hi = candidates.predict_quantiles(v, feats)
+    assert np.all(lo <= hi) and np.isfinite(lo).all() and np.mean(hi - lo) > 0
+    back = candidates.FittedModel(v.name, v.kind, v.features, candidates.booster_from_bytes(v.to_bytes()),
+                                  v.base_fallback, v.quantiles)
+    for a, b in zip(candidates.predict_quantiles(back, feats), (lo, hi)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pooled_conformal_scope_gives_every_unit_one_cross_fitted_correction():
+    df = pd.concat([make_env("cropland_C", 8, 15, "precip", 81), make_env("bare_B", 8, 15, "precip", 82)],
+                   ignore_index=True)
+    cfg = tiny_cfg(candidates=["xgb_raw", "global"], conformal_scope="pooled", **GLOBAL_WCM_ONLY)
+    res = selection.train_models(df, cfg)
+    o = res.cv_metrics["overall"]
+    served = tuple(o["conformal_shift_pooled"])
+    assert o["conformal_scope"] == "pooled" and {u.interval_shift for u in res.units.values()} == {served}
+    oof = res.oof   # each matchup once, as served and scored
+    lo_raw, hi_raw, y, fold = (oof[c].to_numpy() for c in ("lo_raw", "hi_raw", "ssm", "fold"))
+    assert served == selection.conformal_shift(lo_raw, hi_raw, y, cfg.quantiles)
+    for f in np.unique(fold):   # fold f's bounds: the correction of the other folds' rows
+        s_lo, s_hi = selection.conformal_shift(lo_raw[fold != f], hi_raw[fold != f], y[fold != f], cfg.quantiles)
+        t = fold == f
+        np.testing.assert_allclose(oof["lo"].to_numpy()[t], np.minimum(lo_raw[t] - s_lo, hi_raw[t] + s_hi))
+        np.testing.assert_allclose(oof["hi"].to_numpy()[t], np.maximum(lo_raw[t] - s_lo, hi_raw[t] + s_hi))
+    unit = selection.train_models(df, cfg.model_copy(update={"conformal_scope": "unit"}))
+    assert unit.cv_metrics["overall"]["conformal_scope"] == "unit"
+    assert len({u.interval_shift for u in unit.units.values()}) > 1   # each unit its own
+
+
 # ------------------------------------------------------------------------------------ cv_metrics
 
 

@@ -342,8 +342,9 @@ def test_shrink_selection_pools_one_weight_and_serves_it(tmp_path):
     df = pd.concat([make_env("cropland_C", 8, 12, "precip", 11), make_env("bare_B", 8, 12, "wcm", 12),
                     make_env("forest_C", 8, 12, "precip", 13)], ignore_index=True)
     cfg = load_config(paths=[], overrides=[])
+    # shrink_z null: the pooled mix with the lowest squared error is served untested (the test is below)
     cfg.train = TrainConfig(k_folds=4, seed=3, min_stations=6, min_samples=60, selection="shrink",
-                            candidates=["xgb_raw", "global"],
+                            candidates=["xgb_raw", "global"], shrink_z=None,
                             xgb=XGBConfig(n_estimators=12, max_depth=3, learning_rate=0.3, nthread=1))
     res = selection.train_models(df, cfg)
     w = res.cv_metrics["overall"]["shrinkage_weight"]
@@ -370,6 +371,25 @@ def test_shrink_selection_pools_one_weight_and_serves_it(tmp_path):
         b = registry.Registry(m_glob, reg.model_bytes()).predict(q)["ssm"].to_numpy()
         np.testing.assert_allclose(got, w * a + (1 - w) * b, atol=1e-9)
     assert np.isfinite(got).all()
+    t = res.cv_metrics["overall"]["shrinkage_t_stat"]
+    assert np.isfinite(t) and manifest["serving"]["cropland_C"]["selection_evidence"]["pooled_t_stat"] == t
+
+    # shrink_z: a mix whose paired t over stations is not above it is not served (the global model is,
+    # with half the trees per cell); cross-fitted, so the reported framework is the global model too
+    cfg.train = cfg.train.model_copy(update={"shrink_z": float(t) + 1.0})
+    res_z = selection.train_models(df, cfg)
+    o = res_z.cv_metrics["overall"]
+    assert o["shrinkage_weight"] == 0.0 and o["shrinkage_t_stat"] == pytest.approx(t)
+    assert set(o["shrinkage_weight_by_fold"].values()) == {0.0}
+    np.testing.assert_array_equal(res_z.oof["framework"], res_z.oof["pred_global"])
+    m_z = registry.save_registry(tmp_path / "models_z", res_z, cfg)
+    assert all(e["candidate"] == "global" and "blend" not in e for e in m_z["serving"].values())
+    assert set(m_z["files"]) == {"models/global/global.ubj", "models/global/global_quantiles.ubj"}
+    got_z = registry.load_registry(tmp_path / "models_z").predict(q)
+    assert (got_z["model_id"] == f"{m_z['manifest_id']}/cropland_C/global").all() and np.isfinite(got_z["ssm"]).all()
+    # a threshold below the mix's t keeps it, with the same weight
+    cfg.train = cfg.train.model_copy(update={"shrink_z": float(t) - 1.0})
+    assert selection.train_models(df, cfg).cv_metrics["overall"]["shrinkage_weight"] == w
 
 
 def test_masked_cells_are_not_evaluated_and_the_global_model_runs_once(trained, saved, monkeypatch):

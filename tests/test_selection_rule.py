@@ -77,3 +77,23 @@ def test_a_misspelt_excluded_feature_is_refused_by_name():
                        "ssm": rng.uniform(0.1, 0.3, n)})
     with pytest.raises(InputError, match=r"unknown feature\(s\) \['elevation'\]"):
         prepare_training(df, TrainConfig(exclude_features=["elevation"], k_folds=3))
+
+
+def test_the_pooled_mix_is_served_only_on_evidence_with_shrink_z():
+    from ssm_spark.models.choice import _pooled_weight
+
+    rng, st, y = _data(4)
+    glob = y + rng.normal(0, 0.04, y.size)
+    # one lucky station: the mix lowers the squared error (a weight is found) but the stations disagree
+    own = glob.copy()
+    lucky = st == 0
+    own[lucky] = y[lucky]
+    w, t = _pooled_weight(own, glob, y, st)
+    assert w > 0 and np.isfinite(t) and t < 1.64          # without the test the mix is served
+    assert _pooled_weight(own, glob, y, st, z=1.64) == (0.0, t)   # with it: the global model
+    # an own model that is better at every station: the mix passes and keeps its weight
+    good = y + rng.normal(0, 0.02, y.size)
+    w, t = _pooled_weight(good, glob, y, st, z=1.64)
+    assert w >= 0.5 and t > 1.64 and _pooled_weight(good, glob, y, st) == (w, t)
+    # an own model that only adds noise: no weight, with or without the test
+    assert _pooled_weight(glob + rng.normal(0, 0.03, y.size), glob, y, st, z=1.64)[0] == 0.0

@@ -292,7 +292,9 @@ def xgb_params(cfg: Any, nthread: int, *, quantiles: Optional[Sequence[float]] =
     """Native ``xgboost.train`` parameters from a :class:`~ssm_spark.config.TrainConfig`.
 
     ``tree_method="hist"``, seed ``cfg.seed``; squared error, or the multi-quantile pinball loss
-    (``reg:quantileerror`` with ``quantile_alpha``) when ``quantiles`` is given.
+    (``reg:quantileerror`` with ``quantile_alpha``) when ``quantiles`` is given, with the quantile
+    models' own rounds (:func:`quantile_rounds`, learning rate scaled to the same total step), depth
+    (``xgb.quantile_max_depth``) and tree layout (``xgb.quantile_multi_strategy``).
     """
     x = cfg.xgb
     params: dict[str, Any] = {
@@ -313,6 +315,12 @@ def xgb_params(cfg: Any, nthread: int, *, quantiles: Optional[Sequence[float]] =
         params["objective"] = "reg:quantileerror"
         params["quantile_alpha"] = np.asarray(quantiles, dtype=float)
         params["eta"] = min(1.0, x.learning_rate * x.n_estimators / quantile_rounds(cfg))
+        depth = getattr(x, "quantile_max_depth", None)
+        if depth:
+            params["max_depth"] = int(depth)
+        strategy = getattr(x, "quantile_multi_strategy", "one_output_per_tree")
+        if strategy != "one_output_per_tree":   # the default is not written: the same bytes as before
+            params["multi_strategy"] = strategy
     return params
 
 

@@ -27,7 +27,7 @@ from ssm_spark.validation import metrics as _validation_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["score", "conformal_shift", "rank_candidates", "choose_model", "shrink_units"]
+__all__ = ["score", "conformal_shift", "rank_candidates", "choose_model", "shrink_units", "pool_intervals"]
 
 
 def _train_cfg(cfg: Any) -> Any:
@@ -217,12 +217,34 @@ def choose_model(preds: Mapping[str, np.ndarray], y: np.ndarray, cfg: Any, *, st
 
 _SHRINK_WEIGHTS = np.linspace(0.0, 1.0, 11)
 
-def _pooled_weight(own: np.ndarray, glob: np.ndarray, y: np.ndarray) -> float:
+def _paired_t(gain: np.ndarray, stations: np.ndarray) -> float:
+    """Mean over stations of each station's mean ``gain``, divided by its standard error (NaN with
+    fewer than 3 stations; +inf when every station gains the same)."""
+    codes = pd.factorize(stations)[0]
+    per_station = np.bincount(codes, gain) / np.bincount(codes)
+    if len(per_station) < 3:
+        return math.nan
+    sd = float(np.std(per_station, ddof=1))
+    mean = float(np.mean(per_station))
+    return mean / (sd / math.sqrt(len(per_station))) if sd > 0 else (math.inf if mean > 0 else -math.inf)
+
+def _pooled_weight(own: np.ndarray, glob: np.ndarray, y: np.ndarray, stations: Optional[np.ndarray] = None,
+                   z: Optional[float] = None) -> tuple[float, float]:
+    """The pooled weight (lowest squared error of the mix, w in 0, 0.1, ..., 1) and the paired t of
+    its gain over the global model alone (by station); with ``z``, a mix whose t is not above ``z``
+    gives w = 0 (the global model)."""
     ok = np.isfinite(own) & np.isfinite(glob) & np.isfinite(y)
     if ok.sum() < 10:
-        return 0.0
+        return 0.0, math.nan
     mse = [np.mean((w * own[ok] + (1 - w) * glob[ok] - y[ok]) ** 2) for w in _SHRINK_WEIGHTS]
-    return float(_SHRINK_WEIGHTS[int(np.argmin(mse))])
+    w = float(_SHRINK_WEIGHTS[int(np.argmin(mse))])
+    if w == 0.0 or stations is None:
+        return w, math.nan
+    o, g, yy = own[ok], glob[ok], y[ok]
+    t = _paired_t((g - yy) ** 2 - (w * o + (1 - w) * g - yy) ** 2, np.asarray(stations)[ok])
+    if z is not None and not (t > z):
+        return 0.0, t
+    return w, t
 
 def shrink_units(ctx: Any, units: Mapping[str, Any]) -> dict[str, Any]:
     """``selection: shrink``: every environment's own best model mixed with the global one by ONE
@@ -230,8 +252,11 @@ def shrink_units(ctx: Any, units: Mapping[str, Any]) -> dict[str, Any]:
     squared error), cross-fitted: fold k's rows get the weight found on the other folds' rows of every
     environment. One weight for thousands of matchups is stable where eleven per-environment weights
     are not (measured on the demo: see README, Accuracy). The served weight is the one pooled over all
-    folds; ``w = 0`` serves the global model. Units are updated in place (framework, intervals,
-    selection); returns the weights."""
+    folds; ``w = 0`` serves the global model. With ``train.shrink_z`` the mix must also beat the global
+    model alone in a paired test over stations (t above ``shrink_z``, on the same rows: for fold k on
+    the other folds' rows), else w = 0: a mix that its own evidence cannot tell from the global model
+    is not worth its cost (two more tree models per cell). Units are updated in place (framework,
+    intervals, selection); returns the weights."""
     t = ctx.cfg
     sh = {k: u for k, u in units.items() if "own_cf" in u.oof.columns}
     if not sh:
@@ -239,8 +264,10 @@ def shrink_units(ctx: Any, units: Mapping[str, Any]) -> dict[str, Any]:
     pooled = pd.concat([u.oof for u in sh.values()], ignore_index=True)
     own, glob = pooled["own_cf"].to_numpy(float), pooled["pred_global"].to_numpy(float)
     y, fold = pooled["ssm"].to_numpy(float), pooled["fold"].to_numpy()
-    w_all = _pooled_weight(own, glob, y)
-    w_fold = {int(f): _pooled_weight(own[fold != f], glob[fold != f], y[fold != f]) for f in np.unique(fold)}
+    st, z = pooled["station_id"].to_numpy(), getattr(t, "shrink_z", None)
+    w_all, t_all = _pooled_weight(own, glob, y, st, z)
+    w_fold = {int(f): _pooled_weight(own[fold != f], glob[fold != f], y[fold != f], st[fold != f], z)[0]
+              for f in np.unique(fold)}
     for u in sh.values():
         o = u.oof
         f = o["fold"].to_numpy()
@@ -258,7 +285,8 @@ def shrink_units(ctx: Any, units: Mapping[str, Any]) -> dict[str, Any]:
         o["lo_raw"], o["hi_raw"], o["lo"], o["hi"] = lo_raw, hi_raw, lo, hi
         u.interval_shift = (float(shift[0]), float(shift[1]))
         u.weight_by_fold = dict(w_fold)
-        u.selection_evidence.update(pooled_weight=w_all, pooled_weight_by_fold={str(k): v for k, v in w_fold.items()})
+        u.selection_evidence.update(pooled_weight=w_all, pooled_weight_by_fold={str(k): v for k, v in w_fold.items()},
+                                    pooled_t_stat=t_all, shrink_z=z)
         if w_all == 0.0:
             u.selected, u.blend_weight = "global", 1.0
             u.point_model = u.quantile_model = None
@@ -267,4 +295,38 @@ def shrink_units(ctx: Any, units: Mapping[str, Any]) -> dict[str, Any]:
             u.blend_weight = w_all
         u.oof = o.drop(columns=["own_cf", "lo_global_raw", "hi_global_raw"])
     log.info("selection: own models mixed with the global one at w = %.1f (by fold %s)", w_all, w_fold)
-    return {"weight": w_all, "by_fold": w_fold}
+    return {"weight": w_all, "by_fold": w_fold, "t_stat": t_all}
+
+
+def pool_intervals(ctx: Any, units: Mapping[str, Any]) -> Optional[tuple[float, float]]:
+    """``train.conformal_scope: pooled``: one split-conformal correction for every unit, from the rows
+    each environment is served and scored on (its own unit's out-of-fold rows, or its group's or the
+    global model's: each matchup once), cross-fitted like the per-unit one (fold k's bounds shifted
+    by the correction of the other folds' rows). Each unit's ``lo``/``hi`` and ``interval_shift`` are
+    replaced in place; returns the served shift (None for ``scope: unit`` or no calibration).
+
+    Why: a unit's own correction rests on its ~10 stations, whose errors are correlated within a
+    station; its held-out coverage falls short of the nominal rate, where thousands of matchups of
+    all environments estimate one correction well (benchmarks/bench_serving.py, docs/physics.md)."""
+    t = ctx.cfg
+    if t.interval_calibration == "none" or getattr(t, "conformal_scope", "unit") != "pooled":
+        return None
+    parts = []
+    for env, plan in ctx.plan.items():
+        o = units[plan["unit"]].oof
+        rows = o if units[plan["unit"]].level == "environment" else o.loc[o["env"] == env]
+        parts.append(rows[["_row", "fold", "ssm", "lo_raw", "hi_raw"]])
+    pooled = pd.concat(parts, ignore_index=True).drop_duplicates("_row")
+    lo, hi, y = (pooled[c].to_numpy(float) for c in ("lo_raw", "hi_raw", "ssm"))
+    fold = pooled["fold"].to_numpy()
+    by_fold = {int(f): conformal_shift(lo[fold != f], hi[fold != f], y[fold != f], t.quantiles)
+               if len(np.unique(fold)) > 1 else (0.0, 0.0) for f in np.unique(fold)}
+    served = conformal_shift(lo, hi, y, t.quantiles)
+    for u in units.values():
+        o = u.oof
+        s = np.array([by_fold.get(int(f), served) for f in o["fold"].to_numpy()]).reshape(-1, 2)
+        a, b = o["lo_raw"].to_numpy(float) - s[:, 0], o["hi_raw"].to_numpy(float) + s[:, 1]
+        o["lo"], o["hi"] = np.minimum(a, b), np.maximum(a, b)
+        u.interval_shift = (float(served[0]), float(served[1]))
+    log.info("intervals: one conformal correction for every unit, %s (by fold %s)", served, by_fold)
+    return served

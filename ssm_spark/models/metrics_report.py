@@ -20,7 +20,7 @@ import pandas as pd
 
 from ssm_spark.errors import InputError
 from ssm_spark.models.candidates import CANDIDATES
-from ssm_spark.models.choice import _coverage, score, shrink_units
+from ssm_spark.models.choice import _coverage, pool_intervals, score, shrink_units
 from ssm_spark.models.folds import LEVELS
 from ssm_spark.models.training import TrainingContext, UnitResult
 from ssm_spark.validation import metrics_by
@@ -145,10 +145,15 @@ def finalize_training(ctx: TrainingContext, units: Mapping[str, UnitResult]) -> 
     if missing:
         raise InputError(f"finalize_training: no result for unit(s) {missing}")
     shrink = shrink_units(ctx, units)
+    pooled_shift = pool_intervals(ctx, units)
     cvm, oof = cv_metrics(ctx, units)
+    cvm["overall"]["conformal_scope"] = getattr(ctx.cfg, "conformal_scope", "unit")
+    if pooled_shift is not None:
+        cvm["overall"]["conformal_shift_pooled"] = list(pooled_shift)
     if shrink:
         cvm["overall"]["shrinkage_weight"] = shrink["weight"]
         cvm["overall"]["shrinkage_weight_by_fold"] = {str(k): v for k, v in shrink["by_fold"].items()}
+        cvm["overall"]["shrinkage_t_stat"] = shrink.get("t_stat")
     seconds = dict(ctx.seconds)
     seconds["units"] = {k: round(u.seconds, 3) for k, u in units.items()}
     return TrainingResult(ctx=ctx, units=dict(units), oof=oof, cv_metrics=cvm, seconds=seconds)

@@ -291,7 +291,9 @@ class Registry:
                 return None
             x = mats.get(m.features)
             if x is None:
-                x = mats[m.features] = x_all[np.ix_(r, [col[f] for f in m.features])]
+                cols = [col[f] for f in m.features]
+                whole = len(r) == len(x_all) and cols == list(range(x_all.shape[1]))  # r is then every row
+                x = mats[m.features] = x_all if whole else x_all[np.ix_(r, cols)]
             return x
 
         def off_of(m: FittedModel) -> np.ndarray:
