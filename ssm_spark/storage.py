@@ -150,8 +150,10 @@ def s3a_conf(env: dict | None = None) -> dict[str, str]:
 
     Credentials through the AWS SDK's environment provider (never in the Spark configuration, so
     never in its UI or event log); with an endpoint other than AWS: that endpoint, path-style
-    access, TLS as the endpoint's scheme says. The ``hadoop-aws`` jars are not fetched by
-    :mod:`ssm_spark.jars` (see README, "Object storage").
+    access, TLS as the endpoint's scheme says. The jars: ``ssm-spark jars fetch --s3a``
+    (:data:`ssm_spark.jars.S3A_ARTIFACTS`). The provider reads each JVM's own environment: on a
+    cluster the executors need the variables too, or another provider set in ``spark.conf``
+    (``spark.hadoop.fs.s3a.aws.credentials.provider``, e.g. an instance profile's), which wins.
     """
     env = os.environ if env is None else env
     out = {"spark.hadoop.fs.s3a.aws.credentials.provider":
