@@ -103,9 +103,18 @@ class PointService:
                  static: str | os.PathLike | None = None, product: str | os.PathLike | None = None,
                  source: str | None = None, cache_files: int = 256, ee_client: Any = None,
                  climatology: str | os.PathLike | None = None) -> None:
+        from ssm_spark import storage
         from ssm_spark.models.registry import Registry, load_registry
 
         t0 = time.perf_counter()
+        for name, value in (("stacks", stacks), ("static", static), ("product", product), ("source", source)):
+            if storage.is_remote(value):  # a point reads cells in place: one window per file, not a download
+                raise InputError(f"point: --{name} {value}: stacks and products on object storage are not read "
+                                 "by point queries; mount the bucket (s3fs, /Volumes, gcsfuse) or copy the folder")
+        if not isinstance(models, Registry) and storage.is_remote(models):  # published by train: a cached copy
+            models = storage.local_copy(models, "model registry")
+        if storage.is_remote(climatology):
+            climatology = storage.local_copy(climatology, "change-detection climatology")
         self.cfg = cfg
         self.grid = cfg.grid.build()
         self.registry: Registry = models if isinstance(models, Registry) else load_registry(models)
