@@ -15,7 +15,9 @@ tile. Measured in one run, each in its own process:
 - ``pool``: the same functions in a ``multiprocessing`` pool of 2 (spawned) processes, one tile a task;
 - ``limit``: bare model evaluation, one core: every ``inplace_predict`` call the per-tile path makes
   (the cells that need a prediction, each model they take), on the feature matrices captured from
-  a first pass, timed alone: the floor of the per-tile path on these models;
+  a first pass, timed alone: the floor of the per-tile path on these models; it also counts the
+  boosters and trees each unmasked cell goes through (``Registry.predict`` evaluates each distinct
+  model once per tile, so units served by the same files share one call per booster);
 - Spark ``produce`` itself on local[1] and local[2] (Parquet only: ``produce.cog=false``,
   ``quicklook=false``, ``stac=false``, ``force``), so its figure includes the driver's work per
   date (listing, job launch, commit); then local[2] with COGs, VRT, quicklooks and the STAC items.

@@ -251,13 +251,14 @@ def feature_matrix(df: pd.DataFrame, features: Sequence[str], rows: Optional[np.
     """
     n = len(df) if rows is None else len(rows)
     x = np.empty((n, len(features)), dtype=np.float32)
-    for j, f in enumerate(features):
-        if f in df.columns:
-            col = df[f].to_numpy(dtype=np.float64, na_value=np.nan)
-            x[:, j] = np.clip(col if rows is None else col[rows], -_F32_MAX, _F32_MAX)
-        else:
-            x[:, j] = np.nan
-    return x
+    with np.errstate(over="ignore"):   # beyond the float32 range: inf, clipped below
+        for j, f in enumerate(features):
+            if f in df.columns:
+                col = df[f].to_numpy(dtype=np.float64, na_value=np.nan)
+                x[:, j] = col if rows is None else col[rows]
+            else:
+                x[:, j] = np.nan
+    return np.clip(x, -_F32_MAX, _F32_MAX, out=x)   # the same values as clipping in float64 first
 
 
 def offset(name: str, df: pd.DataFrame, base_fallback: Optional[float] = None) -> np.ndarray:

@@ -343,15 +343,16 @@ class Registry:
                                        nominal_incidence_deg=self.nominal_incidence_deg)
         envs = df[env_col].to_numpy(dtype=object) if env_col in df.columns else np.full(n, None, dtype=object)
         codes, uniq = pd.factorize(pd.Series(envs, dtype=object), use_na_sentinel=True)
-        unit_of_code = np.array([self.route(u) for u in uniq] + [self.route(None)], dtype=object)
-        units = unit_of_code[np.where(codes < 0, len(uniq), codes)]
+        unit_of_code = [self.route(u) for u in uniq] + [self.route(None)]
+        env_code = np.where(codes < 0, len(uniq), codes)
+        order = list(dict.fromkeys(unit_of_code[c] for c in pd.unique(env_code)))  # units, first seen first
+        ucode = np.array([order.index(u) if u in order else -1 for u in unit_of_code], dtype=np.int64)[env_code]
         ssm = np.full(n, np.nan)
         lo = np.full(n, np.nan)
         hi = np.full(n, np.nan)
         model_id = np.empty(n, dtype=object)
         masked = (feats["qc"].to_numpy().astype(np.int64) & MASK_BITS) != 0
         live = ~masked  # masked cells (water, built-up, snow, frozen, steep) get no prediction at all
-        order = list(pd.unique(units))
         mixes = {u: self.serving[u].get("blend") if u != GLOBAL_KEY else None for u in order}
         # each distinct model (files, candidate, offset) is evaluated once, in one call per booster, on every
         # live row that takes it: the rows of the units it serves (units sharing the global model's files
@@ -360,8 +361,8 @@ class Registry:
         rows_of: dict[tuple, list[np.ndarray]] = {}
         rep: dict[tuple, str] = {}
         live_of: dict[str, np.ndarray] = {}
-        for unit in order:
-            idx = live_of[unit] = np.flatnonzero((units == unit) & live)
+        for i, unit in enumerate(order):
+            idx = live_of[unit] = np.flatnonzero((ucode == i) & live)
             if len(idx) == 0:
                 continue
             for k, u in ((keys[unit], unit),) + (((keys[GLOBAL_KEY], GLOBAL_KEY),) if mixes[unit] is not None else ()):
@@ -380,8 +381,8 @@ class Registry:
             at, vals = evaluated[k]
             return tuple(v[at[idx]] for v in vals)
 
-        for unit in order:
-            on = units == unit
+        for i, unit in enumerate(order):
+            on = ucode == i
             e = self.serving[unit]
             mix = mixes[unit]
             model_id[on] = f"{self.manifest_id}/{unit}/{e['candidate']}" + (
