@@ -42,18 +42,19 @@ sys.path.insert(0, str(ROOT))
 
 #: variant -> config overrides (on top of conf/default.yaml)
 VARIANTS: dict[str, list[str]] = {
-    # the defaults before issue 15's model levers: 75 rounds x depth 6 quantile models, the pooled mix untested
+    # the defaults before issue 15's model levers: 75 rounds x depth 6 quantile models, the pooled mix
+    # untested, a conformal shift per unit
     "before": ["train.xgb.quantile_n_estimators=75", "train.xgb.quantile_max_depth=6",
-               "train.xgb.quantile_multi_strategy=one_output_per_tree", "train.shrink_z=null"],
+               "train.xgb.quantile_multi_strategy=one_output_per_tree", "train.shrink_z=null",
+               "train.conformal_scope=unit"],
     # one lever at a time
-    "q40d4": ["train.shrink_z=null"],                                   # smaller quantile models only
-    "q30d4": ["train.xgb.quantile_n_estimators=30", "train.shrink_z=null"],
+    "q40d4": ["train.shrink_z=null", "train.conformal_scope=unit"],     # smaller quantile models only
+    "q30d4": ["train.xgb.quantile_n_estimators=30", "train.shrink_z=null", "train.conformal_scope=unit"],
     "q75_vector": ["train.xgb.quantile_n_estimators=75", "train.xgb.quantile_max_depth=6",
-                   "train.xgb.quantile_multi_strategy=multi_output_tree", "train.shrink_z=null"],
-    "shrink_test": ["train.xgb.quantile_n_estimators=75", "train.xgb.quantile_max_depth=6"],  # the mix tested only
-    "after": [],   # the defaults
-    "after_pooled": ["train.conformal_scope=pooled"],   # one conformal correction for every unit
-    "after_unit": ["train.conformal_scope=unit"],
+                   "train.xgb.quantile_multi_strategy=multi_output_tree", "train.shrink_z=null",
+                   "train.conformal_scope=unit"],
+    "after_unit": ["train.conformal_scope=unit"],   # smaller quantile models + the mix tested
+    "after": [],   # the defaults: + one pooled conformal shift
 }
 
 

@@ -270,9 +270,10 @@ class TrainConfig(_Strict):
         "measured on out-of-fold predictions so that held-out tail rates match the nominal ones; "
         "'none': raw XGBoost quantiles")
     conformal_scope: Literal["unit", "pooled"] = Field(
-        "unit", description="'unit': each unit's bounds shifted by the conformal correction of its own "
-        "out-of-fold rows; 'pooled': one correction from every environment's served out-of-fold rows "
-        "together (cross-fitted by fold), the same for every unit")
+        "pooled", description="'pooled': one conformal correction from every environment's served "
+        "out-of-fold rows together (cross-fitted by fold), the same for every unit (demo: held-out "
+        "coverage 0.899 under CV, against 0.870 with 'unit'); 'unit': each unit's bounds shifted by the "
+        "correction of its own out-of-fold rows (~10 stations)")
     group_models: bool = Field(True, description="also train a pooled model per qualifying land-cover group "
                                "(serves under-sampled and unseen environments before the global model)")
     min_prediction_coverage: float = Field(0.95, ge=0, le=1, description="a candidate predicting (non-NaN) "

@@ -29,7 +29,9 @@ Uncertainty: one multi-quantile XGBoost model (``objective="reg:quantileerror"``
 ``quantile_alpha=[q_lo, q_hi]``) per served model, on the same features and the same offset as the
 point model (target ``ssm - offset``, interval ``offset + q(x)``); for ``physics`` the offset is
 ``mv_wcm`` itself (unclipped) and the features are the coupled ones, i.e. a quantile model of the
-physics residual. Crossing quantiles are ordered (low = min, high = max).
+physics residual. Crossing quantiles are ordered (low = min, high = max). The quantile model has its
+own rounds and depth (``train.xgb.quantile_n_estimators``, ``quantile_max_depth``: 40 x depth 4 by
+default, a third of the point model's cost per cell; docs/physics.md, section 7).
 
 The physics features always come from WCM parameters passed in by the caller: in cross-validation
 those fitted on the training fold only (see :mod:`ssm_spark.models.calibration_folds`), for the final models

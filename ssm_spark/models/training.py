@@ -23,7 +23,9 @@ reported beside it (``framework_insample_selection``).
 Uncertainty. The quantile model of the selected candidate is cross-validated on the same folds. With
 ``interval_calibration: conformal`` each bound is shifted by the split-conformal correction of its
 own tail, measured on out-of-fold predictions: for fold k on the other folds (so the reported
-coverage is held out), for the served model on all of them.
+coverage is held out), for the served model on all of them; with ``train.conformal_scope: pooled``
+(the default) :func:`ssm_spark.models.choice.pool_intervals` then replaces every unit's correction
+by one from all environments' served out-of-fold rows together, cross-fitted the same way.
 """
 
 from __future__ import annotations
