@@ -70,7 +70,8 @@ def main() -> None:
           f"{'px/s':>9} {'trees/px':>8}")
     for rounds, depth, lr, q_rounds in SETTINGS:
         xgb = ctx.cfg.xgb.model_copy(update={"n_estimators": rounds, "max_depth": depth, "learning_rate": lr,
-                                             "quantile_n_estimators": q_rounds or rounds})
+                                             "quantile_n_estimators": q_rounds or rounds,
+                                             "quantile_max_depth": depth})
         t_cfg = q_cfg = ctx.cfg.model_copy(update={"xgb": xgb})
         c = S.TrainingContext(**{**ctx.__dict__, "cfg": t_cfg})
         pred = S._cv_point(df, c, ["global"], [])["global"]
