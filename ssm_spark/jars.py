@@ -303,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "packages":
             print(maven_packages())
             return 0
+        # for --jars the S3A jars only when asked (--s3a): a cluster's own Hadoop may differ from
+        # pyspark's 3.4.1, and a second hadoop-aws on its classpath would clash with the cluster's
         paths = fetch(args.dir, s3a=args.s3a) if args.action == "fetch" else verify(args.dir, args.s3a)
-        if args.action == "jars" and not args.s3a:
-            paths += s3a_jars(args.dir)  # for --jars: S3A's too when they were fetched
     except SparkSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -67,6 +67,17 @@ def test_every_job_is_submitted_with_the_packed_environment(target: str):
             assert conf["spark.kubernetes.file.upload.path"] == "s3a://bucket/uploads"
 
 
+def test_s3a_jars_only_when_asked():
+    """A cluster's own Hadoop may differ from pyspark's: the S3A jars go on --jars with S3A=1 only."""
+    if not jars.s3a_jars():
+        pytest.skip("the S3A jars are not fetched (ssm-spark jars fetch --s3a; scripts/setup.sh --test does)")
+    cmd = _dry("yarn", "produce", S3A="1")
+    assert cmd[cmd.index("--jars") + 1].split(",") == [str(p) for p in jars.verify(s3a=True)]
+    assert any(p.endswith("hadoop-aws-3.4.1.jar") for p in cmd[cmd.index("--jars") + 1].split(","))
+    plain = _dry("yarn", "produce", S3A="0")
+    assert plain[plain.index("--jars") + 1].split(",") == [str(p) for p in jars.verify()]
+
+
 def test_options_no_archive_packages_and_errors(tmp_path: Path):
     cmd = _dry("standalone", "produce", ENV_ARCHIVE="none", PYTHON="/nodes/python", JARS_MODE="packages",
                SUBMIT_ARGS="--executor-cores 4 --executor-memory 6g")

@@ -10,6 +10,9 @@
 #   JARS_MODE       jars: --jars from the local jars folder (ssm-spark jars fetch DIR) [default]
 #                   packages: --packages, resolved from Maven Central by the cluster
 #                   cluster: none (installed on the cluster, e.g. in $SPARK_HOME/jars or the image)
+#   S3A=1           with JARS_MODE=jars, also hadoop-aws 3.4.1 and the AWS SDK modules (ssm-spark jars
+#                   fetch --s3a) for s3a:// in Spark: only on a cluster without its own S3A (its Hadoop
+#                   must be 3.4.x; EMR, Dataproc and Databricks bring theirs)
 #   SUBMIT_ARGS     more spark-submit arguments (resources: --executor-memory 4g --executor-cores 2 ...)
 #   LOG4J2          the JVM's logging profile [ssm_spark/log4j2.properties: WARN for Spark, Hadoop and
 #                   Sedona instead of Spark's ~60 INFO lines per job; ssm-spark's own Python logging is
@@ -48,7 +51,8 @@ else
 fi
 
 case "${JARS_MODE:-jars}" in
-  jars)     jar_args=(--jars "$("$LOCAL_PY" -m ssm_spark.jars jars ${SSM_SPARK_JARS:+--dir "$SSM_SPARK_JARS"})") ;;
+  jars)     s3a=(); [ "${S3A:-0}" = 1 ] && s3a=(--s3a)
+            jar_args=(--jars "$("$LOCAL_PY" -m ssm_spark.jars jars ${SSM_SPARK_JARS:+--dir "$SSM_SPARK_JARS"} "${s3a[@]}")") ;;
   packages) jar_args=(--packages "$("$LOCAL_PY" -m ssm_spark.jars packages)") ;;
   cluster)  jar_args=() ;;
   *) echo "JARS_MODE must be jars, packages or cluster" >&2; exit 2 ;;
