@@ -12,11 +12,13 @@ The secret key appears in no log line, summary or object.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -140,12 +142,29 @@ def test_wrong_credentials_are_named_not_shown(s3, monkeypatch):
     assert s3.secret_key[:6] not in str(exc.value)
 
 
+def _race(url: str, n: int, conditional: bool) -> list:
+    """``n`` runs taking the lock of ``url`` at once: the ones that got it (the others refused, naming it)."""
+    from ssm_spark.product.remote import RemoteLock
+
+    barrier = threading.Barrier(n)
+
+    def take(i):
+        lk = RemoteLock(url, f"run {i}", conditional=conditional)
+        barrier.wait()
+        try:
+            return lk.acquire()
+        except InputError as exc:
+            assert "is in use by another run" in str(exc)
+            return None
+
+    with cf.ThreadPoolExecutor(n) as ex:
+        return [g for g in ex.map(take, range(n)) if g is not None]
+
+
 def test_lock_on_the_store(s3, caplog, monkeypatch):
     """``_LOCK.json`` by conditional write: one holder, the rest refused by name; stale and dead holders taken
     over; a holder whose lock was taken finds out; write-then-verify (for stores without conditional writes)."""
-    import concurrent.futures as cf
     import socket
-    import threading
     import time
 
     from ssm_spark import storage as S
@@ -166,19 +185,7 @@ def test_lock_on_the_store(s3, caplog, monkeypatch):
         a.check()
     assert storage.read_bytes(lock_url) is None  # released
     # many runs at once: exactly one holds it, every other is refused naming it
-    barrier = threading.Barrier(6)
-
-    def take(i):
-        lk = RemoteLock(url, f"run {i}", conditional=True)
-        barrier.wait()
-        try:
-            return lk.acquire()
-        except InputError as exc:
-            assert "is in use by another run" in str(exc)
-            return None
-
-    with cf.ThreadPoolExecutor(6) as ex:
-        got = [g for g in ex.map(take, range(6)) if g is not None]
+    got = _race(url, 6, conditional=True)
     assert len(got) == 1 and json.loads(storage.read_bytes(lock_url))["token"] == got[0].token
     # another machine's fresh lock is refused, and taken from it with --break-lock: the old holder finds out
     b = RemoteLock(url, "produce B", break_lock=True).acquire()
@@ -210,18 +217,7 @@ def test_lock_on_the_store(s3, caplog, monkeypatch):
     v.check()
     v.release()
     assert storage.read_bytes(lock_url) is None
-    barrier = threading.Barrier(3)
-
-    def take_v(i):
-        lk = RemoteLock(url, f"run {i}", conditional=False)
-        barrier.wait()
-        try:
-            return lk.acquire()
-        except InputError:
-            return None
-
-    with cf.ThreadPoolExecutor(3) as ex:  # all three find no lock and write theirs: the last writer holds it
-        got = [g for g in ex.map(take_v, range(3)) if g is not None]
+    got = _race(url, 3, conditional=False)  # all three find no lock and write theirs: the last writer holds it
     assert len(got) == 1 and json.loads(storage.read_bytes(lock_url))["token"] == got[0].token
     got[0].release()
     assert storage.read_bytes(lock_url) is None
