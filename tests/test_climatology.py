@@ -22,6 +22,7 @@ from ssm_spark.physics.qc import QC
 from ssm_spark.product import produce as P
 from ssm_spark.product.climatology import ClimatologyStack, build_climatology, climatology_key
 from ssm_spark.transforms import cd_kwargs, cd_window
+from regions import trained_region
 
 # 2 x 2 tiles of 32 cells, 6 dates (2024-04-01 .. 2024-05-01 every 6 days)
 SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-05-01",
@@ -35,14 +36,10 @@ LAST = "2024-05-01"
 def cd_small(spark, tmp_path_factory):
     """A small simulated region with a registry trained on matchups that carry the cells' climatology."""
     from ssm_spark.models.registry import load_registry
-    from ssm_spark.pipeline import matchups_run, train_run
-    from ssm_spark.sources.simulate import simulate
 
     root = tmp_path_factory.mktemp("climatology")
     cfg = load_config(overrides=SMALL)
-    simulate(cfg, root / "sim")
-    matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
-    train_run(spark, cfg, root / "matchups.parquet", root / "models")
+    trained_region(spark, cfg, root)
     assert load_registry(root / "models").wcm_params.get("cd"), "the registry has no change-detection calibration"
     return cfg, root
 

@@ -27,6 +27,7 @@ from ssm_spark import storage
 from ssm_spark.errors import InputError, InputIOError
 
 import s3server
+from regions import trained_region
 
 ROOT = Path(__file__).resolve().parents[1]
 D1, D2 = "2024-04-01", "2024-04-07"
@@ -272,15 +273,11 @@ def test_publish_is_whole_or_absent_and_readers_cache_by_marker(s3, tmp_path, mo
 def small(spark, tmp_path_factory):
     """A small simulated region (2 x 2 tiles of 32 cells) with a registry trained on it, and its local product."""
     from ssm_spark.config import load_config
-    from ssm_spark.pipeline import matchups_run, train_run
     from ssm_spark.product.produce import produce
-    from ssm_spark.sources.simulate import simulate
 
     root = tmp_path_factory.mktemp("objstore")
     cfg = load_config(overrides=SMALL)
-    simulate(cfg, root / "sim")
-    matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
-    train_run(spark, cfg, root / "matchups.parquet", root / "models")
+    trained_region(spark, cfg, root)
     produce(spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D2, root / "local")
     return cfg, root
 

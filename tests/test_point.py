@@ -17,6 +17,7 @@ import pytest
 from ssm_spark.config import load_config
 from ssm_spark.environments import MASK_BITS
 from ssm_spark.physics.qc import QC
+from regions import trained_region
 
 # 2 x 2 tiles of 32 cells, 6 dates; change detection on (min_dates 4), so the registry has a
 # change-detection calibration and produce attaches each cell's climatology to its rows
@@ -31,15 +32,11 @@ DATES = ["2024-04-01", "2024-04-07", "2024-04-13", "2024-04-19", "2024-04-25", "
 def region(spark, tmp_path_factory):
     """Simulated 2 x 2 tiles of 32 cells, 6 dates; a registry (with change detection) trained on it;
     the product of DATE (with the region's climatology)."""
-    from ssm_spark.pipeline import matchups_run, train_run
     from ssm_spark.product.produce import produce
-    from ssm_spark.sources.simulate import simulate
 
     root = tmp_path_factory.mktemp("point")
     cfg = load_config(overrides=SMALL)
-    simulate(cfg, root / "sim")
-    matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
-    train_run(spark, cfg, root / "matchups.parquet", root / "models")
+    trained_region(spark, cfg, root)
     summary = produce(spark, cfg, root / "models", root / "sim" / "stacks", None, DATE, DATE, root / "product")
     assert summary["produced"] == 1 and summary["climatology"]["computed"] == 4
     prod = pd.read_parquet(root / "product" / "parquet" / f"date={DATE}")

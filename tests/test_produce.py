@@ -30,6 +30,7 @@ from ssm_spark.product.region import _geometry_region, clip_mask, resolve_region
 from ssm_spark.product.schema import AGG_COLUMNS, PRODUCT_COLUMNS
 from ssm_spark.product.tiles import DateJob, predict_rows, read_clipped
 from ssm_spark.product.vrt import write_vrt
+from regions import trained_region
 
 SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-05-01",
          "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3"]
@@ -224,14 +225,9 @@ def test_output_lock_names_its_holder_and_expires(tmp_path: Path):
 @pytest.fixture(scope="module")
 def small(spark, tmp_path_factory):
     """A small simulated region (2 x 2 tiles of 32 cells, 6 dates) with a registry trained on it."""
-    from ssm_spark.pipeline import matchups_run, train_run
-    from ssm_spark.sources.simulate import simulate
-
     root = tmp_path_factory.mktemp("produce")
     cfg = load_config(overrides=SMALL)
-    simulate(cfg, root / "sim")
-    matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
-    summary = train_run(spark, cfg, root / "matchups.parquet", root / "models")
+    summary = trained_region(spark, cfg, root)
     assert summary["stations"] == 12 and summary["manifest_id"]
     return cfg, root
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from ssm_spark.config import load_config
+from regions import trained_region
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
@@ -84,17 +85,13 @@ def _url(cluster) -> str:
 def region(spark, cluster, tmp_path_factory):
     """The simulated region, its registry, and the local-mode product (in-process, shared session)."""
     from ssm_spark.cli import main
-    from ssm_spark.pipeline import matchups_run, train_run
-    from ssm_spark.sources.simulate import simulate
 
     root = tmp_path_factory.mktemp("cluster_region")
     # a copy of the defaults, read by every run: the same config hash in every output even if
     # conf/default.yaml changes while the module runs
     shutil.copy(ROOT / "conf" / "default.yaml", root / "default.yaml")
     cfg = load_config([root / "default.yaml"], SMALL)
-    simulate(cfg, root / "sim")
-    matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
-    train_run(spark, cfg, root / "matchups.parquet", root / "models")
+    trained_region(spark, cfg, root)
     args = ["--config", str(root / "default.yaml"), "--models", str(root / "models"),
             "--stacks", str(root / "sim" / "stacks"), "--start", D1, "--end", D2]
     buf = io.StringIO()

@@ -17,6 +17,7 @@ from ssm_spark.config import load_config
 from ssm_spark.errors import ConfigError, InputError
 from ssm_spark.product import produce as P
 from ssm_spark.watch import CHECKPOINT, LOG, STATE, WATCH_DIR, _parse_manifest, _State, watch
+from regions import trained_region
 
 # the test_produce region; a closed change-detection window (its dates all present from the start)
 SMALL = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=12", "simulate.end=2024-05-01",
@@ -89,14 +90,9 @@ def test_manifest_and_settings_are_checked(tmp_path: Path):
 @pytest.fixture(scope="module")
 def small(spark, tmp_path_factory):
     """A small simulated region (2 x 2 tiles of 32 cells, 6 dates) with a registry trained on it."""
-    from ssm_spark.pipeline import matchups_run, train_run
-    from ssm_spark.sources.simulate import simulate
-
     root = tmp_path_factory.mktemp("watch")
     cfg = load_config(overrides=SMALL)
-    simulate(cfg, root / "sim")
-    matchups_run(spark, cfg, root / "sim" / "stacks", root / "sim" / "insitu", root / "matchups.parquet")
-    assert train_run(spark, cfg, root / "matchups.parquet", root / "models")["manifest_id"]
+    assert trained_region(spark, cfg, root)["manifest_id"]
     return cfg, root
 
 
