@@ -76,6 +76,9 @@ def test_s3a_jars_only_when_asked():
     assert any(p.endswith("hadoop-aws-3.4.1.jar") for p in cmd[cmd.index("--jars") + 1].split(","))
     plain = _dry("yarn", "produce", S3A="0")
     assert plain[plain.index("--jars") + 1].split(",") == [str(p) for p in jars.verify()]
+    res = subprocess.run([str(SUBMIT / "yarn.sh"), "produce"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **ENV, "S3A": "yes"})
+    assert res.returncode == 2 and "S3A must be 0 or 1 (got 'yes')" in res.stderr  # not silently off
 
 
 def test_options_no_archive_packages_and_errors(tmp_path: Path):

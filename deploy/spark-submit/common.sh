@@ -51,7 +51,8 @@ else
 fi
 
 case "${JARS_MODE:-jars}" in
-  jars)     s3a=(); [ "${S3A:-0}" = 1 ] && s3a=(--s3a)
+  jars)     case "${S3A:-0}" in 0) s3a=() ;; 1) s3a=(--s3a) ;;
+              *) echo "S3A must be 0 or 1 (got '${S3A}')" >&2; exit 2 ;; esac
             jar_args=(--jars "$("$LOCAL_PY" -m ssm_spark.jars jars ${SSM_SPARK_JARS:+--dir "$SSM_SPARK_JARS"} "${s3a[@]}")") ;;
   packages) jar_args=(--packages "$("$LOCAL_PY" -m ssm_spark.jars packages)") ;;
   cluster)  jar_args=() ;;
