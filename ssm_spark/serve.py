@@ -32,6 +32,7 @@ against the grid once (:meth:`StackSource.check_all`), so no query pays for it.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ssm_spark.errors import InputError
 from ssm_spark.point import MAX_SERIES_DAYS, PointError, PointService, StackSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -232,10 +234,19 @@ class Running:
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket on ``host:port``, else :class:`InputError` naming them and the likely cause."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        cause = {errno.EADDRINUSE: "another server already listens there: stop it or give another --port",
+                 errno.EACCES: "ports below 1024 need privileges: give --port 1024 or above",
+                 errno.EADDRNOTAVAIL: "no interface of this machine has that address: check --host"}
+        raise InputError(f"serve: cannot listen on {host}:{port}: {exc.strerror or exc} "
+                         f"({cause.get(exc.errno, 'check --host and --port')})") from exc
     sock.set_inheritable(True)
     return sock
 

@@ -128,3 +128,21 @@ def test_logging_follows_stderr_when_a_caller_swaps_it(monkeypatch):
     monkeypatch.setattr(sys, "stderr", second)
     logging.getLogger("ssm_spark.test").warning("a later record")
     assert "a later record" in second.getvalue() and "Logging error" not in second.getvalue()
+
+
+def test_serve_on_a_port_in_use_is_refused_by_name():
+    """A busy port is a user's error (exit 2 naming host:port and the cause), not a traceback."""
+    import socket
+
+    from ssm_spark.errors import InputError
+    from ssm_spark.serve import serve_in_thread
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        port = busy.getsockname()[1]
+        with pytest.raises(InputError, match=rf"cannot listen on 127.0.0.1:{port}: .*another server already listens"):
+            serve_in_thread(None, "127.0.0.1", port)
+    finally:
+        busy.close()
