@@ -51,6 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ssm_spark.errors import InputError
 from ssm_spark.point import MAX_SERIES_DAYS, PointError, PointService, StackSource
+from ssm_spark.point.service import folder_scrubber
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.config import Config
@@ -105,29 +106,11 @@ def _params(path: str, query: str) -> dict[str, str]:
     return out
 
 
-def _scrubber(service: PointService | None, product: Path | None) -> Callable[[str], str]:
-    """Replace the server's folders by ``<stacks>`` / ``<product>`` in an answer's text."""
-    roots: list[tuple[str, str]] = []
-    for src in (getattr(service, "stacks", None), getattr(service, "product", None)):
-        if src is not None and hasattr(src, "root"):
-            roots += [(str(Path(src.root).resolve()), f"<{src.name}>"), (str(src.root), f"<{src.name}>")]
-    if product is not None:
-        roots += [(str(Path(product).resolve()), "<product>"), (str(product), "<product>")]
-    roots.sort(key=lambda kv: -len(kv[0]))
-
-    def scrub(text: str) -> str:
-        for path, name in roots:
-            text = text.replace(path, name)
-        return text
-
-    return scrub
-
-
 def create_app(service: PointService | None, product: Path | str | None = None,
                max_series_days: int = MAX_SERIES_DAYS) -> FastAPI:
     """The FastAPI application answering from ``service``; with ``product``, the browser under ``/browse``."""
     product = Path(product) if product is not None else None
-    scrub = _scrubber(service, product)
+    scrub = folder_scrubber(service, product)
     app = FastAPI(title="ssm-spark", summary="Surface soil moisture at a point, from the registry's models",
                   version=__import__("ssm_spark").__version__, docs_url=None, redoc_url=None)
 

@@ -38,6 +38,7 @@ from ssm_spark.browser.tiles import MAX_ZOOM, NO_ESTIMATE_OTHER, QC_CLASSES, Til
 from ssm_spark.errors import InputError
 from ssm_spark.physics.qc import describe as describe_qc
 from ssm_spark.point.errors import PointError
+from ssm_spark.point.service import folder_scrubber
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.point import PointService
@@ -183,17 +184,7 @@ def router(product: Path, service: "PointService | None" = None, *,
         vrange = tuple(service.cfg.produce.quicklook_range if service is not None else
                        ProduceConfig().quicklook_range)
     tiles = TileRenderer(vrange)
-    roots = [(str(folder.root), "<product>"), (str(product), "<product>")]
-    stacks = getattr(service, "stacks", None) if service is not None else None
-    if stacks is not None and hasattr(stacks, "root"):
-        roots = [(str(Path(stacks.root).resolve()), "<stacks>"), (str(stacks.root), "<stacks>")] + roots
-    roots.sort(key=lambda kv: -len(kv[0]))
-
-    def scrub(text: str) -> str:
-        for path, name in roots:
-            text = text.replace(path, name)
-        return text
-
+    scrub = folder_scrubber(service, product)
     r = APIRouter(prefix=PREFIX, route_class=_route_class(scrub))
 
     @r.get("", include_in_schema=False)

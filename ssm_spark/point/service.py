@@ -19,7 +19,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PointService", "MAX_SERIES_DAYS"]
+__all__ = ["PointService", "MAX_SERIES_DAYS", "folder_scrubber"]
 
 #: Longest series one call answers (days between start and end, inclusive).
 MAX_SERIES_DAYS = 400
@@ -340,3 +340,22 @@ class PointService:
                 "cell": {"grid": self.grid.name, "row": row, "col": col}, "manifest_id": self.registry.manifest_id,
                 "n": len(points), "points": points, "skipped": skipped,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
+
+
+def folder_scrubber(service: "PointService | None", product: str | os.PathLike | None = None) -> Callable[[str], str]:
+    """A function replacing the server's folders (the service's stacks and product, ``product``) by
+    ``<stacks>`` / ``<product>`` in an answer's text: the client is not told where the files live."""
+    roots: list[tuple[str, str]] = []
+    for src in (getattr(service, "stacks", None), getattr(service, "product", None)):
+        if src is not None and hasattr(src, "root"):
+            roots += [(str(Path(src.root).resolve()), f"<{src.name}>"), (str(src.root), f"<{src.name}>")]
+    if product is not None:
+        roots += [(str(Path(product).resolve()), "<product>"), (str(product), "<product>")]
+    roots.sort(key=lambda kv: -len(kv[0]))
+
+    def scrub(text: str) -> str:
+        for path, name in roots:
+            text = text.replace(path, name)
+        return text
+
+    return scrub
