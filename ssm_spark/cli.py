@@ -281,6 +281,35 @@ def _run_watch(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _args_cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["list", "prune"],
+                        help="list the local copies of published outputs (SSM_CACHE_DIR, else "
+                             "~/.cache/ssm-spark/remote), or prune them: per URL the --keep most recently used "
+                             "versions stay, then with --max-gb the least recently used go; a copy a running "
+                             "process holds is never removed")
+    parser.add_argument("--keep", type=int, default=None, help="versions kept per URL (default SSM_CACHE_KEEP, else 2)")
+    parser.add_argument("--max-gb", type=float, default=None,
+                        help="size bound in GiB (default SSM_CACHE_MAX_GB, else none)")
+    parser.add_argument("--dry-run", action="store_true", help="say what prune would remove; remove nothing")
+
+
+def _run_cache(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark import cache
+
+    if args.action == "list":
+        copies = [c.describe() for c in cache.entries()]
+        print(json.dumps({"cache": str(cache.cache_dir()), "copies": copies,
+                          "bytes": sum(c["bytes"] for c in copies)}, indent=2))
+        return 0
+    if args.keep is not None and args.keep < 1:
+        raise ConfigError(f"cache prune --keep {args.keep}: at least 1 version per URL is kept")
+    if args.max_gb is not None and not args.max_gb >= 0:
+        raise ConfigError(f"cache prune --max-gb {args.max_gb}: expected a size in GiB, >= 0")
+    print(json.dumps(cache.prune(keep=args.keep, dry_run=args.dry_run,
+                                 max_bytes_=None if args.max_gb is None else int(args.max_gb * 2 ** 30)), indent=2))
+    return 0
+
+
 def _args_jars(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["fetch", "verify", "path", "jars", "packages"],
                         help="fetch (Maven Central, idempotent) or verify the Sedona jars; print their folder (path), "
@@ -421,6 +450,8 @@ JOBS: dict[str, Job] = {
         Job("ee-export", "Earth Engine: export per-date feature stacks on the grid's tiles (task manager, --dry-run)",
             _args_ee_export, _run_ee_export),
         Job("jars", "fetch, verify or locate the Sedona jars (Maven Central -> a folder)", _args_jars, _run_jars),
+        Job("cache", "list or prune the local copies of published outputs (registries, matchups read from s3://)",
+            _args_cache, _run_cache),
         Job("zonal", "SSM statistics per zone (GeoJSON/GeoPackage/GeoParquet polygons) and date: Sedona "
             "spatial join -> GeoParquet + CSV", _args_zonal, _run_zonal),
     ]

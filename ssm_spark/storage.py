@@ -17,7 +17,8 @@ change-detection climatology) are written to a local staging folder and *publish
 version deleted, and the marker ``_PUBLISHED.json`` (every file's size and MD5) PUT last, after
 the old one was deleted first; a single-file output is one PUT. Readers (:func:`local_copy`) start
 from the marker, download into a local cache keyed by the marker's digest (or a single object's
-ETag), check every file against it, and so see a whole published version or an error, never a mix.
+ETag), check every file against it, and so see a whole published version or an error, never a mix;
+old versions are pruned from that cache, never one a running process holds (:mod:`ssm_spark.cache`).
 
 Credentials come from the environment only (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for a server other than
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+from ssm_spark import cache
+from ssm_spark.cache import cache_dir
 from ssm_spark.errors import InputError, InputIOError
 from ssm_spark.product.files import HEARTBEAT_S, LOCK, _holder_alive, holder_text, stale_after_s
 
@@ -622,11 +625,6 @@ def staged(output: str | os.PathLike, what: str = "output") -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cache_dir() -> Path:
-    """Where :func:`local_copy` keeps its copies: ``SSM_CACHE_DIR``, else ``~/.cache/ssm-spark/remote``."""
-    return Path(os.environ.get("SSM_CACHE_DIR") or Path.home() / ".cache" / "ssm-spark" / "remote")
-
-
 def download(url: str, dest: str | os.PathLike, what: str = "output") -> dict | None:
     """Copy a published folder (its marker's files, each checked) into ``dest``; None when ``url``
     holds no marker. Raises :class:`InputIOError` when an object does not match the marker (a
@@ -661,7 +659,9 @@ def local_copy(url: str | os.PathLike, what: str = "output") -> Path:
 
     Kept in :func:`cache_dir` under the digest of the marker (a single object: its ETag), so a
     second call for an unchanged output downloads nothing, and a republished one is fetched anew.
-    A local path is returned as it is.
+    A local path is returned as it is. The copy is held (a shared lock) until this process exits,
+    and older versions of the URL beyond ``SSM_CACHE_KEEP`` are pruned after a new download
+    (:mod:`ssm_spark.cache`).
 
     Raises
     ------
@@ -694,9 +694,10 @@ def local_copy(url: str | os.PathLike, what: str = "output") -> Path:
         etag = str(info.get("ETag") or info.get("etag") or info.get("size"))
         key = hashlib.sha256(f"{url}\0{etag}".encode()).hexdigest()[:16]
     final = cache_dir() / key / name
+    cache.hold(final.parent)  # this process's shared lock: no pruner removes the copy while we run
     if final.exists():
+        cache.touch(final.parent)
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=final.parent))
     try:
         if raw is not None:
@@ -713,6 +714,12 @@ def local_copy(url: str | os.PathLike, what: str = "output") -> Path:
         except OSError:
             if not final.exists():  # another process put the same copy in place first: theirs serves
                 raise
+        cache.record(final.parent, url, name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    try:  # a new version: this URL's older ones beyond SSM_CACHE_KEEP go (never one in use)
+        cache.prune(url=url)
+    except OSError as exc:
+        log.warning("cache: pruning %s after fetching %s failed (%s); the copy serves, the old ones stay", cache_dir(),
+                    url, exc)
     return final
