@@ -264,7 +264,11 @@ def _args_watch(parser: argparse.ArgumentParser) -> None:
     _args_stacks(parser)
     parser.add_argument("--region", default=None, help="as for produce: bbox, GeoJSON file or region name")
     parser.add_argument("--start", default=None, type=iso_date, help="ignore dates before YYYY-MM-DD")
-    parser.add_argument("--output", required=True, help="product folder (as produce's; the watcher's state: _watch/)")
+    parser.add_argument("--output", required=True, help="product folder (as produce's; the watcher's state: _watch/), "
+                        "or s3://bucket/product (published date by date as produce does; state: --state-dir)")
+    parser.add_argument("--state-dir", default=None,
+                        help="with an --output URL: the local folder of the watcher's state (checkpoint, state.json, "
+                             "log.jsonl); default $SSM_STAGING_DIR/watch-<digest of the URL>")
     parser.add_argument("--once", action="store_true", help="process what has landed (availableNow) and exit")
     parser.add_argument("--retry-failed", action="store_true", help="retry dates that failed watch.max_attempts times")
     parser.add_argument("--max-seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
@@ -272,11 +276,13 @@ def _args_watch(parser: argparse.ArgumentParser) -> None:
 
 def _run_watch(args: argparse.Namespace, cfg: Config) -> int:
     from ssm_spark.spark import session
-    from ssm_spark.watch import watch
+    from ssm_spark.watch import plan, watch
 
-    summary = watch(session(cfg.spark), cfg, Path(args.models), args.stacks, args.region, Path(args.output),
+    plan(args.stacks, args.output, args.state_dir, cfg)  # refused by name before a session starts
+    # paths as given: a URL (s3://...) must not go through Path, which would fold its "//"
+    summary = watch(session(cfg.spark), cfg, args.models, args.stacks, args.region, args.output,
                     args.static or None, once=args.once, start=args.start, retry_failed=args.retry_failed,
-                    max_seconds=args.max_seconds)
+                    max_seconds=args.max_seconds, state_dir=args.state_dir)
     print(json.dumps(summary, indent=2, default=str))  # failed dates: in it, in the log and kept to retry
     return 0
 

@@ -38,7 +38,9 @@ odc-stac and stackstac take either.
 Writes are whole or nothing (:mod:`ssm_spark.io`): items first, the collection last, so a reader
 following the collection's links finds every item it names. :func:`on_commit` is the hook for the
 product's commit (one date); :func:`update_catalog` (re)builds any dates and drops the items of
-dates no longer committed.
+dates no longer committed; :func:`prune_catalog` only drops them (a folder without the data files).
+On an object store the same files are published after each date's marker, the collection after
+the items and stale items deleted after the collection (:mod:`ssm_spark.product.remote`).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from ssm_spark.product.commit import MARKER
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_item", "build_collection", "update_catalog", "on_commit", "read_product", "committed_dates",
+__all__ = ["build_item", "build_collection", "update_catalog", "prune_catalog", "on_commit", "read_product", "committed_dates",
            "PROJECTION_V1_1", "STAC_DIR", "MARKER"]
 
 STAC_DIR = "stac"
@@ -352,6 +354,50 @@ def update_catalog(output: os.PathLike | str, dates: Iterable[str] | None = None
             log.info("stac: removed the item of %s (no longer committed)", stale.stem)
     log.info("stac: %s: %d item(s), %d (re)built", target, len(items), len(wanted))
     return target
+
+
+def prune_catalog(output: os.PathLike | str) -> dict:
+    """Make the catalogue match the committed dates without building an item (no data file is read).
+
+    Items of dates whose marker is gone are removed, after the collection is rewritten over the
+    remaining items (when the set of items changed, or it is missing); with no item left the
+    collection is removed too. For a folder that holds the markers and the STAC files but not the
+    data files: the local working folder of a product on an object store
+    (:meth:`ssm_spark.product.remote.RemoteOutput.pull`).
+
+    Returns
+    -------
+    dict
+        ``items`` (the dates kept), ``removed`` (dates whose item was removed) and ``missing``
+        (committed dates without an item, e.g. made with ``produce.stac: false``; left out).
+    """
+    output = Path(output)
+    items_dir, target = output / STAC_DIR / "items", output / STAC_DIR / "collection.json"
+    present = {p.stem: p for p in sorted(items_dir.glob("*.json"))} if items_dir.is_dir() else {}
+    done = set(committed_dates(output))
+    items = []
+    for date in sorted(set(present) & done):
+        try:
+            items.append(pystac.Item.from_dict(json.loads(present[date].read_text()), migrate=False))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("stac: %s cannot be read (%s); left out of the collection", present[date], exc)
+    stale = sorted(set(present) - done)
+    kept = [it.id for it in items]
+    try:
+        linked = sorted(lk["href"].rsplit("/", 1)[-1][:-5] for lk in json.loads(target.read_text()).get("links", [])
+                        if lk.get("rel") == "item")
+    except (OSError, ValueError):
+        linked = None
+    if items and linked != kept:
+        write_json_atomic(target, build_collection(read_product(output), items).to_dict(
+            include_self_link=False, transform_hrefs=False))
+    elif not items and target.exists():
+        target.unlink()
+    for date in stale:
+        present[date].unlink()
+        log.info("stac: removed the item of %s (no longer committed)", date)
+    missing = sorted(done - set(kept))
+    return {"items": kept, "removed": stale, "missing": missing}
 
 
 def on_commit(output: os.PathLike | str, date: str, marker: Mapping | None = None) -> Path:

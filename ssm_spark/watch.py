@@ -29,10 +29,35 @@ marked failed until a new file of the date lands or ``--retry-failed`` is given.
 Latency. For each committed date the log holds the newest modification time of its input files
 (the last landing), the marker's modification time (the commit) and their difference.
 
+Object storage. ``--output s3://bucket/product`` (or any URL ``produce`` takes) publishes each date
+exactly as ``produce --output s3://`` does (:mod:`ssm_spark.product.remote`: the date's objects,
+its marker last, under the product's lock ``_LOCK.json`` for each produce call). The watcher's own
+state (checkpoint, ``state.json``, ``log.jsonl``) is not on the store: the checkpoint is written by
+Hadoop's filesystem API and ``state.json`` is replaced atomically by a rename, neither of which an
+object store gives. It stays in a local folder, ``--state-dir`` (``state_dir``), else
+``$SSM_STAGING_DIR/watch-<digest of the URL>``; neither given is refused. Its ``work/`` subfolder is
+produce's local working folder. A watcher restarted without that folder (another machine, a lost
+disk) starts a new checkpoint: the stream lists every landed file again and each date goes to
+``produce``, which skips the dates whose marker is on the store, so nothing is produced twice and
+nothing seen is lost; it costs one listing and one produce call (a skip) per landed date.
+``state.json`` names its output and its stacks; a state folder of another output is refused.
+
+``--stacks s3://bucket/stacks`` (``s3a://`` too) is listed by Spark's file source through Hadoop's
+S3A (the jars: ``ssm-spark jars fetch --s3a``; without them the watcher refuses, exit 2, naming the
+command), and produce reads the files through GDAL's ``/vsis3/``. Other stores' URLs (``gs://``,
+``abfss://``) as stacks are refused by name (no connector is set up for Spark here).
+
+Latency on a store: the commit is the moment the date's marker PUT returned (this machine's clock)
+when the stacks are local; with stacks on a store the landing times are the objects'
+``LastModified`` (the store's clock, whole seconds), so the commit is the marker's ``LastModified``
+too. Each log line says which clock (``clock``): ``local``, ``store``, or ``mixed`` (stacks on a
+store, output local: the difference includes the clocks' offset).
+
 Limits. Spark's file source sees a path once: files must be placed whole (write then rename, as
-:mod:`ssm_spark.io` does) and not rewritten in place; a replaced file is not seen again (run
-``produce`` for that date). Completeness and the quiet period are checked on the driver's view of
-the stacks folder when it is a local path, else on the stream's records.
+:mod:`ssm_spark.io` does; an object PUT is whole by itself) and not rewritten in place; a replaced
+file is not seen again (run ``produce`` for that date). Completeness and the quiet period are
+checked on the driver's view of the stacks folder when it is a local path, else on the stream's
+records.
 """
 
 from __future__ import annotations
@@ -43,11 +68,13 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote, urlparse
 
-from ssm_spark.errors import InputError
+from ssm_spark import storage
+from ssm_spark.errors import InputError, SparkSetupError
 from ssm_spark.io import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,7 +84,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["watch", "WATCH_DIR", "STATE", "LOG"]
+__all__ = ["watch", "plan", "Plan", "WATCH_DIR", "STATE", "LOG"]
 
 WATCH_DIR, STATE, LOG, CHECKPOINT = "_watch", "state.json", "log.jsonl", "checkpoint"
 _SCHEMA = "path string, modificationTime timestamp, length long, content binary"
@@ -74,11 +101,83 @@ def _utc(t: float | None) -> str | None:
     return None if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Where a watcher reads, writes and keeps its state (:func:`plan`)."""
+
+    stacks: str  # as given: the state's key and produce's --stacks
+    stream: str  # what Spark's file source lists (s3:// as s3a://)
+    output: "str | Path"  # produce's --output: a local folder, or a URL
+    folder: Path  # the watcher's checkpoint, state.json and log.jsonl
+    work: Path | None  # with an output URL: produce's local working folder
+    local_stacks: bool  # the stacks are a local folder (completeness checked on it; this machine's clock)
+
+    @property
+    def remote_output(self) -> bool:
+        return self.work is not None
+
+
+def plan(stacks: str | os.PathLike, output: str | os.PathLike, state_dir: str | os.PathLike | None = None,
+         cfg: "Config | None" = None) -> Plan:
+    """Resolve and check a watcher's stacks, output and state folder, before any Spark work (module docstring).
+
+    Raises
+    ------
+    InputError
+        Stacks on a store other than S3, an output URL without a local state folder (``--state-dir``
+        or ``SSM_STAGING_DIR``), ``--state-dir`` with a local output, a local stacks path that is not
+        a folder.
+    SparkSetupError
+        Stacks on S3 while the S3A jars were not fetched (``spark.jars.mode: local``).
+    """
+    import hashlib
+
+    from ssm_spark import jars
+
+    stacks, out = str(stacks), str(output)
+    stream, local_stacks = stacks, urlparse(stacks).scheme in ("", "file")
+    if storage.is_remote(stacks):
+        url = storage.url_of(stacks).rstrip("/")
+        scheme = urlparse(url).scheme.lower()
+        if scheme not in ("s3", "s3a"):
+            raise InputError(f"--stacks {stacks}: the watcher lists its stacks with Spark's file source, which reads "
+                             "object storage here through Hadoop's S3A only (s3://); for a gs:// or abfss:// bucket "
+                             "mount it (gcsfuse, blobfuse, a /Volumes path) or land the stacks in a local folder "
+                             "(produce --stacks reads it through GDAL)")
+        stream, local_stacks = "s3a://" + url.split("://", 1)[1], False
+        jc = cfg.spark.jars if cfg is not None else None
+        if (jc is None or jc.mode == "local") and not jars.s3a_jars(jc.dir if jc else None):
+            raise SparkSetupError(f"--stacks {stacks}: Spark's file source lists it through Hadoop's S3A, whose jars "
+                                  f"are not in {jars.jars_dir(jc.dir if jc else None)}; fetch them with "
+                                  f"{jars.S3A_FETCH_COMMAND} (about 10 MB; spark.jars then includes them)")
+    elif local_stacks and not Path(_local(stacks)).is_dir():
+        raise InputError(f"--stacks {stacks}: not a folder (the watcher lists its <YYYY-MM-DD>/ folders)")
+    if not storage.is_remote(out):
+        if state_dir is not None:
+            raise InputError(f"--state-dir {state_dir}: only for an --output URL; a local product keeps the "
+                             f"watcher's state in {Path(out) / WATCH_DIR}")
+        path = Path(out).resolve()
+        return Plan(stacks, stream, path, path / WATCH_DIR, None, local_stacks)
+    url = storage.url_of(out).rstrip("/")
+    storage.filesystem(url)  # the store's package (s3fs, gcsfs, adlfs) installed: else refused by name
+    base = os.environ.get("SSM_STAGING_DIR")
+    if state_dir is None and not base:
+        raise InputError(f"--output {url}: the watcher's state (its streaming checkpoint, state.json, log.jsonl) is "
+                         "kept in a local folder, not on the store (the checkpoint needs a Hadoop filesystem, "
+                         "state.json an atomic rename): give --state-dir DIR, a folder that outlives the watcher, or "
+                         "set SSM_STAGING_DIR (a watcher restarted without it skips the dates committed on the store)")
+    folder = (Path(state_dir) if state_dir is not None else
+              Path(base) / f"watch-{hashlib.sha256(url.encode()).hexdigest()[:12]}").resolve()
+    return Plan(stacks, stream, url, folder, folder / "work", local_stacks)
+
+
 class _State:
     """The dates seen and not committed (``state.json``), shared by the stream's thread and the driver loop."""
 
-    def __init__(self, folder: Path, stacks: str, manifest: str, start: dt.date | None) -> None:
+    def __init__(self, folder: Path, stacks: str, manifest: str, start: dt.date | None,
+                 output: str | None = None) -> None:
         self.path, self.stacks, self.manifest, self.start = folder / STATE, stacks, manifest, start
+        self.output = output
         self.lock = threading.Lock()
         self.dates: dict[str, dict] = {}
         if self.path.exists():
@@ -86,13 +185,18 @@ class _State:
             if data.get("stacks") != stacks:
                 raise InputError(f"{folder}: this watch state follows {data.get('stacks')}, not {stacks}; use "
                                  f"another --output, or remove {folder} to start over (committed dates are kept)")
+            if output is not None and data.get("output", output) != output:
+                raise InputError(f"{folder}: this watch state is the one of --output {data['output']}, not {output}; "
+                                 f"use another --state-dir, or remove {folder} to start over (committed dates are "
+                                 "skipped by their markers)")
             self.dates = data["dates"]
         elif (folder / CHECKPOINT).exists():
             raise InputError(f"{folder}: a streaming checkpoint without {STATE} (the dates seen but not committed "
                              f"are lost); remove {folder} to start over (committed dates are skipped by their markers)")
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"stacks": self.stacks, "dates": self.dates}, sort_keys=True)
+        doc = {"stacks": self.stacks, "dates": self.dates, **({"output": self.output} if self.output else {})}
+        write_json_atomic(self.path, doc, sort_keys=True)
 
     def record(self, rows: list, manifests: dict[str, Any], now: float) -> list[str]:
         """Add a micro-batch's files (path, mtime, length); ``manifests``: path -> text or an exception."""
@@ -147,13 +251,14 @@ def _parse_manifest(text: Any, date: str) -> tuple[list[str] | None, str | None]
 
 
 class _Watcher:
-    def __init__(self, spark: "SparkSession", cfg: "Config", args: tuple, stacks: str, output: Path,
+    def __init__(self, spark: "SparkSession", cfg: "Config", args: tuple, p: Plan,
                  start: dt.date | None, hook: Callable | None, once: bool) -> None:
         self.spark, self.cfg, self.wc, self.args, self.once = spark, cfg, cfg.watch, args, once
-        self.stacks, self.output, self.hook = stacks, output, hook
-        self.folder = output / WATCH_DIR
-        self.local = urlparse(stacks).scheme in ("", "file")
-        self.state = _State(self.folder, stacks, self.wc.manifest, start)
+        self.plan, self.stacks, self.output, self.hook = p, p.stacks, p.output, hook
+        self.folder = p.folder
+        self.local = p.local_stacks
+        self.state = _State(self.folder, p.stacks, self.wc.manifest, start, str(p.output))
+        self.published: dict[str, float] = {}  # date -> this machine's time when its marker's PUT returned
         self.batches = 0
         self.summary: dict[str, Any] = {"produced": [], "skipped": [], "failed": {}, "latency_s": {}}
 
@@ -234,7 +339,7 @@ class _Watcher:
                                      "seen_s": round(d["last_seen"] - landed, 2) if landed else None}
             try:
                 run = produce(self.spark, self.cfg, *self.args[:3], date, date, self.output, self.args[3],
-                              hook=self.hook)
+                              hook=self._hook, staging_dir=self.plan.work)
                 res = run["dates"].get(date, {"status": "failed", "reason": "not in the run"})
                 error = None if res["status"] in ("produced", "skipped") else (res.get("reason") or (
                     f"{res['status']}: " + "; ".join(f.get("reason", "?") for f in run["failed_files"]))[:500])
@@ -243,9 +348,8 @@ class _Watcher:
                 res, error = {"status": "failed"}, f"{type(exc).__name__}: {exc}"
             entry.update(status=res["status"], produce_s=round(time.time() - t0, 2))
             if error is None:
-                marker = self.output / "parquet" / f"date={date}" / "_SUCCESS.json"
-                committed = marker.stat().st_mtime  # the commit: its marker, written last
-                entry.update(committed=_utc(committed), latency_s=round(committed - landed, 2)
+                committed, clock = self._committed(date)  # the commit: its marker, written last
+                entry.update(committed=_utc(committed), clock=clock, latency_s=round(committed - landed, 2)
                              if landed and res["status"] == "produced" else None)
                 self.summary["produced" if res["status"] == "produced" else "skipped"].append(date)
                 if res["status"] == "produced":
@@ -271,6 +375,27 @@ class _Watcher:
                               if give_up else f"; retried in {self.wc.retry_seconds:g} s")
                 self.state.save()
             self._log(entry)
+
+    def _hook(self, stage: str, date: str) -> None:
+        """produce's hook: the time a date's marker was PUT on the store; then the caller's own hook."""
+        if stage == "published":
+            self.published[date] = time.time()
+        if self.hook is not None:
+            self.hook(stage, date)
+
+    def _committed(self, date: str) -> tuple[float, str]:
+        """When the date's marker was written, on the clock the inputs' landing times are on, and that clock.
+
+        A local product: the marker's modification time. A product on a store: with local stacks,
+        this machine's time when the marker's PUT returned (a skipped date: the marker's
+        ``LastModified``); with stacks on a store, the marker's ``LastModified`` (the store's clock).
+        """
+        rel = f"parquet/date={date}/_SUCCESS.json"
+        if not self.plan.remote_output:
+            return (Path(self.output) / rel).stat().st_mtime, "local" if self.local else "mixed"
+        if self.local and date in self.published:
+            return self.published.pop(date), "local"
+        return storage.stat(f"{self.output}/{rel}")[1] / 1e9, "store"
 
     def _log(self, entry: dict) -> None:
         p = self.folder / LOG
@@ -303,10 +428,41 @@ class _Stop:
             signal.signal(sig, old)
 
 
+def _check_s3a(spark: "SparkSession", p: Plan) -> None:
+    """The session can list ``s3a://``: S3A's class on its classpath; its settings from the environment
+    (:func:`ssm_spark.storage.s3a_conf`) where the session was built without them."""
+    from ssm_spark import jars
+
+    hc = spark.sparkContext._jsc.hadoopConfiguration()
+    for k, v in storage.s3a_conf().items():
+        if hc.get(k[len("spark.hadoop."):]) is None:
+            hc.set(k[len("spark.hadoop."):], v)
+    try:
+        spark.sparkContext._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass("s3a", hc)
+    except Exception as exc:  # noqa: BLE001 - py4j's error: the class is not on the classpath
+        raise SparkSetupError(f"--stacks {p.stacks}: this Spark session cannot list s3a:// (Hadoop's S3A is not on "
+                              f"its classpath: {str(exc).splitlines()[0][:200]}); fetch the jars with "
+                              f"{jars.S3A_FETCH_COMMAND}, or on a cluster install hadoop-aws "
+                              f"{jars.HADOOP_VERSION} and its AWS SDK") from None
+
+
+def _stream_error(p: Plan, exc: BaseException) -> BaseException:
+    """A failed stream over stacks on a store, named with the likely cause (else the error as it is)."""
+    from ssm_spark.errors import InputIOError
+
+    if p.local_stacks:
+        return exc
+    first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:300]
+    return InputIOError(f"--stacks {p.stacks}: Spark's file source could not list {p.stream} ({first}); check the "
+                        "credentials in the Spark JVMs' environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), the "
+                        f"endpoint ({storage.endpoint() or 'AWS'}) and the bucket")
+
+
 def watch(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stacks: str | os.PathLike,
           region: str | None, output: str | os.PathLike, static: str | os.PathLike | None = None, *,
           once: bool = False, start: dt.date | None = None, retry_failed: bool = False,
-          max_seconds: float | None = None, hook: Callable[[str, str], None] | None = None) -> dict:
+          max_seconds: float | None = None, hook: Callable[[str, str], None] | None = None,
+          state_dir: str | os.PathLike | None = None) -> dict:
     """Watch a stacks folder and produce each date once its stack set is complete (module docstring).
 
     Parameters
@@ -314,9 +470,11 @@ def watch(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stack
     spark, cfg, models, region, static
         As for :func:`ssm_spark.product.produce.produce`; ``cfg.watch`` holds the watcher's settings.
     stacks : path-like or URL
-        The folder of ``<YYYY-MM-DD>/`` folders the stream lists (any path Spark's file source reads).
-    output : path-like
-        The product folder; the watcher's checkpoint, state and log are under ``OUTPUT/_watch/``.
+        The folder of ``<YYYY-MM-DD>/`` folders the stream lists (a local folder, any path Spark's
+        file source reads, or ``s3://bucket/prefix`` through S3A).
+    output : path-like or URL
+        The product folder, the watcher's checkpoint, state and log under ``OUTPUT/_watch/``; or a
+        product URL (``s3://bucket/product``), published date by date as ``produce`` does.
     once : bool
         Process what has landed (``availableNow``), produce what is complete, and return.
     start : date, optional
@@ -327,6 +485,9 @@ def watch(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stack
         Without ``once``: stop after this long (default: run until interrupted).
     hook : callable(stage, date), optional
         Passed to ``produce`` (tests of interruptions).
+    state_dir : path-like, optional
+        With an output URL: the local folder of the watcher's state (default
+        ``$SSM_STAGING_DIR/watch-<digest of the URL>``).
 
     Returns
     -------
@@ -337,22 +498,30 @@ def watch(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stack
     Raises
     ------
     InputError
-        A state of another stacks folder, or a checkpoint without its state.
+        A state of another stacks folder or output, a checkpoint without its state, or what
+        :func:`plan` refuses.
+    SparkSetupError
+        Stacks on S3 without S3A on the session's classpath.
+    InputIOError
+        Stacks on a store the stream could not list (credentials, endpoint, bucket).
     """
     from ssm_spark.product.files import OutputLock, ensure_writable
 
-    stacks = str(stacks)
-    if urlparse(stacks).scheme in ("", "file") and not Path(_local(stacks)).is_dir():
-        raise InputError(f"--stacks {stacks}: not a folder (the watcher lists its <YYYY-MM-DD>/ folders)")
-    output = ensure_writable(Path(output).resolve())
-    folder = ensure_writable(output / WATCH_DIR)
+    p = plan(stacks, output, state_dir, cfg)
+    if not p.local_stacks and p.stream.startswith("s3a://"):
+        _check_s3a(spark, p)
+        storage.listdir(p.stacks)  # the Python side's view first: credentials, endpoint, bucket named
+    if not p.remote_output:
+        ensure_writable(Path(p.output))  # permission, read-only, a file in the way
+    folder = ensure_writable(p.folder, "--state-dir" if p.remote_output else "--output")
+    stacks = p.stacks
     cdc = cfg.physics.change_detection
     if cdc.enabled and cdc.window_end is None:
         log.warning("watch: physics.change_detection.window_end is null (an open window): each landed date changes "
                     "the climatology, and with it the product hash of the dates committed before; close the window "
                     "for a stored climatology")
     with OutputLock(folder, "ssm-spark watch"):  # one watcher per checkpoint
-        w = _Watcher(spark, cfg, (models, stacks, region, static), stacks, output, start, hook, once)
+        w = _Watcher(spark, cfg, (models, stacks, region, static), p, start, hook, once)
         if retry_failed:
             for d in w.state.dates.values():
                 if d["status"] == "failed" and not d.get("manifest_error"):
@@ -362,28 +531,41 @@ def watch(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, stack
         src = (spark.readStream.format("binaryFile").schema(_SCHEMA)
                .option("maxFilesPerTrigger", wc.max_files_per_trigger)
                .option("maxFileAge", "3650d")  # not Spark's 7 days: an archive's older files are dates too
-               .load(stacks.rstrip("/") + "/*/"))
+               .load(p.stream.rstrip("/") + "/*/"))
         writer = src.writeStream.foreachBatch(w.on_batch).option("checkpointLocation", str(folder / CHECKPOINT))
         t0 = time.time()
         if once:
-            writer.trigger(availableNow=True).start().awaitTermination()
+            try:
+                writer.trigger(availableNow=True).start().awaitTermination()
+            except Exception as exc:  # noqa: BLE001 - a store's listing error named; the rest as it is
+                err = _stream_error(p, exc)
+                if err is exc:
+                    raise
+                raise err from None
             w.tick()
         else:
             q = writer.trigger(processingTime=f"{wc.trigger_seconds:g} seconds").start()
             log.info("watch: %s every %g s -> %s (Ctrl-C or SIGTERM stops, after a date in production commits)",
-                     stacks, wc.trigger_seconds, output)
+                     stacks, wc.trigger_seconds, p.output)
             stop = _Stop()
             try:
                 while q.isActive and not stop.asked and (max_seconds is None or time.time() - t0 < max_seconds):
                     w.tick()
                     q.awaitTermination(min(1.0, wc.trigger_seconds))
                 if q.exception() is not None:
-                    raise q.exception()
+                    exc = q.exception()
+                    err = _stream_error(p, exc)
+                    if err is exc:
+                        raise exc
+                    raise err from None
             finally:
                 stop.restore()
                 q.stop()
         _, why = w.waiting(time.time())
     for date, reason in why.items():
         log.info("watch %s: waiting: %s", date, reason)
-    return {"output": str(output), "stacks": stacks, "batches": w.batches, **w.summary, "waiting": why,
-            "seconds": round(time.time() - t0, 1)}
+    out = {"output": str(p.output), "stacks": stacks, "batches": w.batches, **w.summary, "waiting": why,
+           "seconds": round(time.time() - t0, 1)}
+    if p.remote_output:
+        out["state"] = str(folder)
+    return out

@@ -11,7 +11,11 @@ committed there it is *published* (:meth:`RemoteOutput.publish`):
    PUT under its final key (one PUT is atomic per object);
 3. objects under the date's components that the new date does not have (leftovers of an older or
    interrupted run, grids no longer aggregated) are deleted;
-4. the marker is PUT last; then ``product.json`` and the STAC files.
+4. the marker is PUT last; then ``product.json`` and the STAC files (:meth:`RemoteOutput.put_metadata`):
+   the items that changed, then the collection, then the items of dates no longer committed deleted,
+   so a reader following the collection's links finds every item, and the published catalogue
+   holds exactly the committed dates (a date whose marker is gone, left by a killed re-run or
+   removed by hand, loses its item at the next run's :meth:`~RemoteOutput.pull`).
 
 So on the store too a date is complete exactly when its marker exists. At the start of a run the
 remote markers, ``product.json`` and the STAC files are fetched into the local folder
@@ -46,6 +50,7 @@ race exists. Credentials: the environment's, never logged (:mod:`ssm_spark.stora
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -73,6 +78,7 @@ class RemoteOutput:
     fs: Any = field(init=False, repr=False)
     root: str = field(init=False)
     sizes: dict[str, int] = field(init=False, default_factory=dict)  # rel -> size of every object under root
+    digests: dict[str, str] = field(init=False, default_factory=dict)  # rel -> MD5 of the metadata objects known
     lock: "RemoteLock | None" = field(default=None, repr=False)  # checked before each date is published
 
     def __post_init__(self) -> None:
@@ -104,22 +110,47 @@ class RemoteOutput:
         return self.sizes
 
     def pull(self) -> int:
-        """Fetch the markers, ``product.json`` and the STAC files into the local folder; returns how many."""
+        """Fetch the markers, ``product.json`` and the STAC files into the local folder; returns how many.
+
+        Then the catalogue is made to match the store's markers: items of dates not committed
+        (their marker gone) are removed, locally and on the store (:meth:`put_metadata`).
+        """
+        from ssm_spark.stac import prune_catalog
+
         want = [rel for rel in self.list() if rel == "product.json" or rel.startswith(f"{_STAC}/")
                 or (rel.startswith("parquet/date=") and rel.endswith(f"/{MARKER}"))]
-        for old in self.local.glob(f"parquet/date=*/{MARKER}"):  # a kept working folder: the store decides
-            if old.relative_to(self.local).as_posix() not in self.sizes:
+        kept = [*self.local.glob(f"parquet/date=*/{MARKER}"), *(self.local / _STAC).rglob("*"),
+                self.local / "product.json"]
+        for old in kept:  # a kept working folder: the store decides
+            if old.is_file() and old.relative_to(self.local).as_posix() not in self.sizes:
                 old.unlink()
         for rel in want:
             dst = self.local / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(self._call(f"read {rel}", self.fs.cat_file, self._key(rel)))
+            data = self._call(f"read {rel}", self.fs.cat_file, self._key(rel))
+            dst.write_bytes(data)
+            if not rel.endswith(f"/{MARKER}"):
+                self.digests[rel] = hashlib.md5(data).hexdigest()  # noqa: S324 - change detection only
         log.info("produce: %s holds %d object(s); %d fetched (markers, product.json, STAC) into %s", self.url,
                  len(self.sizes), len(want), self.local)
+        if (self.local / "product.json").is_file() and (self.local / _STAC).is_dir():
+            res = prune_catalog(self.local)
+            if res["removed"]:
+                log.warning("produce: %s: the STAC items of %d date(s) no longer committed (no marker) are removed: "
+                            "%s", self.url, len(res["removed"]), ", ".join(res["removed"]))
+            if res["missing"]:
+                log.warning("produce: %s: %d committed date(s) have no STAC item (made with produce.stac: false?), "
+                            "e.g. %s; produce --force for those dates builds them", self.url, len(res["missing"]),
+                            res["missing"][0])
+            self.put_metadata()
         return len(want)
 
     def publish(self, date: str, aggregates: Sequence[str], hook: Callable[[str, str], None] | None = None) -> None:
-        """Publish a date committed in the local folder: marker deleted, objects PUT, leftovers deleted, marker last."""
+        """Publish a date committed in the local folder: marker deleted, objects PUT, leftovers deleted, marker last.
+
+        ``hook(stage, date)`` is called at ``"publishing"`` (the first object PUT) and ``"published"``
+        (the marker PUT: :mod:`ssm_spark.watch` takes the commit's time from it).
+        """
         marker = f"parquet/date={date}/{MARKER}"
         if self.lock is not None:
             self.lock.check()
@@ -149,6 +180,8 @@ class RemoteOutput:
         if self.lock is not None:  # still ours: else another run owns the product now, and no marker of ours
             self.lock.check()
         self.put(marker)
+        if hook is not None:
+            hook("published", date)  # the date is complete on the store from here
         for rel in rels:  # the data live on the store now; the local marker stays (product.json, STAC)
             p = self.local / rel
             if p.is_dir():
@@ -173,11 +206,34 @@ class RemoteOutput:
         self.sizes[rel] = p.stat().st_size
 
     def put_metadata(self) -> None:
-        """``product.json`` and the STAC files, after a date's marker."""
-        if (self.local / "product.json").is_file():
-            self.put("product.json")
+        """``product.json`` and the STAC files, after a date's marker: the store's copies made the local ones.
+
+        Only files that changed are PUT (by MD5 against what this run read or wrote): ``product.json``,
+        the items, the collection last; then STAC objects the local folder no longer has (items of
+        dates not committed) are deleted, after the collection that no longer links them is up.
+        """
         stac = self.local / _STAC
-        if stac.is_dir():
-            for q in sorted(stac.rglob("*")):
-                if q.is_file():
-                    self.put(q.relative_to(self.local).as_posix())
+        rels = sorted(q.relative_to(self.local).as_posix() for q in (stac.rglob("*") if stac.is_dir() else [])
+                      if q.is_file() and not q.name.startswith("."))
+        coll = f"{_STAC}/collection.json"
+        order = ["product.json"] * (self.local / "product.json").is_file() + [r for r in rels if r != coll] + \
+            [coll] * (coll in rels)
+        for rel in order:
+            digest = _md5(self.local / rel)
+            if self.digests.get(rel) != digest or rel not in self.sizes:
+                self.put(rel)
+                self.digests[rel] = digest
+        stale = sorted((k for k in self.sizes if k.startswith(f"{_STAC}/") and k not in rels),
+                       key=lambda k: (k != coll, k))  # no collection left: it goes first, then its items
+        for rel in stale:
+            self._call(f"delete {rel}", self.fs.rm_file, self._key(rel))
+            self.sizes.pop(rel)
+            self.digests.pop(rel, None)
+        if stale:
+            log.info("produce: %s: %d STAC object(s) of dates no longer committed deleted", self.url, len(stale))
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()  # noqa: S324 - change detection, not security
+    h.update(path.read_bytes())
+    return h.hexdigest()

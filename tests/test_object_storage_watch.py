@@ -1,0 +1,271 @@
+"""``watch`` on object storage, the STAC catalogue on the store and the read cache's pruning, against a real
+S3 server (SeaweedFS, started here on loopback).
+
+A date no longer committed on the store (its marker gone) loses its STAC item there, after the
+collection that no longer links it is up, and only changed STAC objects are rewritten; cached
+copies of a published output are pruned to the most recently used versions, never one a running
+process holds; ``watch`` refuses what it does not support by name. Slow: ``watch --once`` into
+``s3://`` gives a local watch's product, a watcher restarted without its state skips the dates
+committed on the store, and ``watch --stacks s3://`` lists them through S3A.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ssm_spark import cache, stac, storage
+from ssm_spark.cli import main
+from ssm_spark.product.remote import RemoteOutput
+
+import s3server
+from test_object_storage import _decoded, _objects
+from test_stac import _commit_date
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "ssm-watch"
+D1, D2, D3 = "2024-04-01", "2024-04-07", "2024-04-13"
+AGG = "ease2_3km"  # the aggregated grid test_stac's dates carry
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """SeaweedFS's S3 gateway on loopback, its keys in the environment (restored after), a bucket."""
+    srv = s3server.start(tmp_path_factory.mktemp("seaweedfs"))
+    saved = {k: os.environ.get(k) for k in srv.env()}
+    os.environ.update(srv.env())
+    try:
+        fs = storage.filesystem(f"s3://{BUCKET}")
+        for attempt in range(60):  # the gateway listens before the filer behind it is ready
+            try:
+                fs.mkdir(BUCKET)
+                break
+            except Exception:  # noqa: BLE001 - retried, the last one raised
+                if attempt == 59:
+                    raise
+                time.sleep(0.5)
+        yield srv
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        srv.proc.kill()  # its data are thrown away: no graceful stop (5 s and more)
+        srv.proc.wait(10)
+
+
+class _Calls:
+    """The store calls a RemoteOutput makes, in order: ("put" | "rm", key relative to the product)."""
+
+    def __init__(self, remote: RemoteOutput) -> None:
+        self.log: list[tuple[str, str]] = []
+        fs, n = remote.fs, len(remote.root) + 1
+        put, rm = fs.put_file, fs.rm_file
+        fs.put_file = lambda src, key, *a, **k: (self.log.append(("put", key[n:])), put(src, key, *a, **k))[1]
+        fs.rm_file = lambda key, *a, **k: (self.log.append(("rm", key[n:])), rm(key, *a, **k))[1]
+
+
+def _stac_on_store(url: str) -> dict[str, bytes]:
+    return {k: v for k, v in _objects(url).items() if k.startswith("stac/")}
+
+
+def _linked(coll: bytes) -> list[str]:
+    return [lk["href"] for lk in json.loads(coll)["links"] if lk["rel"] == "item"]
+
+
+def _png(vrt, out, title=None, **kw) -> int:
+    """A stand-in quicklook (matplotlib costs 1.3 s a date; an item only names the file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b"\x89PNG\r\n\x1a\n" + str(title).encode())
+    return out.stat().st_size
+
+
+def test_stac_on_the_store_holds_exactly_the_committed_dates(s3, tmp_path, caplog, monkeypatch):
+    """Published per date (only changed objects rewritten); a date whose marker is gone loses its item on the
+    next pull, after the new collection is up; the store's catalogue equals a local product's of those dates."""
+    import test_stac
+
+    monkeypatch.setattr(test_stac, "render_quicklook", _png)
+    url = f"s3://{BUCKET}/stac-product"
+    work = tmp_path / "work"  # a run's local working folder, as produce keeps it
+    remote = RemoteOutput(url, work)
+    remote.list()
+    for i, date in enumerate((D1, D2, D3)):
+        _commit_date(work, date, i)
+        stac.on_commit(work, date)
+        calls = _Calls(remote)
+        remote.publish(date, [AGG])
+        remote.put_metadata()
+        meta = [k for op, k in calls.log if op == "put" and not k.startswith(("parquet/", "cog/", "vrt/", "quicklook/",
+                                                                                 "agg/"))]
+        # the date's own item, then the collection last; the other dates' items are not rewritten
+        assert meta == ["product.json", f"stac/items/{date}.json", "stac/collection.json"], meta
+    got = _stac_on_store(url)
+    assert sorted(got) == ["stac/collection.json", *(f"stac/items/{d}.json" for d in (D1, D2, D3))]
+    assert got == {k: (work / k).read_bytes() for k in got}
+
+    # D2's marker is gone from the store (a re-run killed after deleting it, or removed by hand)
+    storage.filesystem(url).rm_file(storage.fs_path(f"{url}/parquet/date={D2}/_SUCCESS.json"))
+    again = RemoteOutput(url, work)  # the same working folder kept: the store decides what it holds
+    calls = _Calls(again)
+    caplog.set_level("WARNING")
+    again.pull()
+    assert f"the STAC items of 1 date(s) no longer committed (no marker) are removed: {D2}" in caplog.text
+    assert calls.log == [("put", "stac/collection.json"), ("rm", f"stac/items/{D2}.json")]  # collection first
+    got = _stac_on_store(url)
+    assert sorted(got) == ["stac/collection.json", f"stac/items/{D1}.json", f"stac/items/{D3}.json"]
+    assert _linked(got["stac/collection.json"]) == [f"./items/{D1}.json", f"./items/{D3}.json"]
+    assert not (work / "stac" / "items" / f"{D2}.json").exists() and not (work / "parquet" / f"date={D2}" / stac.MARKER).exists()
+    # the same catalogue a local product of D1 and D3 has
+    ref = tmp_path / "ref"
+    for i, date in ((0, D1), (2, D3)):
+        _commit_date(ref, date, i)
+    stac.update_catalog(ref)
+    assert got == {k: (ref / k).read_bytes() for k in got}
+    # a fresh working folder sees the same, and rewrites nothing
+    fresh = RemoteOutput(url, tmp_path / "fresh")
+    calls = _Calls(fresh)
+    fresh.pull()
+    assert calls.log == [] and _stac_on_store(url) == got
+    # no committed date left: the collection goes, then its items
+    fs = storage.filesystem(url)
+    for date in (D1, D3):
+        fs.rm_file(storage.fs_path(f"{url}/parquet/date={date}/_SUCCESS.json"))
+    last = RemoteOutput(url, tmp_path / "last")
+    calls = _Calls(last)
+    last.pull()
+    assert calls.log == [("rm", "stac/collection.json"), ("rm", f"stac/items/{D1}.json"),
+                         ("rm", f"stac/items/{D3}.json")]
+    assert _stac_on_store(url) == {}
+
+
+def _publish(src: Path, url: str, version: str) -> None:
+    (src / "manifest.json").write_text(json.dumps({"manifest_id": version}))
+    (src / "models").mkdir(exist_ok=True)
+    (src / "models" / "m.json").write_text(version * 1000)
+    storage.publish(src, url, "model registry")
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from ssm_spark import cache
+cache.hold(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_cache_keeps_the_recent_versions_and_every_one_in_use(s3, tmp_path, monkeypatch, capsys):
+    """Real copies from real publications: per URL the SSM_CACHE_KEEP most recently used stay; one another
+    process holds survives every prune until that process ends; a size bound takes the rest; list says so."""
+    monkeypatch.setenv("SSM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SSM_CACHE_KEEP", "1")
+    url = f"s3://{BUCKET}/cached/registry"
+    src = tmp_path / "registry"
+    src.mkdir()
+    copies = []
+    for v in ("v1", "v2"):
+        _publish(src, url, v)
+        copies.append(storage.local_copy(url, "model registry"))
+        assert json.loads((copies[-1] / "manifest.json").read_text())["manifest_id"] == v
+    # this process holds both copies it was handed: fetching v2 pruned nothing
+    assert all(c.is_dir() for c in copies)
+    listed = {c.key: c for c in cache.entries()}
+    assert [listed[c.parent.name].in_use for c in copies] == [True, True]
+    assert {c.url for c in listed.values()} == {url}
+    assert listed[copies[1].parent.name].last_used >= listed[copies[0].parent.name].last_used
+    # let go of them, as the process's end would; another process takes v2 and keeps it
+    for c in copies:
+        os.close(cache._HELD.pop(str(c.parent)))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(copies[1].parent)], stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        _publish(src, url, "v3")
+        v3 = storage.local_copy(url, "model registry")  # a new version: this URL's older ones are pruned
+        assert not copies[0].parent.exists()  # v1: nobody holds it
+        assert copies[1].is_dir() and v3.is_dir()  # v2: held by the other process; v3: by this one
+        assert main(["cache", "prune", "--keep", "1"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["removed"] == [] and out["kept_in_use"] == [copies[1].parent.name] and copies[1].is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["cache", "prune", "--keep", "1", "--dry-run"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["key"] for r in out["removed"]] == [copies[1].parent.name] and copies[1].is_dir()  # a dry run
+    assert main(["cache", "prune", "--keep", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["key"] for r in out["removed"]] == [copies[1].parent.name] and not copies[1].parent.exists()
+    trash = tmp_path / "cache" / cache.TRASH
+    assert out["freed_bytes"] > 2000 and (not trash.exists() or not any(trash.iterdir()))
+    # a size bound removes even a URL's last version, unless it is in use (v3: this process)
+    assert main(["cache", "prune", "--max-gb", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["removed"] == [] and out["kept_in_use"] == [v3.parent.name] and v3.is_dir()
+    os.close(cache._HELD.pop(str(v3.parent)))
+    assert main(["cache", "prune", "--max-gb", "0"]) == 0
+    assert not v3.parent.exists()
+    capsys.readouterr()
+    assert main(["cache", "list"]) == 0 and json.loads(capsys.readouterr().out)["copies"] == []
+    # asked for again after its copy was pruned: downloaded anew, whole, listed with its URL
+    again = storage.local_copy(url, "model registry")
+    assert json.loads((again / "manifest.json").read_text())["manifest_id"] == "v3"
+    assert main(["cache", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)["copies"]
+    assert [(c["key"], c["url"], c["in_use"], c["complete"]) for c in listed] == [(again.parent.name, url, True, True)]
+    monkeypatch.setenv("SSM_CACHE_KEEP", "none")
+    assert main(["cache", "prune"]) == 2  # a bad setting: refused by name
+
+
+def test_watch_refuses_what_it_does_not_support_by_name(s3, tmp_path, monkeypatch, capsys):
+    """Before any Spark work: stacks on gs://, an output URL without a state folder, --state-dir with a local
+    output, stacks on s3:// without the S3A jars (each exit 2, naming the option and the fix)."""
+    from ssm_spark.watch import plan
+
+    monkeypatch.delenv("SSM_STAGING_DIR", raising=False)
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    sedona_only = tmp_path / "jars"  # a jars folder with Sedona's jars and not S3A's
+    sedona_only.mkdir()
+    for p in (ROOT / "jars").glob("*.jar"):
+        if p.name.startswith(("sedona-", "geotools-")):
+            (sedona_only / p.name).symlink_to(p)
+    base = ["watch", "--models", str(tmp_path / "models"), "--once"]
+    url = f"s3://{BUCKET}/watched"
+    cases = [
+        (["--stacks", "gs://bucket/stacks", "--output", str(tmp_path / "out")],
+         "--stacks gs://bucket/stacks: the watcher lists its stacks with Spark's file source, which reads object "
+         "storage here through Hadoop's S3A only"),
+        (["--stacks", str(stacks), "--output", url],
+         f"--output {url}: the watcher's state (its streaming checkpoint, state.json, log.jsonl) is kept in a local "
+         "folder, not on the store"),
+        (["--stacks", str(stacks), "--output", str(tmp_path / "out"), "--state-dir", str(tmp_path / "st")],
+         f"--state-dir {tmp_path / 'st'}: only for an --output URL"),
+        (["--stacks", f"s3://{BUCKET}/stacks", "--output", url, "--state-dir", str(tmp_path / "st"), "--set",
+          f"spark.jars.dir={sedona_only}"],
+         f"--stacks s3://{BUCKET}/stacks: Spark's file source lists it through Hadoop's S3A, whose jars are not in "
+         f"{sedona_only}; fetch them with ssm-spark jars fetch --s3a"),
+    ]
+    for args, msg in cases:
+        capsys.readouterr()
+        assert main(base + args) == 2, args
+        err = capsys.readouterr().err
+        assert msg in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "st").exists()  # nothing written
+    # the state folder: --state-dir, else one per URL under SSM_STAGING_DIR
+    monkeypatch.setenv("SSM_STAGING_DIR", str(tmp_path / "staging"))
+    p = plan(stacks, url)
+    assert p.output == url and p.folder.parent == tmp_path / "staging" and p.folder.name.startswith("watch-")
+    assert p.work == p.folder / "work" and p.local_stacks and plan(stacks, url + "/").folder == p.folder
+    assert plan(stacks, url, tmp_path / "mine").folder == tmp_path / "mine"
+    assert plan(f"s3://{BUCKET}/stacks/", url).stream == f"s3a://{BUCKET}/stacks"
