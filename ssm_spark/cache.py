@@ -253,16 +253,21 @@ def prune(*, keep: int | None = None, max_bytes_: int | None = None, url: str | 
         if seen[c.url] > keep and (url is None or c.url == url):
             doomed.append((c, f"older than the {keep} most recently used version(s) of {c.url}"))
     chosen = {c.key for c, _ in doomed}
+    in_use: list[str] = []
     if bound is not None:
         total = sum(c.bytes for c in found if c.key not in chosen)
         for c in reversed(found):  # least recently used first
             if total <= bound:
                 break
-            if c.key not in chosen and not c.in_use:
-                doomed.append((c, f"the cache is over {MAX_GB_ENV} ({total / 2 ** 30:.3f} GiB)"))
-                chosen.add(c.key)
-                total -= c.bytes
-    removed, in_use = [], []
+            if c.key in chosen:
+                continue
+            if c.in_use:
+                in_use.append(c.key)
+                continue
+            doomed.append((c, f"the cache is over the size bound ({total / 2 ** 30:.3f} GiB > {bound / 2 ** 30:g})"))
+            chosen.add(c.key)
+            total -= c.bytes
+    removed = []
     for c, why in doomed:
         if c.in_use or (not dry_run and not _remove(root, c)):
             in_use.append(c.key)
