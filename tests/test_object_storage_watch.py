@@ -269,3 +269,118 @@ def test_watch_refuses_what_it_does_not_support_by_name(s3, tmp_path, monkeypatc
     assert p.work == p.folder / "work" and p.local_stacks and plan(stacks, url + "/").folder == p.folder
     assert plan(stacks, url, tmp_path / "mine").folder == tmp_path / "mine"
     assert plan(f"s3://{BUCKET}/stacks/", url).stream == f"s3a://{BUCKET}/stacks"
+
+
+# ------------------------------------------------------------------------------- watch with Spark
+
+
+@pytest.fixture(scope="module")
+def watched(spark, tmp_path_factory):
+    """test_watch's small region, D1 landed in a local stacks folder, and a local watcher's product of it."""
+    from ssm_spark.config import load_config
+    from ssm_spark.watch import watch
+    from regions import trained_region
+    from test_watch import SMALL, _land, _landing
+
+    root = tmp_path_factory.mktemp("objwatch")
+    cfg = load_config(overrides=SMALL)
+    trained_region(spark, cfg, root)
+    stacks = _landing(root, "land")
+    _land(root / "sim", stacks, D1)
+    res = watch(spark, cfg, root / "models", stacks, None, root / "local", once=True)
+    assert res["produced"] == [D1]
+    return cfg, root, stacks, root / "local"
+
+
+def _product(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.relative_to(folder).as_posix().startswith("_watch/")}
+
+
+def _watch_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_watch_into_s3_is_the_local_watchs_product_and_a_restart_skips(spark, s3, watched, tmp_path):
+    from ssm_spark.errors import InputError
+    from ssm_spark.watch import watch
+
+    cfg, root, stacks, local = watched
+    url = f"s3://{BUCKET}/watched"
+    state = tmp_path / "state"
+    t0 = time.time()
+    res = watch(spark, cfg, root / "models", stacks, None, url, once=True, state_dir=state)
+    t1 = time.time()
+    assert res["produced"] == [D1] and res["failed"] == {} and res["output"] == url and res["state"] == str(state)
+    got, ref = _objects(url), _product(local)
+    assert "_LOCK.json" not in got and f"parquet/date={D1}/_SUCCESS.json" in got
+    clim = [k for k in got if k.startswith("climatology/") and k.endswith("/_PUBLISHED.json")]
+    assert len(clim) == 1  # the climatology's publication marker: the store's alone
+    assert sorted(set(got) - set(clim)) == sorted(ref)
+    data = [k for k in ref if k.endswith((".parquet", ".tif"))]
+    assert len(data) == 8 and all(_decoded(got[k], k) == _decoded(ref[k], k) for k in data)
+    assert {k: got[k] for k in ref} == ref  # and the same bytes: markers, product.json, STAC included
+    assert sorted(k for k in got if k.startswith("stac/items/")) == [f"stac/items/{D1}.json"]
+    # the latency: the newest input's landing to the marker's PUT, both on this machine's clock
+    (entry,) = _watch_log(state)
+    landed = max(p.stat().st_mtime for p in (stacks / D1).iterdir())
+    assert entry["status"] == "produced" and entry["clock"] == "local"
+    assert entry["last_input_landed"] == _utc(landed)
+    committed = landed + entry["latency_s"]
+    assert t0 <= committed <= t1 and entry["latency_s"] == res["latency_s"][D1]
+    assert json.loads((state / "state.json").read_text()) == {"dates": {}, "output": url, "stacks": str(stacks)}
+
+    marker = storage.stat(f"{url}/parquet/date={D1}/_SUCCESS.json")
+    same = watch(spark, cfg, root / "models", stacks, None, url, once=True, state_dir=state)
+    assert same["batches"] == 0 and same["produced"] == same["skipped"] == []  # its checkpoint: nothing new
+    # restarted without its state (another machine): the stream lists everything again, produce skips D1
+    elsewhere = tmp_path / "elsewhere"
+    again = watch(spark, cfg, root / "models", stacks, None, url, once=True, state_dir=elsewhere)
+    assert again["produced"] == [] and again["skipped"] == [D1] and again["batches"] == 1
+    assert _objects(url) == got and storage.stat(f"{url}/parquet/date={D1}/_SUCCESS.json") == marker
+    (entry,) = _watch_log(elsewhere)
+    assert entry["status"] == "skipped" and entry["latency_s"] is None and entry["clock"] == "store"
+    with pytest.raises(InputError, match=f"is the one of --output {url}, not {url}-2"):
+        watch(spark, cfg, root / "models", stacks, None, f"{url}-2", once=True, state_dir=state)
+
+
+def _utc(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_watch_job_lists_stacks_on_s3_through_s3a(s3, watched, tmp_path):
+    """``ssm-spark watch --stacks s3://... --output s3://... --once``: the stream lists the bucket through S3A,
+    produce reads it through /vsis3/; the local watcher's rows and pixels; latency on the store's clock."""
+    from test_watch import SMALL
+
+    cfg, root, stacks, local = watched
+    fs = storage.filesystem(f"s3://{BUCKET}")
+    for sub in (f"stacks/{D1}", "static"):
+        fs.put(str(stacks.parent / sub), f"{BUCKET}/sim/{sub}", recursive=True)
+    url, state = f"s3://{BUCKET}/from-s3", tmp_path / "state"
+    cmd = [sys.executable, "-m", "ssm_spark", "watch", *sum((["--set", o] for o in SMALL), []),
+           "--set", "spark.master=local[2]", "--models", str(root / "models"), "--stacks", f"s3://{BUCKET}/sim/stacks",
+           "--output", url, "--state-dir", str(state), "--once"]
+    r = subprocess.run(cmd, env={**os.environ, **s3.env()}, capture_output=True, text=True, timeout=500, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert s3.secret_key not in r.stdout + r.stderr
+    res = json.loads(r.stdout[r.stdout.index("{"):])
+    assert res["produced"] == [D1] and res["failed"] == {} and res["batches"] == 1
+    got, ref = _objects(url), _product(local)
+    # the same rows and pixels (the files' tags differ: the climatology digest covers the inputs'
+    # modification times, the objects' own on the store)
+    data = sorted(k for k in ref if k.endswith((".parquet", ".tif")) and not k.startswith("climatology/"))
+    assert data and sorted(k for k in got if k.endswith((".parquet", ".tif")) and not k.startswith("climatology/")) \
+        == data
+    for k in data:
+        assert _decoded(got[k], k) == _decoded(ref[k], k), k
+    (entry,) = _watch_log(state)
+    assert entry["status"] == "produced" and entry["clock"] == "store" and entry["latency_s"] >= 0
+    newest = max(storage.stat(f"s3://{BUCKET}/sim/stacks/{D1}/{p.name}")[1] for p in (stacks / D1).iterdir()) / 1e9
+    assert entry["last_input_landed"] == _utc(newest)
