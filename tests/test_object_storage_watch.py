@@ -103,14 +103,16 @@ def test_stac_on_the_store_holds_exactly_the_committed_dates(s3, tmp_path, caplo
         stac.on_commit(work, date)
         calls = _Calls(remote)
         remote.publish(date, [AGG])
+        if date == D3:  # killed after D3's marker, before its collection and product.json
+            break
         remote.put_metadata()
-        meta = [k for op, k in calls.log if op == "put" and not k.startswith(("parquet/", "cog/", "vrt/", "quicklook/",
-                                                                                 "agg/"))]
-        # the date's own item, then the collection last; the other dates' items are not rewritten
-        assert meta == ["product.json", f"stac/items/{date}.json", "stac/collection.json"], meta
+        meta = [k for op, k in calls.log if op == "put" and k.endswith(".json")]
+        # the date's item before its marker, the collection last; the other dates' items are not rewritten
+        assert meta == [f"stac/items/{date}.json", f"parquet/date={date}/_SUCCESS.json", "product.json",
+                        "stac/collection.json"], meta
     got = _stac_on_store(url)
     assert sorted(got) == ["stac/collection.json", *(f"stac/items/{d}.json" for d in (D1, D2, D3))]
-    assert got == {k: (work / k).read_bytes() for k in got}
+    assert _linked(got["stac/collection.json"]) == [f"./items/{D1}.json", f"./items/{D2}.json"]
 
     # D2's marker is gone from the store (a re-run killed after deleting it, or removed by hand)
     storage.filesystem(url).rm_file(storage.fs_path(f"{url}/parquet/date={D2}/_SUCCESS.json"))
@@ -119,17 +121,20 @@ def test_stac_on_the_store_holds_exactly_the_committed_dates(s3, tmp_path, caplo
     caplog.set_level("WARNING")
     again.pull()
     assert f"the STAC items of 1 date(s) no longer committed (no marker) are removed: {D2}" in caplog.text
-    assert calls.log == [("put", "stac/collection.json"), ("rm", f"stac/items/{D2}.json")]  # collection first
+    assert f"product.json lists dates ['{D1}', '{D2}'], the store's markers ['{D1}', '{D3}']; corrected" in caplog.text
+    # product.json and the collection (D3 linked, D2 not) first, then D2's item deleted
+    assert calls.log == [("put", "product.json"), ("put", "stac/collection.json"), ("rm", f"stac/items/{D2}.json")]
     got = _stac_on_store(url)
     assert sorted(got) == ["stac/collection.json", f"stac/items/{D1}.json", f"stac/items/{D3}.json"]
     assert _linked(got["stac/collection.json"]) == [f"./items/{D1}.json", f"./items/{D3}.json"]
     assert not (work / "stac" / "items" / f"{D2}.json").exists() and not (work / "parquet" / f"date={D2}" / stac.MARKER).exists()
-    # the same catalogue a local product of D1 and D3 has
+    # the same catalogue and product.json a local product of D1 and D3 has
     ref = tmp_path / "ref"
     for i, date in ((0, D1), (2, D3)):
         _commit_date(ref, date, i)
     stac.update_catalog(ref)
     assert got == {k: (ref / k).read_bytes() for k in got}
+    assert json.loads(storage.read_bytes(f"{url}/product.json")) == json.loads((ref / "product.json").read_text())
     # a fresh working folder sees the same, and rewrites nothing
     fresh = RemoteOutput(url, tmp_path / "fresh")
     calls = _Calls(fresh)
@@ -142,9 +147,9 @@ def test_stac_on_the_store_holds_exactly_the_committed_dates(s3, tmp_path, caplo
     last = RemoteOutput(url, tmp_path / "last")
     calls = _Calls(last)
     last.pull()
-    assert calls.log == [("rm", "stac/collection.json"), ("rm", f"stac/items/{D1}.json"),
+    assert calls.log == [("put", "product.json"), ("rm", "stac/collection.json"), ("rm", f"stac/items/{D1}.json"),
                          ("rm", f"stac/items/{D3}.json")]
-    assert _stac_on_store(url) == {}
+    assert _stac_on_store(url) == {} and json.loads(storage.read_bytes(f"{url}/product.json"))["dates"] == []
 
 
 def _publish(src: Path, url: str, version: str) -> None:

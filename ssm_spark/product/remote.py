@@ -11,11 +11,13 @@ committed there it is *published* (:meth:`RemoteOutput.publish`):
    PUT under its final key (one PUT is atomic per object);
 3. objects under the date's components that the new date does not have (leftovers of an older or
    interrupted run, grids no longer aggregated) are deleted;
-4. the marker is PUT last; then ``product.json`` and the STAC files (:meth:`RemoteOutput.put_metadata`):
-   the items that changed, then the collection, then the items of dates no longer committed deleted,
-   so a reader following the collection's links finds every item, and the published catalogue
-   holds exactly the committed dates (a date whose marker is gone, left by a killed re-run or
-   removed by hand, loses its item at the next run's :meth:`~RemoteOutput.pull`).
+4. the date's STAC item is PUT, then the marker last; then ``product.json`` and the other STAC
+   files (:meth:`RemoteOutput.put_metadata`): what changed, the collection last, then the items of
+   dates no longer committed deleted, so a reader following the collection's links finds every
+   item, and the published catalogue holds exactly the committed dates. A date whose marker is
+   gone (a re-run killed after step 1, a marker removed by hand) loses its item at the next run's
+   :meth:`~RemoteOutput.pull`, which also relinks a date whose marker landed but whose collection
+   and ``product.json`` did not (a kill between them), and corrects ``product.json``'s dates.
 
 So on the store too a date is complete exactly when its marker exists. At the start of a run the
 remote markers, ``product.json`` and the STAC files are fetched into the local folder
@@ -51,6 +53,7 @@ race exists. Credentials: the environment's, never logged (:mod:`ssm_spark.stora
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -58,6 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ssm_spark import storage
+from ssm_spark.io import write_json_atomic
 from ssm_spark.product.commit import MARKER, components
 from ssm_spark.product.files import LOCK
 from ssm_spark.storage import RemoteLock  # noqa: F401 - the product's lock lives beside the store's other calls
@@ -115,7 +119,7 @@ class RemoteOutput:
         Then the catalogue is made to match the store's markers: items of dates not committed
         (their marker gone) are removed, locally and on the store (:meth:`put_metadata`).
         """
-        from ssm_spark.stac import prune_catalog
+        from ssm_spark.stac import committed_dates, prune_catalog
 
         want = [rel for rel in self.list() if rel == "product.json" or rel.startswith(f"{_STAC}/")
                 or (rel.startswith("parquet/date=") and rel.endswith(f"/{MARKER}"))]
@@ -133,7 +137,14 @@ class RemoteOutput:
                 self.digests[rel] = hashlib.md5(data).hexdigest()  # noqa: S324 - change detection only
         log.info("produce: %s holds %d object(s); %d fetched (markers, product.json, STAC) into %s", self.url,
                  len(self.sizes), len(want), self.local)
-        if (self.local / "product.json").is_file() and (self.local / _STAC).is_dir():
+        info = self.local / "product.json"
+        if info.is_file():  # its dates: the store's markers (a run killed before republishing it, a marker removed)
+            doc = json.loads(info.read_text())
+            if doc.get("dates") != committed_dates(self.local):
+                log.warning("produce: %s: product.json lists dates %s, the store's markers %s; corrected", self.url,
+                            doc.get("dates"), committed_dates(self.local))
+                write_json_atomic(info, {**doc, "dates": committed_dates(self.local)}, default=str)
+        if info.is_file() and (self.local / _STAC).is_dir():
             res = prune_catalog(self.local)
             if res["removed"]:
                 log.warning("produce: %s: the STAC items of %d date(s) no longer committed (no marker) are removed: "
@@ -142,6 +153,7 @@ class RemoteOutput:
                 log.warning("produce: %s: %d committed date(s) have no STAC item (made with produce.stac: false?), "
                             "e.g. %s; produce --force for those dates builds them", self.url, len(res["missing"]),
                             res["missing"][0])
+        if info.is_file():
             self.put_metadata()
         return len(want)
 
@@ -177,6 +189,9 @@ class RemoteOutput:
             self.sizes.pop(rel)
         if stale:
             log.info("produce %s: %d leftover object(s) removed from %s", date, len(stale), self.url)
+        item = f"{_STAC}/items/{date}.json"
+        if (self.local / item).is_file():  # before the marker: a kill after it leaves no committed date without one
+            self._put_changed(item)
         if self.lock is not None:  # still ours: else another run owns the product now, and no marker of ours
             self.lock.check()
         self.put(marker)
@@ -219,10 +234,7 @@ class RemoteOutput:
         order = ["product.json"] * (self.local / "product.json").is_file() + [r for r in rels if r != coll] + \
             [coll] * (coll in rels)
         for rel in order:
-            digest = _md5(self.local / rel)
-            if self.digests.get(rel) != digest or rel not in self.sizes:
-                self.put(rel)
-                self.digests[rel] = digest
+            self._put_changed(rel)
         stale = sorted((k for k in self.sizes if k.startswith(f"{_STAC}/") and k not in rels),
                        key=lambda k: (k != coll, k))  # no collection left: it goes first, then its items
         for rel in stale:
@@ -231,6 +243,14 @@ class RemoteOutput:
             self.digests.pop(rel, None)
         if stale:
             log.info("produce: %s: %d STAC object(s) of dates no longer committed deleted", self.url, len(stale))
+
+
+    def _put_changed(self, rel: str) -> None:
+        """PUT a file of the local folder unless the store holds the same bytes (as this run read or wrote them)."""
+        digest = _md5(self.local / rel)
+        if self.digests.get(rel) != digest or rel not in self.sizes:
+            self.put(rel)
+            self.digests[rel] = digest
 
 
 def _md5(path: Path) -> str:
