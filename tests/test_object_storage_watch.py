@@ -350,6 +350,33 @@ def test_watch_into_s3_is_the_local_watchs_product_and_a_restart_skips(spark, s3
     with pytest.raises(InputError, match=f"is the one of --output {url}, not {url}-2"):
         watch(spark, cfg, root / "models", stacks, None, f"{url}-2", once=True, state_dir=state)
 
+    # killed right after D2's marker PUT (before its collection, product.json and the state's update): the
+    # restart skips D2 (its marker), and its produce call's pull links D2 into the published catalogue
+    from test_watch import _land
+
+    _land(root / "sim", stacks, D2)
+
+    def kill(stage, date):
+        if (stage, date) == ("published", D2):
+            raise _Killed(stage)
+
+    with pytest.raises(_Killed):
+        watch(spark, cfg, root / "models", stacks, None, url, once=True, state_dir=state, hook=kill)
+    coll = storage.read_bytes(f"{url}/stac/collection.json")
+    assert _linked(coll) == [f"./items/{D1}.json"] and storage.exists(f"{url}/stac/items/{D2}.json")
+    assert D2 in json.loads((state / "state.json").read_text())["dates"]  # seen, not known to be committed
+    marker = storage.stat(f"{url}/parquet/date={D2}/_SUCCESS.json")
+    resumed = watch(spark, cfg, root / "models", stacks, None, url, once=True, state_dir=state)
+    assert resumed["produced"] == [] and resumed["skipped"] == [D2] and resumed["batches"] == 0
+    assert storage.stat(f"{url}/parquet/date={D2}/_SUCCESS.json") == marker  # not re-produced
+    assert _linked(storage.read_bytes(f"{url}/stac/collection.json")) == [f"./items/{D1}.json", f"./items/{D2}.json"]
+    assert json.loads(storage.read_bytes(f"{url}/product.json"))["dates"] == [D1, D2]
+    assert json.loads((state / "state.json").read_text())["dates"] == {}
+
+
+class _Killed(BaseException):  # what a kill looks like to the driver: nothing catches it
+    pass
+
 
 def _utc(t: float) -> str:
     import datetime as dt
