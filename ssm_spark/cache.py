@@ -53,7 +53,8 @@ _HELD: dict[str, int] = {}
 
 
 def cache_dir() -> Path:
-    """Where :func:`ssm_spark.storage.local_copy` keeps its copies: ``SSM_CACHE_DIR``, else ``~/.cache/ssm-spark/remote``."""
+    """Where :func:`ssm_spark.storage.local_copy` keeps its copies: ``SSM_CACHE_DIR``, else
+    ``~/.cache/ssm-spark/remote``."""
     return Path(os.environ.get("SSM_CACHE_DIR") or Path.home() / ".cache" / "ssm-spark" / "remote")
 
 

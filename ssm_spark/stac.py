@@ -63,7 +63,8 @@ from ssm_spark.product.commit import MARKER
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_item", "build_collection", "update_catalog", "prune_catalog", "on_commit", "read_product", "committed_dates",
+__all__ = ["build_item", "build_collection", "update_catalog", "prune_catalog", "on_commit", "read_product",
+           "committed_dates",
            "PROJECTION_V1_1", "STAC_DIR", "MARKER"]
 
 STAC_DIR = "stac"

@@ -257,7 +257,8 @@ class _Watcher:
         self.plan, self.stacks, self.output, self.hook = p, p.stacks, p.output, hook
         self.folder = p.folder
         self.local = p.local_stacks
-        self.state = _State(self.folder, p.stacks, self.wc.manifest, start, str(p.output))
+        # a state folder beside a product on a store is bound to it (a local product's holds its own state)
+        self.state = _State(self.folder, p.stacks, self.wc.manifest, start, p.output if p.remote_output else None)
         self.published: dict[str, float] = {}  # date -> this machine's time when its marker's PUT returned
         self.batches = 0
         self.summary: dict[str, Any] = {"produced": [], "skipped": [], "failed": {}, "latency_s": {}}
