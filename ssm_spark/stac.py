@@ -310,8 +310,9 @@ def update_catalog(output: os.PathLike | str, dates: Iterable[str] | None = None
                    markers: Mapping[str, Mapping] | None = None) -> Path:
     """Write the items of ``dates`` (default: every committed date) and then the collection.
 
-    Items of other committed dates are kept as they are (built when missing); item files of dates
-    no longer committed are removed. ``markers`` (date -> commit marker) spares reading markers the
+    Items of other committed dates are kept as they are (built when missing; one that cannot be
+    built, its files not in the folder, is left out with a warning); item files of dates no longer
+    committed are removed. ``markers`` (date -> commit marker) spares reading markers the
     caller holds. Each file is replaced atomically, items first, the collection
     last.
 
@@ -333,7 +334,7 @@ def update_catalog(output: os.PathLike | str, dates: Iterable[str] | None = None
     if missing:
         raise InputError(f"dates not committed in {output}: {', '.join(missing)}")
     items_dir = output / STAC_DIR / "items"
-    items = []
+    items, skipped = [], []
     for date in done:
         path = items_dir / f"{date}.json"
         item = None
@@ -343,9 +344,22 @@ def update_catalog(output: os.PathLike | str, dates: Iterable[str] | None = None
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("stac: %s cannot be read (%s); rebuilt", path, exc)
         if item is None:
-            item = build_item(output, date, (markers or {}).get(date), collection_id=collection_id_of(product))
+            try:
+                item = build_item(output, date, (markers or {}).get(date), collection_id=collection_id_of(product))
+            except InputError as exc:
+                if date in wanted:
+                    raise
+                # another date, without an item and not buildable here (its files are not in this folder:
+                # the working folder of a product on a store, or a damaged product): left out, said
+                skipped.append(date)
+                log.warning("stac: no item for %s, committed but not buildable here (%s); left out of the "
+                            "collection (produce --force for that date builds it)", date, exc)
+                continue
             write_json_atomic(path, _item_dict(item))
         items.append(item)
+    if not items:
+        raise InputError(f"no STAC item could be built in {output}: the committed dates {', '.join(skipped)} have "
+                         "no item and their files are not there")
     coll = build_collection(product, items)
     target = output / STAC_DIR / "collection.json"
     write_json_atomic(target, coll.to_dict(include_self_link=False, transform_hrefs=False))

@@ -202,3 +202,29 @@ def test_a_parquet_only_product_gets_its_footprint_from_the_parquet_tiles(tmp_pa
     assert validate_dict(json.loads((out / "stac" / "items" / "2024-04-01.json").read_text())) is not None
     with pytest.raises(InputError, match="lists no tile"):
         stac.build_item(out, "2024-04-01", {**full, "outputs": {"vrt/2024-04-01.vrt": 1}})
+
+
+def test_a_date_without_item_or_files_is_left_out_not_fatal_to_another_dates_commit(tmp_path: Path, caplog):
+    """The working folder of a product on a store holds only markers and STAC files: a committed date with
+    no item (made with produce.stac: false) and no files does not stop the next date's item; it is left out
+    of the collection, said; the date being committed still needs its files; prune_catalog drops what is gone."""
+    import shutil
+
+    out = tmp_path / "p"
+    _commit_date(out, "2024-04-01", 1)  # committed, never catalogued, its data files gone (published)
+    for sub in ("cog", "vrt", "quicklook", "agg"):
+        shutil.rmtree(out / sub)
+    for p in (out / "parquet" / "date=2024-04-01").glob("*.parquet"):
+        p.unlink()
+    _commit_date(out, "2024-04-07", 2)
+    caplog.set_level("WARNING")
+    stac.on_commit(out, "2024-04-07")
+    coll = json.loads((out / "stac" / "collection.json").read_text())
+    assert [ln["href"] for ln in coll["links"] if ln["rel"] == "item"] == ["./items/2024-04-07.json"]
+    assert "stac: no item for 2024-04-01, committed but not buildable here" in caplog.text
+    with pytest.raises(InputError, match="2024-04-01.*listed by the marker of 2024-04-01 but missing"):
+        stac.on_commit(out, "2024-04-01")  # the date asked for: still an error
+    assert stac.prune_catalog(out) == {"items": ["2024-04-07"], "removed": [], "missing": ["2024-04-01"]}
+    (out / "parquet" / "date=2024-04-07" / stac.MARKER).unlink()  # 2024-04-07 no longer committed
+    assert stac.prune_catalog(out) == {"items": [], "removed": ["2024-04-07"], "missing": ["2024-04-01"]}
+    assert not (out / "stac" / "collection.json").exists() and not (out / "stac" / "items" / "2024-04-07.json").exists()
