@@ -6,12 +6,15 @@ Run by hand (not a test)::
                                                  [--dates 2] [--repeats 3]
 
 Every path does the same work per stack file (a 256 x 256 tile of the demo region): read the
-feature tile (rasterio), masks and environment, coupled physics with the registry's WCM parameters,
-the model selected per environment (XGBoost, 1 thread per task), and one zstd Parquet file per
-tile. Measured in one run, each in its own process:
+feature tile (rasterio), masks and environment, the cells' change-detection climatology when the
+registry has change detection (built once by a first Spark child, ``clim``, into a temporary folder
+that every run below reads: ``produce`` finds it complete through ``produce.climatology_dir``, so
+no run pays the build and the loop attaches the same inputs as Spark), coupled physics with the
+registry's WCM parameters, the model selected per environment (XGBoost, 1 thread per task), and
+one zstd Parquet file per tile. Measured in one run, each in its own process:
 
-- ``ref``: the library functions the Spark tasks call (:func:`ssm_spark.product.tiles.read_clipped`,
-  ``predict_rows``, ``write_tile``) in a loop, one process;
+- ``ref``: the library functions the Spark tasks call (:func:`ssm_spark.product.tiles.read_tile_columns`,
+  ``predict_tile``, ``write_tile``) in a loop, one process;
 - ``pool``: the same functions in a ``multiprocessing`` pool of 2 (spawned) processes, one tile a task;
 - ``limit``: bare model evaluation, one core: every ``inplace_predict`` call the per-tile path makes
   (the cells that need a prediction, each model they take), on the feature matrices captured from
@@ -124,7 +127,8 @@ def _dates(stacks: Path, n: int) -> list[str]:
 
 
 def _reference_setup(a: argparse.Namespace):
-    """What the reference and the profile share: config, grid, dates, registry (1 thread), region, files."""
+    """What the reference and the profile share: config, grid, dates, registry (1 thread), region, files,
+    and the change-detection climatology ``produce`` attaches (None when the registry has no ``cd``)."""
     from ssm_spark.config import load_config
     from ssm_spark.models.registry import load_registry
     from ssm_spark.product.region import resolve_region
@@ -137,25 +141,71 @@ def _reference_setup(a: argparse.Namespace):
     reg = load_registry(a.models, nthread=1).warm()
     region = resolve_region(None, cfg, grid)
     inv = discover(stacks, grid, stacks.parent / "static", cfg.ingest.band_aliases)
-    return cfg, grid, dates, reg, region, inv
+    return cfg, grid, dates, reg, region, inv, _climatology(a, grid)
+
+
+def _climatology(a: argparse.Namespace, grid):
+    """The climatology stack built by the ``clim`` child (shared by every run), or None."""
+    if not a.clim:
+        return None
+    from ssm_spark.product.climatology import ClimatologyStack
+
+    return ClimatologyStack.from_summary(json.loads(Path(a.clim).read_text()), grid)
+
+
+def _job(cfg, grid, region, date: str, staging: str, clim):
+    from ssm_spark.product.tiles import DateJob
+
+    return DateJob(date, grid, region, staging, cfg.ingest.max_slope_deg, {"date": date}, None, climatology=clim)
+
+
+def run_clim(a: argparse.Namespace) -> dict:
+    """Build the climatology stack ``produce`` attaches (Spark local[2], every date of the stacks) into
+    ``a.clim_dir``, once for every run: the loop, the pool and the bare evaluation attach the same
+    change-detection inputs as ``produce`` (which finds it built: ``produce.climatology_dir``)."""
+    import logging
+
+    from ssm_spark.config import load_config
+    from ssm_spark.models.registry import load_registry
+    from ssm_spark.product.climatology import climatology_for_produce
+    from ssm_spark.product.region import resolve_region
+    from ssm_spark.sources.stacks import discover
+    from ssm_spark.spark import session
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = load_config(overrides=["spark.master=local[2]", "spark.shuffle_partitions=2",
+                                 "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false'}"])
+    grid = cfg.grid.build()
+    stacks = Path(a.stacks)
+    reg = load_registry(a.models)
+    region = resolve_region(None, cfg, grid)
+    inv = discover(stacks, grid, stacks.parent / "static", cfg.ingest.band_aliases)
+    spark = session(cfg.spark)
+    t0 = time.perf_counter()
+    got = climatology_for_produce(spark, cfg, reg.wcm_params, stacks, stacks.parent / "static", region.tiles,
+                                  Path(a.clim_dir), inv, None, None, folder=Path(a.clim_dir))
+    secs = time.perf_counter() - t0
+    spark.stop()
+    summary = got[1] if got else None
+    return {"rates": [0.0], "summary": summary, "seconds": round(secs, 1)}
 
 
 def run_reference(a: argparse.Namespace) -> dict:
     from ssm_spark.product import tiles as P
     from ssm_spark.product.tasks import _tile_of_file
 
-    cfg, grid, dates, reg, region, inv = _reference_setup(a)
+    cfg, grid, dates, reg, region, inv, clim = _reference_setup(a)
     rates, cpu_rates, pixels = [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(a.repeats):
             t0, c0 = time.perf_counter(), time.process_time()
             pixels = 0
             for d in dates:
-                job = P.DateJob(d, grid, region, tmp, cfg.ingest.max_slope_deg, {"date": d}, None)
+                job = _job(cfg, grid, region, d, tmp, clim)
                 (Path(tmp) / "parquet" / f"date={d}").mkdir(parents=True, exist_ok=True)
                 for f in (f for f in inv.files if f.date == d):
-                    px, _ = P.read_clipped(f, job)
-                    s = P.write_tile(P.predict_rows(px, reg), *_tile_of_file(f, grid), job)
+                    px, _ = P.read_tile_columns(f, job)
+                    s = P.write_tile(P.predict_tile(px, reg), *_tile_of_file(f, grid), job)
                     pixels += s["pixels"]
             rates.append(pixels / (time.perf_counter() - t0))
             cpu_rates.append(pixels / (time.process_time() - c0))
@@ -174,11 +224,11 @@ def _pool_tile(args: tuple) -> int:
     from ssm_spark.product.tasks import _tile_of_file
 
     i, tmp = args
-    cfg, grid, dates, reg, region, inv = _POOL["setup"]
+    cfg, grid, dates, reg, region, inv, clim = _POOL["setup"]
     f = inv.files[i]
-    job = P.DateJob(f.date, grid, region, tmp, cfg.ingest.max_slope_deg, {"date": f.date}, None)
-    px, _ = P.read_clipped(f, job)
-    return P.write_tile(P.predict_rows(px, reg), *_tile_of_file(f, grid), job)["pixels"]
+    job = _job(cfg, grid, region, f.date, tmp, clim)
+    px, _ = P.read_tile_columns(f, job)
+    return P.write_tile(P.predict_tile(px, reg), *_tile_of_file(f, grid), job)["pixels"]
 
 
 def run_pool(a: argparse.Namespace) -> dict:
@@ -216,7 +266,7 @@ def run_limit(a: argparse.Namespace) -> dict:
     from ssm_spark.models import candidates
     from ssm_spark.product import tiles as P
 
-    cfg, grid, dates, reg, region, inv = _reference_setup(a)
+    cfg, grid, dates, reg, region, inv, clim = _reference_setup(a)
     calls: list = []
     real_point, real_quant = candidates.predict_point_matrix, candidates.predict_quantile_matrix
 
@@ -232,12 +282,12 @@ def run_limit(a: argparse.Namespace) -> dict:
 
     pixels, cells, live = 0, 0, 0
     for d in dates:
-        job = P.DateJob(d, grid, region, "/nonexistent", cfg.ingest.max_slope_deg, {"date": d}, None)
+        job = _job(cfg, grid, region, d, "/nonexistent", clim)
         for f in (f for f in inv.files if f.date == d):
-            px, _ = P.read_clipped(f, job)
-            rows = P.predict_rows(px, reg)
-            live += int(((rows["qc"].to_numpy(np.int64) & MASK_BITS) == 0).sum())
-            pixels += len(px)
+            px, _ = P.read_tile_columns(f, job)
+            rows = P.predict_tile(px, reg)
+            live += int(((rows["qc"].astype(np.int64) & MASK_BITS) == 0).sum())
+            pixels += len(rows["row"])
     candidates.predict_point_matrix, candidates.predict_quantile_matrix = real_point, real_quant
     cells = sum(len(x) for _, x in calls)
     trees: dict[int, int] = {}
@@ -259,51 +309,78 @@ def run_limit(a: argparse.Namespace) -> dict:
             "rows_predicted": cells, **per_cell}
 
 
+def _timer(t: dict, key: str, module, name: str):
+    """Wrap ``module.name`` so that its time adds up in ``t[key]``; returns the undo."""
+    real = getattr(module, name)
+
+    def timed(*args, **kw):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kw)
+        finally:
+            t[key] += time.perf_counter() - t0
+
+    setattr(module, name, timed)
+    return lambda: setattr(module, name, real)
+
+
 def run_profile(a: argparse.Namespace) -> dict:
-    """Where the time goes, per stage, in the reference loop (one pass, 1 thread): read + masks +
-    clip, coupled physics, XGBoost (point + quantile models), Parquet, COG."""
+    """Where the time goes, per stage, in the reference loop (one pass after a warm-up pass, 1 thread):
+    ``read`` (read_file_columns: bands, ranges, masks, environment), ``clip`` (region clip and
+    climatology attach), ``physics`` (Registry._physics_columns), ``matrix`` (the float32 feature
+    matrix), ``xgboost`` (the inplace_predict calls and their offsets), ``predict_rest`` (the rest of
+    predict_tile: routing, bounds, the product columns), ``arrow`` (columns -> Arrow table),
+    ``parquet`` (the zstd file), ``write_rest`` (the rest of write_tile: order, summary), ``cog``."""
     from ssm_spark.models import candidates
     from ssm_spark.product import tiles as P
     from ssm_spark.product.cog import tile_arrays, write_tile_cog
     from ssm_spark.product.tasks import _tile_of_file
+    from ssm_spark.sources import stacks as S
 
-    cfg, grid, dates, reg, region, inv = _reference_setup(a)
-    t = dict.fromkeys(("read", "physics", "xgboost", "parquet", "cog"), 0.0)
-    orig = candidates.add_physics
+    cfg, grid, dates, reg, region, inv, clim = _reference_setup(a)
+    keys = ("read", "clip", "physics", "matrix", "xgboost", "predict_rest", "arrow", "parquet", "write_rest", "cog")
+    t = dict.fromkeys(keys, 0.0)
+    from ssm_spark.models import registry as R
 
-    def timed_physics(*args, **kw):
-        t0 = time.perf_counter()
-        try:
-            return orig(*args, **kw)
-        finally:
-            t["physics"] += time.perf_counter() - t0
-
-    candidates.add_physics = timed_physics
-    pixels = 0
+    undo = [_timer(t, "read", S, "read_file_columns"),
+            _timer(t, "physics", R.Registry, "_physics_columns"), _timer(t, "matrix", R, "feature_matrix"),
+            _timer(t, "xgboost", candidates, "predict_point_matrix"),
+            _timer(t, "xgboost", candidates, "predict_quantile_matrix"),
+            _timer(t, "arrow", P, "columns_table"),
+            _timer(t, "parquet", P, "write_tile_parquet")]
+    pixels, cpu = 0, 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        for d in dates:
-            job = P.DateJob(d, grid, region, tmp, cfg.ingest.max_slope_deg, {"date": d}, None)
-            (Path(tmp) / "parquet" / f"date={d}").mkdir(parents=True, exist_ok=True)
-            for f in (f for f in inv.files if f.date == d):
-                t0 = time.perf_counter()
-                px, _ = P.read_clipped(f, job)
-                t1 = time.perf_counter()
-                phys0 = t["physics"]
-                rows = P.predict_rows(px, reg)
-                t2 = time.perf_counter()
-                tr, tc = _tile_of_file(f, grid)
-                P.write_tile(rows, tr, tc, job)
-                t3 = time.perf_counter()
-                data = tile_arrays(rows, grid, tr, tc, ("ssm", "qc"))
-                write_tile_cog(Path(tmp) / f"{d}_{tr}_{tc}.tif", data, grid, tr, tc, ("ssm", "qc"), {"date": d})
-                t4 = time.perf_counter()
-                t["read"] += t1 - t0
-                t["xgboost"] += (t2 - t1) - (t["physics"] - phys0)
-                t["parquet"] += t3 - t2
-                t["cog"] += t4 - t3
-                pixels += len(px)
-    candidates.add_physics = orig
-    return {"stage_seconds": t, "pixels": pixels, "rates": [0.0]}
+        for rep in range(2):  # the first pass warms caches and is not counted
+            for k in t:
+                t[k] = 0.0
+            pixels, c0 = 0, time.process_time()
+            for d in dates:
+                job = _job(cfg, grid, region, d, tmp, clim)
+                (Path(tmp) / "parquet" / f"date={d}").mkdir(parents=True, exist_ok=True)
+                for f in (f for f in inv.files if f.date == d):
+                    t0 = time.perf_counter()
+                    r0 = t["read"]
+                    px, _ = P.read_tile_columns(f, job)
+                    t1 = time.perf_counter()
+                    inner = t["physics"] + t["matrix"] + t["xgboost"]
+                    rows = P.predict_tile(px, reg)
+                    t2 = time.perf_counter()
+                    tr, tc = _tile_of_file(f, grid)
+                    w0 = t["arrow"] + t["parquet"]
+                    P.write_tile(rows, tr, tc, job)
+                    t3 = time.perf_counter()
+                    data = tile_arrays(rows, grid, tr, tc, ("ssm", "qc"))
+                    write_tile_cog(Path(tmp) / f"{d}_{tr}_{tc}.tif", data, grid, tr, tc, ("ssm", "qc"), {"date": d})
+                    t4 = time.perf_counter()
+                    t["clip"] += (t1 - t0) - (t["read"] - r0)
+                    t["predict_rest"] += (t2 - t1) - (t["physics"] + t["matrix"] + t["xgboost"] - inner)
+                    t["write_rest"] += (t3 - t2) - (t["arrow"] + t["parquet"] - w0)
+                    t["cog"] += t4 - t3
+                    pixels += len(rows["row"])
+            cpu = time.process_time() - c0
+    for u in undo:
+        u()
+    return {"stage_seconds": t, "pixels": pixels, "cpu_s": cpu, "rates": [0.0]}
 
 
 def run_spark(a: argparse.Namespace) -> dict:
@@ -317,9 +394,11 @@ def run_spark(a: argparse.Namespace) -> dict:
     # Parquet only: no COG, quicklook, nor the STAC catalogue (its items are the COGs' footprints)
     outputs = (["produce.cog=true", "produce.quicklook=true"] if a.full else
                ["produce.cog=false", "produce.quicklook=false", "produce.stac=false"])
+    # the climatology built once by the clim child: found complete, reused (not rebuilt per output folder)
+    clim = [f"produce.climatology_dir={a.clim_dir}"] if a.clim_dir else []
     cfg = load_config(overrides=[f"spark.master=local[{a.cores}]", f"spark.shuffle_partitions={a.cores}",
                                  "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false', "
-                                 "spark.driver.memory: 4g}", *outputs])
+                                 "spark.driver.memory: 4g}", *outputs, *clim])
     stacks = Path(a.stacks)
     dates = _dates(stacks, a.dates + 1)
     spark = session(cfg.spark)
@@ -339,7 +418,7 @@ def run_spark(a: argparse.Namespace) -> dict:
 def child(a: argparse.Namespace) -> None:
     with PeakRSS() as mem:
         res = {"ref": run_reference, "pool": run_pool, "limit": run_limit, "spark": run_spark,
-               "profile": run_profile}[a.mode](a)
+               "profile": run_profile, "clim": run_clim}[a.mode](a)
     res["peak_rss_tree_mib"] = round(mem.peak / 1024)
     res["cpu_tree_s"] = round(mem.cpu_s, 1)
     res["maxrss_self_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -354,7 +433,8 @@ def _children_cpu() -> float:
 
 def _spawn(a: argparse.Namespace, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--child", "--models", a.models, "--stacks", a.stacks, "--dates", str(a.dates),
-           "--repeats", str(a.repeats), *extra]
+           "--repeats", str(a.repeats), *(["--clim-dir", a.clim_dir] if a.clim_dir else []),
+           *(["--clim", a.clim] if a.clim else []), *extra]
     c0 = _children_cpu()
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     for line in p.stdout.splitlines():
@@ -372,7 +452,10 @@ def main() -> None:
     ap.add_argument("--dates", type=int, default=2, help="dates per timed run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--mode", choices=["ref", "pool", "limit", "spark", "profile"], default="ref", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=["ref", "pool", "limit", "spark", "profile", "clim"], default="ref",
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--clim", default="", help=argparse.SUPPRESS)  # the clim child's summary (JSON file)
+    ap.add_argument("--clim-dir", default="", help=argparse.SUPPRESS)
     ap.add_argument("--cores", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -382,6 +465,16 @@ def main() -> None:
     load = os.getloadavg()
     print(f"bench_produce: {a.dates} date(s) x {a.repeats} repeats, demo region, {os.cpu_count()} CPUs, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (a shared machine: figures are noisy)")
+    work = tempfile.TemporaryDirectory(prefix="bench-produce-")
+    a.clim_dir = str(Path(work.name) / "climatology")
+    built = _spawn(a, "--mode", "clim")
+    if built["summary"] is not None:  # change detection: every run attaches the same climatology
+        a.clim = str(Path(work.name) / "climatology.json")
+        Path(a.clim).write_text(json.dumps(built["summary"]))
+        print(f"climatology: {built['summary']['key']} built in {built['seconds']} s, shared by every run below")
+    else:
+        a.clim_dir = ""
+        print("climatology: none (the registry has no change detection)")
     one = argparse.Namespace(**{**vars(a), "repeats": 1})
     res = {"ref": _spawn(a, "--mode", "ref"), "pool": _spawn(a, "--mode", "pool", "--cores", "2"),
            "limit": _spawn(a, "--mode", "limit"), "s1": _spawn(a, "--mode", "spark", "--cores", "1"),

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from ssm_spark.physics.wcm_params import env_codes
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_SLOPES", "SLOPE_BOUNDS", "normalise", "fit_slope", "fit_slopes", "slope_arrays",
@@ -165,7 +167,7 @@ def slope_arrays(angle: Mapping[str, Any] | None, envs: np.ndarray | None, pol: 
     default = slopes.get(GLOBAL_KEY, {}).get(pol, {}).get("slope", DEFAULT_SLOPES.get(pol, DEFAULT_SLOPES["vv"]))
     if envs is None:
         return np.full(n, float(default))
-    codes, uniq = pd.factorize(pd.Series(envs, dtype=object), use_na_sentinel=True)
+    codes, uniq = env_codes(envs)
     table = np.empty(len(uniq) + 1)
     for i, e in enumerate(uniq):
         hit = slopes.get(str(e)) or slopes.get(group_of(e) or "") or {}
@@ -174,17 +176,27 @@ def slope_arrays(angle: Mapping[str, Any] | None, envs: np.ndarray | None, pol: 
     return table[np.where(codes < 0, len(uniq), codes)]
 
 
-def reference_backscatter(df: pd.DataFrame, angle: Mapping[str, Any], theta: np.ndarray,
+def reference_backscatter(df: "pd.DataFrame | Mapping[str, Any]", angle: Mapping[str, Any], theta: np.ndarray,
                           pols: Sequence[str], env_col: str = "env") -> dict[str, np.ndarray]:
     """``<pol>_ref_db`` of every row: its backscatter normalised to ``angle["theta_ref"]`` with its
     environment's slope, or its cell's own (``clim_slope_<pol>``) where ``angle["mode"]`` is
-    ``cell`` and the cell has one."""
-    envs = df[env_col].to_numpy(dtype=object) if env_col in df.columns else None
+    ``cell`` and the cell has one. ``df``: a DataFrame, or a mapping of column arrays (its
+    ``env_col`` an array of keys or an :class:`~ssm_spark.physics.wcm_params.EnvKeys`)."""
+    frame = isinstance(df, pd.DataFrame)
+    names = df.columns if frame else df
+    n = len(df) if frame else (len(np.asarray(df[f"{pols[0]}_db"])) if pols else 0)
+
+    def col(name: str) -> np.ndarray:
+        return df[name].to_numpy(float) if frame else np.asarray(df[name], dtype=float)
+
+    envs = None
+    if env_col in names:
+        envs = df[env_col].to_numpy(dtype=object) if frame else df[env_col]
     out = {}
     for pol in pols:
-        slope = slope_arrays(angle, envs, pol, len(df))
-        if angle.get("mode") == "cell" and f"clim_slope_{pol}" in df.columns:
-            cell = df[f"clim_slope_{pol}"].to_numpy(float)
+        slope = slope_arrays(angle, envs, pol, n)
+        if angle.get("mode") == "cell" and f"clim_slope_{pol}" in names:
+            cell = col(f"clim_slope_{pol}")
             slope = np.where(np.isfinite(cell), cell, slope)
-        out[f"{pol}_ref_db"] = normalise(df[f"{pol}_db"].to_numpy(float), theta, slope, float(angle["theta_ref"]))
+        out[f"{pol}_ref_db"] = normalise(col(f"{pol}_db"), theta, slope, float(angle["theta_ref"]))
     return out

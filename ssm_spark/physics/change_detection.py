@@ -42,6 +42,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from ssm_spark.physics.angle import DEFAULT_SLOPES, SLOPE_BOUNDS
+from ssm_spark.physics.wcm_params import env_codes
 
 __all__ = ["CLIM_COLUMNS", "CD_FEATURES", "climatology", "climatology_frame", "cd_features", "calibrate_cd",
            "cd_arrays", "porosity"]
@@ -242,25 +243,33 @@ def climatology_frame(
     return out
 
 
-def cd_features(data: pd.DataFrame, theta: np.ndarray, pols: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def cd_features(data: "pd.DataFrame | Mapping[str, Any]", theta: np.ndarray, pols: Sequence[str]
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Relative wetness and anomaly of each row against its cell's climatology columns.
 
-    Returns ``({rw_<pol>, anom_<pol>_db}, missing)`` with ``missing`` True where the row has no usable
-    climatology (too few dates, no contrast): those rows get NaN features and the
+    ``data``: a DataFrame or a mapping of column arrays. Returns ``({rw_<pol>, anom_<pol>_db},
+    missing)`` with ``missing`` True where the row has no usable climatology (too few dates, no
+    contrast): those rows get NaN features and the
     :attr:`~ssm_spark.physics.qc.QC.CHANGE_DETECTION_MISSING` bit from the caller.
     """
-    n = len(data)
+    frame = isinstance(data, pd.DataFrame)
+    names = data.columns if frame else data
+
+    def col(name: str) -> np.ndarray:
+        return data[name].to_numpy(float) if frame else np.asarray(data[name], dtype=float)
+
+    n = len(data) if frame else len(theta)
     out: dict[str, np.ndarray] = {}
     missing = np.ones(n, bool)
-    if "clim_theta_mean" not in data.columns:
+    if "clim_theta_mean" not in names:
         return out, missing
-    t_mean = data["clim_theta_mean"].to_numpy(float)
+    t_mean = col("clim_theta_mean")
     for pol in pols:
         cols = [f"clim_{k}_{pol}" for k in ("slope", "dry", "wet", "mean")]
-        if f"{pol}_db" not in data.columns or any(c not in data.columns for c in cols):
+        if f"{pol}_db" not in names or any(c not in names for c in cols):
             continue
-        s = data[f"{pol}_db"].to_numpy(float)
-        slope, dry, wet, mean = (data[c].to_numpy(float) for c in cols)
+        s = col(f"{pol}_db")
+        slope, dry, wet, mean = (col(c) for c in cols)
         use = np.where(np.isfinite(slope), slope, DEFAULT_SLOPES[pol])
         sc = s - use * (theta - t_mean)
         contrast = wet - dry
@@ -334,7 +343,7 @@ def cd_arrays(cd: Mapping[str, Any] | None, envs: np.ndarray | None, n: int) -> 
         return np.full(n, np.nan), np.full(n, np.nan)
     if envs is None:
         return np.full(n, glob["a"]), np.full(n, glob["b"])
-    codes, uniq = pd.factorize(pd.Series(envs, dtype=object), use_na_sentinel=True)
+    codes, uniq = env_codes(envs)
     a = np.empty(len(uniq) + 1)
     b = np.empty(len(uniq) + 1)
     for i, e in enumerate(uniq):

@@ -22,6 +22,7 @@ from ssm_spark.physics import oh, wcm
 from ssm_spark.physics.calibrate import param_arrays
 from ssm_spark.physics.qc import QC, QC_DTYPE, flag_where
 from ssm_spark.physics.wcm import DEFAULT_WCM_PARAMS
+from ssm_spark.physics.wcm_params import EnvKeys
 
 __all__ = ["DEFAULT_WCM_PARAMS", "MV_PLAUSIBLE", "coupled_features", "FEATURE_COLUMNS"]
 
@@ -165,8 +166,10 @@ ratio_col, qc_col : str
         theta = np.full(n, float(nominal_incidence_deg))
     if is_frame:
         envs = data[env_col].to_numpy(dtype=object) if env_col in data.columns else None
+    elif env_col in data:  # keys already factorized (EnvKeys) are used as they are
+        envs = data[env_col] if isinstance(data[env_col], EnvKeys) else np.asarray(data[env_col], dtype=object)
     else:
-        envs = np.asarray(data[env_col], dtype=object) if env_col in data else None
+        envs = None
 
     qc = np.zeros(n, dtype=QC_DTYPE)
     present_inputs = [x for x in (vv, vh, v, theta) if x is not None]
@@ -184,7 +187,7 @@ ratio_col, qc_col : str
     ):
         if obs is None:
             continue
-        p = param_arrays(params, envs, pol, n=n)
+        p = param_arrays(params, envs, pol, n=n, meta=False)
         soil_db, t2, flags = wcm.inverse(obs, v, theta, p["A"], p["B"])
         soil_db = np.broadcast_to(np.asarray(soil_db, dtype=float), (n,)).copy()
         qc |= np.broadcast_to(flags, (n,)).astype(QC_DTYPE)
@@ -237,7 +240,8 @@ ratio_col, qc_col : str
             if c in out:
                 result[c] = out[c]
         return result
-    result_map: dict[str, np.ndarray] = {k: np.asarray(val) for k, val in data.items()}
+    result_map: dict[str, np.ndarray] = {k: val if isinstance(val, EnvKeys) else np.asarray(val)
+                                         for k, val in data.items()}
     for c in order:
         if c in out:
             result_map[c] = out[c]
@@ -273,16 +277,18 @@ def radar_vegetation_index(vv_db: np.ndarray, vh_db: np.ndarray) -> np.ndarray:
         return 4.0 * vh / (vv + vh)
 
 
-def vegetation_column(data: pd.DataFrame, choice: str | None) -> str:
-    """The vegetation descriptor a table gets: ``ndvi`` or ``rvi`` (see :class:`PhysicsConfig`)."""
-    has_ndvi = "ndvi" in data.columns and data["ndvi"].notna().any()
-    if choice == "radar" or (choice in (None, "auto") and not has_ndvi and {"vv_db", "vh_db"} <= set(data.columns)):
+def vegetation_column(data: "pd.DataFrame | Mapping[str, Any]", choice: str | None) -> str:
+    """The vegetation descriptor a table gets: ``ndvi`` or ``rvi`` (see :class:`PhysicsConfig`);
+    ``data``: a DataFrame or a mapping of column arrays."""
+    names = set(data.columns if isinstance(data, pd.DataFrame) else data)
+    has_ndvi = "ndvi" in names and bool(np.any(~pd.isna(np.asarray(data["ndvi"]))))
+    if choice == "radar" or (choice in (None, "auto") and not has_ndvi and {"vv_db", "vh_db"} <= names):
         return "rvi"
     return "ndvi"
 
 
-def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str = "env",
-                       nominal_incidence_deg: float | None = None) -> pd.DataFrame:
+def retrieval_features(data: "pd.DataFrame | Mapping[str, Any]", params: Any = None, *, env_col: str = "env",
+                       nominal_incidence_deg: float | None = None) -> "pd.DataFrame | dict[str, np.ndarray]":
     """The whole physics chain of a row: angle normalisation, WCM + Oh, change detection, bounds.
 
     1. **Angle** (:mod:`ssm_spark.physics.angle`): ``<pol>_ref_db = <pol>_db - beta (theta -
@@ -303,21 +309,34 @@ def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str =
     (older registries, or bare WCM parameters) steps 1, 3 and 4 reduce to what they were: no
     normalisation, no change detection, the 0-0.6 range flag and unbounded estimates.
 
+    ``data`` is a DataFrame, or a mapping of column arrays (the product's column path: no frame is
+    copied; its ``env_col`` may be an :class:`~ssm_spark.physics.wcm_params.EnvKeys`). The same
+    numpy operations run on the same float64 arrays either way, so the values are the same bits.
+
     Returns
     -------
-    pandas.DataFrame
-        A copy of ``data`` with :data:`FEATURE_COLUMNS` and the :data:`RETRIEVAL_COLUMNS` computable.
+    pandas.DataFrame or dict of numpy.ndarray
+        A copy of ``data`` (a new dict of the same arrays for a mapping) with
+        :data:`FEATURE_COLUMNS` and the :data:`RETRIEVAL_COLUMNS` computable.
     """
     from ssm_spark.physics.angle import reference_backscatter
     from ssm_spark.physics.change_detection import cd_arrays, cd_features, porosity
 
     st = _settings(params)
-    n = len(data)
-    base = data.copy()
-    envs = base[env_col].to_numpy(dtype=object) if env_col in base.columns else None
-    pols = [p for p in ("vv", "vh") if f"{p}_db" in base.columns]
-    if "incidence_deg" in base.columns:
-        theta = base["incidence_deg"].to_numpy(float)
+    frame = isinstance(data, pd.DataFrame)
+    base = data.copy() if frame else dict(data)
+    names = base.columns if frame else base  # (a dict's keys follow the columns added below)
+
+    def column(name: str) -> np.ndarray:
+        return base[name].to_numpy(float) if frame else np.asarray(base[name], dtype=float)
+
+    n = len(data) if frame else _length(data)
+    envs = None
+    if env_col in names:
+        envs = base[env_col].to_numpy(dtype=object) if frame else base[env_col]
+    pols = [p for p in ("vv", "vh") if f"{p}_db" in names]
+    if "incidence_deg" in names:
+        theta = column("incidence_deg")
     elif nominal_incidence_deg is not None:
         theta = np.full(n, float(nominal_incidence_deg))
     else:
@@ -325,8 +344,8 @@ def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str =
     angle = st["angle"] or {}
     mode = angle.get("mode", "none")
     veg = st["vegetation"] if st["vegetation"] in ("ndvi", "rvi") else vegetation_column(base, st["vegetation"])
-    if veg == "rvi" and {"vv_db", "vh_db"} <= set(base.columns):
-        base["rvi"] = radar_vegetation_index(base["vv_db"].to_numpy(float), base["vh_db"].to_numpy(float))
+    if veg == "rvi" and {"vv_db", "vh_db"} <= set(names):
+        base["rvi"] = radar_vegetation_index(column("vv_db"), column("vh_db"))
     kw: dict[str, Any] = {"env_col": env_col, "veg_col": veg, "nominal_incidence_deg": nominal_incidence_deg}
     if mode != "none" and theta is not None and pols:
         theta_ref = float(angle["theta_ref"])
@@ -338,15 +357,15 @@ def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str =
     if bounded:
         kw["mv_plausible"] = (-np.inf, np.inf)   # flagged below against the row's own porosity
     out = coupled_features(base, params, **kw)
-    qc = out["qc"].to_numpy().astype(QC_DTYPE)
+    qc = np.asarray(out["qc"]).astype(QC_DTYPE)
     if theta is not None and mode != "none":
         qc |= flag_where(~np.isfinite(theta), QC.MISSING_INPUT)
         from ssm_spark.physics.qc import INCIDENCE_VALID_DEG
         lo_t, hi_t = INCIDENCE_VALID_DEG
         qc |= flag_where(np.isfinite(theta) & ((theta < lo_t) | (theta > hi_t)), QC.INCIDENCE_OUT_OF_RANGE)
 
-    por = porosity(base["bulk_density"].to_numpy(float) if "bulk_density" in base.columns else None, n)
-    mv = out["mv_wcm"].to_numpy(float)
+    por = porosity(column("bulk_density") if "bulk_density" in names else None, n)
+    mv = np.asarray(out["mv_wcm"], dtype=float)
     if bounded:
         out["porosity"] = por
         with np.errstate(invalid="ignore"):
@@ -370,4 +389,14 @@ def retrieval_features(data: pd.DataFrame, params: Any = None, *, env_col: str =
             qc |= flag_where(outside, QC.CHANGE_DETECTION_OUT_OF_RANGE)
             out["mv_change_detection"] = np.where(np.isfinite(mv_cd), np.clip(mv_cd, 0.0, por), np.nan)
     out["qc"] = qc
+    if not frame:
+        out.pop(_INTERNAL_THETA, None)
+        return out
     return out.drop(columns=[c for c in (_INTERNAL_THETA,) if c in out.columns])
+
+
+def _length(data: Mapping[str, Any]) -> int:
+    """Rows of a mapping of column arrays (its first column's length)."""
+    for v in data.values():
+        return len(v)
+    return 0

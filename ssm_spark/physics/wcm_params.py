@@ -20,7 +20,7 @@ from ssm_spark.errors import InputError
 from ssm_spark.physics.wcm import DEFAULT_WCM_PARAMS
 
 __all__ = ["PARAM_NAMES", "POLS", "GLOBAL_KEY", "TABLE_COLUMNS", "group_of", "lookup", "param_arrays", "apply",
-           "to_dict", "from_dict"]
+           "to_dict", "from_dict", "EnvKeys", "env_codes"]
 
 PARAM_NAMES: tuple[str, ...] = ("A", "B", "C", "D")
 POLS: tuple[str, ...] = ("vv", "vh")
@@ -65,6 +65,49 @@ def group_of(env: str | None) -> str | None:
     if env is None or (isinstance(env, float) and math.isnan(env)):
         return None
     return str(env).split("_", 1)[0]
+
+
+class EnvKeys:
+    """Environment keys per row, factorized once: ``codes`` (intp, -1 for a missing key) into
+    ``uniques`` (first seen first, as :func:`pandas.factorize`).
+
+    Every per-row lookup of the physics (WCM parameters, angle slopes, change-detection lines) and
+    the model routing maps a few distinct keys onto many rows; given an ``EnvKeys`` instead of an
+    array of strings they skip hashing the strings again (:func:`env_codes`). Only the product's
+    column path passes one (:meth:`ssm_spark.models.registry.Registry.predict_columns`).
+    """
+
+    __slots__ = ("codes", "uniques")
+
+    def __init__(self, codes: np.ndarray, uniques: Sequence[Any]) -> None:
+        self.codes = np.asarray(codes, dtype=np.intp)
+        self.uniques = list(uniques)
+
+    @classmethod
+    def of(cls, envs: Any) -> "EnvKeys":
+        """Factorize an array of keys (str, None or NaN for missing)."""
+        if isinstance(envs, EnvKeys):
+            return envs
+        codes, uniq = pd.factorize(pd.Series(np.asarray(envs, dtype=object), dtype=object), use_na_sentinel=True)
+        return cls(codes, list(uniq))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def take(self, idx: np.ndarray) -> "EnvKeys":
+        """The keys of the rows ``idx`` (same uniques)."""
+        return EnvKeys(self.codes[idx], self.uniques)
+
+    def to_numpy(self) -> np.ndarray:
+        """The keys as an object array (None where missing)."""
+        table = np.array([*self.uniques, None], dtype=object)
+        return table[np.where(self.codes < 0, len(self.uniques), self.codes)]
+
+
+def env_codes(envs: Any) -> tuple[np.ndarray, list]:
+    """``(codes, uniques)`` of a column of environment keys (an :class:`EnvKeys` as it is)."""
+    keys = EnvKeys.of(envs)
+    return keys.codes, keys.uniques
 
 
 # --------------------------------------------------------------------------------------- lookups
@@ -145,24 +188,27 @@ def lookup(params: Any, env: str | None, pol: str) -> dict[str, Any]:
     raise InputError(f"WCM parameters have no entry for polarisation {pol!r} (env {env!r})")
 
 
-def param_arrays(params: Any, envs: npt.ArrayLike | None, pol: str, n: int | None = None) -> dict[str, np.ndarray]:
+def param_arrays(params: Any, envs: npt.ArrayLike | EnvKeys | None, pol: str, n: int | None = None, *,
+                 meta: bool = True) -> dict[str, np.ndarray]:
     """Per-row WCM parameter arrays for a column of environment keys (vectorised :func:`lookup`).
 
     Parameters
     ----------
     params : DataFrame, dict or None
         As for :func:`lookup`.
-    envs : array_like of str or None
+    envs : array_like of str, EnvKeys or None
         Environment key per row (None/NaN: global); None for all-global, then ``n`` gives the length.
     pol : str
         'vv' or 'vh'.
     n : int, optional
         Number of rows when ``envs`` is None.
+    meta : bool, default True
+        Also ``level`` and ``source_key`` (object arrays: what the physics does not need).
 
     Returns
     -------
     dict of numpy.ndarray
-        ``A, B, C, D`` (float64) and ``level``, ``source_key`` (object), one value per row.
+        ``A, B, C, D`` (float64) and, with ``meta``, ``level``, ``source_key`` (object), one value per row.
 
     Raises
     ------
@@ -174,15 +220,16 @@ def param_arrays(params: Any, envs: npt.ArrayLike | None, pol: str, n: int | Non
         codes = np.zeros(int(n or 0), dtype=np.intp)
         uniques: list[Any] = [None]
     else:
-        codes, uniq = pd.factorize(pd.Series(np.asarray(envs, dtype=object)), use_na_sentinel=True)
+        codes, uniq = env_codes(envs)
         uniques = list(uniq) + [None]  # code -1 (NaN/None) -> last entry -> global
         codes = np.where(codes < 0, len(uniques) - 1, codes)
     found = [lookup(table, u, pol) for u in uniques]
     out: dict[str, np.ndarray] = {
         k: np.array([f[k] for f in found], dtype=float)[codes] for k in PARAM_NAMES
     }
-    out["level"] = np.array([f["level"] for f in found], dtype=object)[codes]
-    out["source_key"] = np.array([f["source_key"] for f in found], dtype=object)[codes]
+    if meta:
+        out["level"] = np.array([f["level"] for f in found], dtype=object)[codes]
+        out["source_key"] = np.array([f["source_key"] for f in found], dtype=object)[codes]
     return out
 
 

@@ -43,13 +43,13 @@ def blocksize_for(tile_size: int, configured: int = 0) -> int:
     return int(min(512, max(16, (tile_size // 2) // 16 * 16)))
 
 
-def tile_arrays(rows: pd.DataFrame, grid: Grid, tile_row: int, tile_col: int,
+def tile_arrays(rows: "pd.DataFrame | Mapping[str, np.ndarray]", grid: Grid, tile_row: int, tile_col: int,
                 bands: Sequence[str]) -> np.ndarray:
     """Rasterise a tile's product rows: a ``(len(bands), height, width)`` float32 array, NaN elsewhere.
 
     Parameters
     ----------
-    rows : pandas.DataFrame
+    rows : pandas.DataFrame or mapping of str to numpy.ndarray
         Product rows of this tile (global ``row``, ``col`` and the band columns).
     grid : Grid
     tile_row, tile_col : int
@@ -63,14 +63,20 @@ def tile_arrays(rows: pd.DataFrame, grid: Grid, tile_row: int, tile_col: int,
     """
     w = grid.tile_window(tile_row, tile_col)
     out = np.full((len(bands), int(w.height), int(w.width)), np.nan, dtype=np.float32)
-    if len(rows) == 0:
+    frame = isinstance(rows, pd.DataFrame)
+    n = len(rows) if frame else len(rows["row"])
+    if n == 0:
         return out
-    r = rows["row"].to_numpy(dtype=np.int64) - int(w.row_off)
-    c = rows["col"].to_numpy(dtype=np.int64) - int(w.col_off)
+
+    def col(name: str, **kw) -> np.ndarray:
+        return rows[name].to_numpy(**kw) if frame else np.asarray(rows[name]).astype(kw.get("dtype"), copy=False)
+
+    r = col("row", dtype=np.int64) - int(w.row_off)
+    c = col("col", dtype=np.int64) - int(w.col_off)
     if r.min() < 0 or c.min() < 0 or r.max() >= w.height or c.max() >= w.width:
         raise ValueError(f"rows outside tile ({tile_row}, {tile_col}) of grid {grid.name}")
     for i, b in enumerate(bands):
-        v = rows[b].to_numpy(dtype=np.float64, na_value=np.nan) if b != "qc" else rows[b].to_numpy(dtype=np.float64)
+        v = col(b, dtype=np.float64, na_value=np.nan) if b != "qc" and frame else col(b, dtype=np.float64)
         out[i, r, c] = v.astype(np.float32)
     return out
 

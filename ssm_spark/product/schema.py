@@ -15,12 +15,16 @@ table                  what it is
 
 :func:`spark_ddl` gives the DDL string Spark's ``mapInPandas``/``applyInPandas`` take;
 :func:`arrow_table` turns rows (pandas) into a table of a file schema with the ``ssm_spark``
-key-value metadata; :func:`empty_frame` is a table's empty pandas frame.
+key-value metadata, :func:`columns_table` the same from column arrays (the product's per-tile path:
+string columns from their few distinct values and a code per row, no object array of strings);
+:func:`empty_frame` is a table's empty pandas frame.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +32,7 @@ import pyarrow as pa
 
 __all__ = ["PRODUCT", "PRODUCT_FILE", "PRODUCT_COLUMNS", "FILE_COLUMNS", "AGGREGATE", "AGGREGATE_FILE",
            "AGG_COLUMNS", "AGG_FILE_COLUMNS", "TILE_SUMMARY", "COARSE_SUMMARY", "spark_ddl", "arrow_table",
-           "empty_frame", "METADATA_KEY", "ESTIMATES", "plain_columns"]
+           "columns_table", "empty_frame", "METADATA_KEY", "ESTIMATES", "plain_columns"]
 
 #: The key of the JSON provenance (manifest id, config and product hashes, tile) in the Parquet metadata.
 METADATA_KEY = "ssm_spark"
@@ -95,6 +99,37 @@ def arrow_table(rows: pd.DataFrame, schema: pa.Schema, metadata: dict) -> pa.Tab
     schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     return pa.Table.from_arrays([pa.array(rows[f.name].to_numpy(), type=f.type, from_pandas=True) for f in schema],
                                 schema=schema)
+
+
+def columns_table(cols: Mapping[str, Any], schema: pa.Schema, metadata: dict) -> pa.Table:
+    """:func:`arrow_table` of column arrays: the same table (types, nulls, metadata).
+
+    A column is a numpy array (NaN floats become nulls, as ``from_pandas``), a str (every row that
+    value), or, for a string column, an object with ``codes`` (intp, -1 for null) and ``uniques``
+    (:class:`~ssm_spark.physics.wcm_params.EnvKeys`): decoded from a dictionary in Arrow, so no
+    Python string is touched per row.
+    """
+    n = None
+    for v in cols.values():
+        if not isinstance(v, str):
+            n = len(v)
+            break
+    arrays = []
+    for f in schema:
+        v = cols[f.name]
+        if isinstance(v, str):
+            v = pa.array(np.zeros(n or 0, np.int32)), pa.array([v], type=f.type)
+            arrays.append(pa.DictionaryArray.from_arrays(*v).dictionary_decode())
+        elif hasattr(v, "codes") and hasattr(v, "uniques"):
+            codes = np.asarray(v.codes)
+            null = codes < 0
+            idx = pa.array(np.where(null, 0, codes).astype(np.int32), mask=null if null.any() else None)
+            words = pa.array([str(u) for u in v.uniques] or [""], type=f.type)
+            arrays.append(pa.DictionaryArray.from_arrays(idx, words).dictionary_decode())
+        else:
+            arrays.append(pa.array(np.asarray(v), type=f.type, from_pandas=True))
+    schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def empty_frame(schema: pa.Schema) -> pd.DataFrame:

@@ -5,8 +5,9 @@
     stack files of the date touching the region's tiles (broadcast once per executor)
       -> Spark tasks over the files (mapInPandas over the file indices; neighbouring files share
          a task, at most 4 tasks per core): read a file -> masks and environment -> clip to the
-         region -> Registry.predict (Boosters built once per Python worker from the manifest +
-         UBJ bytes broadcast once per run, nthread = the task's cores) -> product rows
+         region -> Registry.predict_columns (Boosters built once per Python worker from the
+         manifest + UBJ bytes broadcast once per run, nthread = the task's cores) -> product rows
+         (column arrays in the fused path: read_tile_columns -> predict_tile -> write_tile)
       -> per tile: Parquet file + COG into the date's staging folder, in the same task when the
          stack files are grid tiles ("fused"), else regrouped by tile (applyInPandas)
       -> a small summary per tile back to the driver (:data:`~ssm_spark.product.schema.TILE_SUMMARY`;
@@ -29,7 +30,8 @@ import pandas as pd
 
 from ssm_spark.grid import Grid
 from ssm_spark.product.schema import PRODUCT_FILE, TILE_SUMMARY, spark_ddl
-from ssm_spark.product.tiles import DateJob, empty_rows, predict_rows, read_clipped, write_tile
+from ssm_spark.product.tiles import (DateJob, empty_rows, predict_rows, predict_tile, read_clipped, read_tile_columns,
+                                     write_tile)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -122,13 +124,13 @@ def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nt
             tr, tc = _tile_of_file(f, grid)
             empty: list = []
             try:
-                px, rejected = read_clipped(f, job, empty)
+                px, rejected = read_tile_columns(f, job, empty)
             except read_errors as exc:
                 s = write_tile(empty_rows(), tr, tc, job)
                 s["error"] = json.dumps(_read_failure(f, exc))
                 yield pd.DataFrame([s])
                 continue
-            s = write_tile(predict_rows(px, reg), tr, tc, job)
+            s = write_tile(predict_tile(px, reg), tr, tc, job)
             s["rejected"] = json.dumps(rejected) if rejected else None
             s["empty"] = json.dumps(empty) if empty else None
             yield pd.DataFrame([s])

@@ -1,25 +1,37 @@
 """A tile of the product on the executors: read and clip its stack file, predict, write its files.
 
 No Spark here (the Spark tasks that call these are in :mod:`ssm_spark.product.tasks`), so the same
-functions serve tests, benchmarks and ``ssm-spark point``:
+functions serve tests, benchmarks and ``ssm-spark point``. Two forms of the same steps:
 
-- :func:`read_clipped`: a stack file -> pixel rows (masks, environment) of the region's cells,
-  with the change-detection climatology of the cells when the run has one;
-- :func:`predict_rows`: pixel rows -> product rows (:data:`~ssm_spark.product.schema.PRODUCT_FILE`,
-  float32 estimates):
-  coupled physics with the registry's WCM parameters + the model selected for each environment
-  (:meth:`Registry.predict`, the physics computed once per pixel, in the task that reads it);
-- :class:`TileFiles`: the one writer of a grid's tile files (Parquet + COG), for the fine product
-  (:func:`write_tile`) and each coarse grid (:func:`ssm_spark.product.aggregate.write_coarse_tile`).
+- the product's per-tile path, on column arrays (numpy, no pandas frame between the stack file
+  and the Parquet file): :func:`read_tile_columns` (a stack file -> the region's pixel rows, with
+  the cells' change-detection climatology when the run has one) -> :func:`predict_tile`
+  (:meth:`Registry.predict_columns`: coupled physics with the registry's WCM parameters + the
+  model selected for each environment) -> :func:`write_tile` (one Arrow table straight from the
+  arrays, :func:`~ssm_spark.product.schema.columns_table`);
+- the same on pandas frames, for ``ssm-spark point`` and the regrouped (shuffled) Spark path:
+  :func:`read_clipped` -> :func:`predict_rows` (:meth:`Registry.predict`) -> :func:`write_tile`.
 
-Rows are sorted by (row, col) before writing, so the bytes do not depend on how Spark split the
-work; every file goes through a temporary name and a rename (a retried task rewrites it whole).
+Both give the same rows and the same bytes (tests/test_produce.py compares them). What the column
+path saves, per 256 x 256 tile (benchmarks/bench_produce.py, docs/performance.md): the frame copies
+and block consolidations of the physics, the per-row environment strings hashed again by every
+lookup (an :class:`~ssm_spark.physics.wcm_params.EnvKeys` is factorized once, from the distinct
+land-cover/climate pairs), the object arrays of the string columns (Arrow decodes them from their
+few distinct values), and the sort when the rows are already in (row, col) order (a stack file's
+rows are).
+
+:class:`TileFiles` is the one writer of a grid's tile files (Parquet + COG), for the fine product
+(:func:`write_tile`) and each coarse grid (:func:`ssm_spark.product.aggregate.write_coarse_tile`).
+Rows are written in (row, col) order (sorted first unless they already are), so the bytes do not
+depend on how Spark split the work; every file goes through a temporary name and a rename (a
+retried task rewrites it whole).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,13 +44,14 @@ from ssm_spark.io import atomic_path
 from ssm_spark.physics.qc import QC
 from ssm_spark.product.cog import tile_arrays, write_tile_cog
 from ssm_spark.product.region import Region, clip_mask
-from ssm_spark.product.schema import ESTIMATES, PRODUCT_FILE, arrow_table, empty_frame, plain_columns
+from ssm_spark.product.schema import ESTIMATES, PRODUCT_FILE, arrow_table, columns_table, empty_frame, plain_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.models.registry import Registry
     from ssm_spark.sources.stacks import StackFile
 
-__all__ = ["tile_name", "write_tile_parquet", "TileFiles", "DateJob", "read_clipped", "empty_rows", "predict_rows", "write_tile"]
+__all__ = ["tile_name", "write_tile_parquet", "TileFiles", "DateJob", "read_clipped", "read_tile_columns", "empty_rows",
+           "predict_rows", "predict_tile", "write_tile", "PARQUET_ZSTD_LEVEL"]
 
 _OUT_OF_RANGE = int(QC.PREDICTION_OUT_OF_RANGE)
 
@@ -53,16 +66,21 @@ def write_tile_parquet(table: pa.Table, path: Path) -> int:
 
     The estimates (:func:`~ssm_spark.product.schema.plain_columns`) without a dictionary: a tile's
     float32 estimates are nearly all distinct, and zstd packs them into ~3.3 bytes each plain
-    against ~5.2 through a dictionary. (BYTE_STREAM_SPLIT would give ~2.9, but Spark 3.5's reader
-    refuses that encoding.) The other columns keep the dictionary (a few distinct values a tile).
+    against ~5.2 through a dictionary. The other columns keep the dictionary (a few distinct values
+    a tile). zstd at :data:`PARQUET_ZSTD_LEVEL`.
     """
     import pyarrow.parquet as pq
 
     plain = plain_columns(table.schema)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True,
+        pq.write_table(table, tmp, compression="zstd", compression_level=PARQUET_ZSTD_LEVEL, write_statistics=True,
                        use_dictionary=[c for c in table.column_names if c not in plain])
     return path.stat().st_size
+
+
+#: zstd level of the Parquet files: 3 (zstd's own default) packs the demo product into 8.1 bytes per
+#: cell against 8.8 at pyarrow's level 1, for ~5 ms more per 256 x 256 tile (docs/performance.md).
+PARQUET_ZSTD_LEVEL = 3
 
 
 @dataclass(frozen=True)
@@ -84,13 +102,16 @@ class TileFiles:
     compress: str = "deflate"
     overview_resampling: str = "nearest"
 
-    def write(self, rows: pd.DataFrame, tile_row: int, tile_col: int) -> tuple[int, int]:
-        """Write one tile's rows (already sorted by row, col); the Parquet and COG sizes in bytes (0: none)."""
+    def write(self, rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int, tile_col: int) -> tuple[int, int]:
+        """Write one tile's rows (already sorted by row, col: a frame, or column arrays as
+        :func:`~ssm_spark.product.schema.columns_table` takes them); the Parquet and COG sizes in
+        bytes (0: none)."""
         name = tile_name(self.grid, tile_row, tile_col)
         meta = {**self.tags, "tile_row": tile_row, "tile_col": tile_col}
         base = Path(self.base)
         pq_path = base / "parquet" / f"date={self.date}" / f"{name}.parquet"
-        parquet_bytes = write_tile_parquet(arrow_table(rows, self.schema, meta), pq_path)
+        table = (arrow_table if isinstance(rows, pd.DataFrame) else columns_table)(rows, self.schema, meta)
+        parquet_bytes = write_tile_parquet(table, pq_path)
         cog_bytes = 0
         if self.bands:
             data = tile_arrays(rows, self.grid, tile_row, tile_col, self.bands)
@@ -147,6 +168,39 @@ def read_clipped(f: "StackFile", job: DateJob, empty: list | None = None) -> tup
     return px, rejected
 
 
+def read_tile_columns(f: "StackFile", job: DateJob, empty: list | None = None) -> tuple[dict[str, Any], list]:
+    """:func:`read_clipped` as column arrays (:func:`~ssm_spark.sources.stacks.read_file_columns`:
+    the same rows and values, ``env`` as an :class:`~ssm_spark.physics.wcm_params.EnvKeys`, ``grid``
+    the grid's name) for :func:`predict_tile`."""
+    from ssm_spark.sources.stacks import NO_ACQUISITION, read_file_columns
+
+    rejected: list = []
+    px = read_file_columns(f, job.grid, job.max_slope_deg, rejected=rejected)
+    n = len(px["row"])
+    if n == 0 and empty is not None:
+        empty.append({"file": f.path, "reason": NO_ACQUISITION})
+    if n and not _inside_full_tiles(f, job):  # a cell test only where the file reaches past the full tiles
+        keep = clip_mask(pd.DataFrame({k: px[k] for k in ("tile_row", "tile_col", "row", "col", "lon", "lat")}),
+                         job.region)
+        if not keep.all():
+            idx = np.flatnonzero(keep)
+            px = {k: (v.take(idx) if hasattr(v, "uniques") else v[idx]) for k, v in px.items()}
+    if job.climatology is not None:  # the cells' change-detection climatology (ClimatologyError if unreadable)
+        cells = pd.DataFrame({k: px[k] for k in ("tile_row", "tile_col", "row", "col")})
+        got = job.climatology.attach(cells)
+        px.update({c: got[c].to_numpy() for c in got.columns if c not in cells.columns})
+    px["grid"] = job.grid.name
+    return px, rejected
+
+
+def _inside_full_tiles(f: "StackFile", job: DateJob) -> bool:
+    """True when every grid tile the file touches is wholly inside the region (no cell to clip)."""
+    ts = job.grid.tile_size
+    full = job.region.full_tiles
+    return all((tr, tc) in full for tr in range(f.row_off // ts, (f.row_off + f.height - 1) // ts + 1)
+               for tc in range(f.col_off // ts, (f.col_off + f.width - 1) // ts + 1))
+
+
 def empty_rows() -> pd.DataFrame:
     """No product rows (the columns of :data:`~ssm_spark.product.schema.PRODUCT_FILE`)."""
     return empty_frame(PRODUCT_FILE)
@@ -173,10 +227,32 @@ def predict_rows(px: pd.DataFrame, registry: "Registry") -> pd.DataFrame:
     })
 
 
-def write_tile(rows: pd.DataFrame, tile_row: int, tile_col: int, job: DateJob) -> dict:
+def predict_tile(px: Mapping[str, Any], registry: "Registry") -> dict[str, Any]:
+    """:func:`predict_rows` of column arrays (:func:`read_tile_columns`): the product rows as the
+    columns of :data:`~ssm_spark.product.schema.PRODUCT_FILE` (what
+    :func:`~ssm_spark.product.schema.columns_table` takes: ``grid`` a str, ``env`` and ``model_id``
+    as codes into their distinct values, no model id where masked), the same values."""
+    from ssm_spark.physics.wcm_params import EnvKeys
+
+    n = len(px["row"])
+    if n == 0:
+        return {f.name: px.get(f.name, np.zeros(0, f.type.to_pandas_dtype())) if f.type != pa.string()
+                else EnvKeys(np.zeros(0, np.intp), []) for f in PRODUCT_FILE}
+    res = registry.predict_columns(px)
+    qc = res["qc"].astype(np.int64).astype(np.int32)
+    masked = (qc & MASK_BITS) != 0
+    return {"grid": px["grid"], **{k: np.asarray(px[k], dtype="i4") for k in ("tile_row", "tile_col", "row", "col")},
+            "lon": np.asarray(px["lon"], dtype="f8"), "lat": np.asarray(px["lat"], dtype="f8"),
+            **{c: res[c].astype("f4") for c in ESTIMATES}, "env": res["env"],
+            "model_id": EnvKeys(np.where(masked, -1, res["unit"]), res["model_ids"]), "qc": qc}
+
+
+def write_tile(rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int, tile_col: int, job: DateJob) -> dict:
     """Write one tile's product rows (Parquet, and the COG when asked) into the staging folder.
 
-    Rows are sorted by (row, col) first, so the bytes do not depend on how Spark split the work.
+    ``rows``: a frame (:func:`predict_rows`) or column arrays (:func:`predict_tile`). Rows are put
+    in (row, col) order first (a stable sort, skipped when they already are), so the bytes do not
+    depend on how Spark split the work.
 
     Returns
     -------
@@ -184,11 +260,17 @@ def write_tile(rows: pd.DataFrame, tile_row: int, tile_col: int, job: DateJob) -
         The tile's summary (:data:`~ssm_spark.product.schema.TILE_SUMMARY` fields).
     """
     tile_row, tile_col = int(tile_row), int(tile_col)
-    rows = rows.sort_values(["row", "col"], kind="mergesort").reset_index(drop=True)
-    n = len(rows)
-    ssm = rows["ssm"].to_numpy("f8") if n else np.zeros(0)
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.sort_values(["row", "col"], kind="mergesort").reset_index(drop=True)
+        n = len(rows)
+        ssm = rows["ssm"].to_numpy("f8") if n else np.zeros(0)
+        qc = rows["qc"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+    else:
+        rows = _in_cell_order(rows)
+        n = len(rows["row"])
+        ssm = np.asarray(rows["ssm"], dtype="f8")
+        qc = np.asarray(rows["qc"], dtype=np.int64)
     ok = np.isfinite(ssm)
-    qc = rows["qc"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
     masked = int(((qc & MASK_BITS) != 0).sum())
     wild = int((((qc & _OUT_OF_RANGE) != 0) & ((qc & MASK_BITS) == 0)).sum())
     summary = {"tile_row": tile_row, "tile_col": tile_col, "pixels": n, "retrieved": int(ok.sum()), "masked": masked,
@@ -200,3 +282,18 @@ def write_tile(rows: pd.DataFrame, tile_row: int, tile_col: int, job: DateJob) -
         return summary
     summary["parquet_bytes"], summary["cog_bytes"] = job.files.write(rows, tile_row, tile_col)
     return summary
+
+
+def _in_cell_order(cols: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Column arrays in (row, col) order: as they are when they already are (a stack file's rows),
+    else taken in the order of a stable sort (the order ``sort_values(kind="mergesort")`` gives)."""
+    r = np.asarray(cols["row"], dtype=np.int64)
+    c = np.asarray(cols["col"], dtype=np.int64)
+    if len(r) < 2:
+        return cols
+    key = r * (int(c.max()) + 1) + c
+    if np.all(key[1:] > key[:-1]):
+        return cols
+    order = np.lexsort((c, r))
+    return {k: v if isinstance(v, str) else (v.take(order) if hasattr(v, "uniques") else np.asarray(v)[order])
+            for k, v in cols.items()}

@@ -33,7 +33,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -367,42 +367,64 @@ def pixel_schema(grid: Grid) -> str:
 
 def _read_band(src, index: int) -> np.ndarray:
     """A band as float64 with its declared nodata value (if not NaN) as NaN: missing, not a value."""
-    a = src.read(index).astype("f8")
-    nd = src.nodatavals[index - 1]
-    if nd is not None and np.isfinite(nd):
-        a[a == nd] = np.nan
+    return _read_bands(src, [index])[0]
+
+
+def _read_bands(src, indexes: list[int]) -> np.ndarray:
+    """Bands ``indexes`` as float64 ``(len(indexes), h, w)`` in one read, each band's declared nodata
+    value (if not NaN) as NaN: missing, not a value."""
+    a = src.read(indexes).astype("f8")
+    for k, index in enumerate(indexes):
+        nd = src.nodatavals[index - 1]
+        if nd is not None and np.isfinite(nd):
+            a[k][a[k] == nd] = np.nan
     return a
 
 
-def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None,
-                    cells: np.ndarray | None = None, rejected: list | None = None) -> pd.DataFrame:
-    """Explode one stack file (and its static companions) into pixel rows (executor side).
+def _lonlat(grid: Grid, row_off: int, col_off: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """lon/lat of every cell of a window (row-major, flat), kept for the last few windows: a tile's
+    cells are the same on every date, and the projection is computed point by point (the same values
+    as projecting only the cells wanted)."""
+    key = (grid, row_off, col_off, h, w)
+    hit = _LONLAT.get(key)
+    if hit is None:
+        rr, cc = np.divmod(np.arange(h * w, dtype=np.int64), w)
+        lon, lat = grid.to_lonlat(rr + row_off, cc + col_off)
+        hit = (np.asarray(lon, dtype="f8").ravel(), np.asarray(lat, dtype="f8").ravel())
+        if len(_LONLAT) >= _LONLAT_MAX:  # bounded: memory does not grow with the region
+            _LONLAT.pop(next(iter(_LONLAT)))
+        _LONLAT[key] = hit
+    return hit
 
-    Cells whose backscatter is missing in every polarisation are not pixels of that date (no
-    acquisition); every other cell is kept, masked classes included (their QC bits say so).
-    ``cells`` (an (n, 2) array of global row, col) limits the rows to those cells. Values outside
-    :data:`VALID_RANGES` are set missing and, when ``rejected`` is a list, recorded there as
-    ``{"file", "band", "n", "range"}``.
-    """
+
+_LONLAT: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_LONLAT_MAX = 16
+
+
+def _read_cells(f: StackFile, grid: Grid, max_slope_deg: float | None, cells: np.ndarray | None,
+                rejected: list | None) -> tuple[dict[str, np.ndarray], bool]:
+    """The numeric columns of one stack file's pixel rows (cell address, lon/lat, bands, classes,
+    mask bits) and whether any cell has a climate class; shared by :func:`read_file_cells` and
+    :func:`read_file_columns`. Rows are in (row, col) order."""
     h, w = f.height, f.width
     cols: dict[str, np.ndarray] = {}
     with rasterio.open(f.path) as src:
-        for name in FEATURE_BANDS:  # static bands may also sit in the stack file itself
-            if name in f.bands:
-                cols[name] = _read_band(src, f.bands[name])
-            elif name in DYNAMIC_BANDS:
+        names = [name for name in FEATURE_BANDS if name in f.bands]  # static bands may also sit in the stack file
+        if names:
+            for name, a in zip(names, _read_bands(src, [f.bands[name] for name in names])):
+                cols[name] = a
+    for name in DYNAMIC_BANDS:
+        if name not in cols:
+            cols[name] = np.full((h, w), np.nan)
+    for path, bands, group in ((f.static_path, f.static_bands, STATIC_BANDS), (f.classes_path, f.class_bands, CLASS_BANDS)):
+        names = [name for name in group if name in bands] if path else []
+        if names:
+            with rasterio.open(path) as src:
+                for name, a in zip(names, _read_bands(src, [bands[name] for name in names])):
+                    cols[name] = a
+        for name in group:
+            if name not in cols:
                 cols[name] = np.full((h, w), np.nan)
-    for path, bands, names in ((f.static_path, f.static_bands, STATIC_BANDS), (f.classes_path, f.class_bands, CLASS_BANDS)):
-        src = rasterio.open(path) if path else None
-        try:
-            for name in names:
-                if src is not None and name in bands:
-                    cols[name] = _read_band(src, bands[name])
-                elif name not in cols:
-                    cols[name] = np.full((h, w), np.nan)
-        finally:
-            if src is not None:
-                src.close()
     for name in CLASS_BANDS:
         cols[name] = np.where(np.isfinite(cols[name]), cols[name], 0)
     for name in DYNAMIC_BANDS + STATIC_BANDS:
@@ -423,23 +445,65 @@ def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None
         inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
         wanted[r[inside], c[inside]] = True
         valid &= wanted
-    rr, cc = np.nonzero(valid)
+    flat = np.flatnonzero(valid)  # row-major: the (row, col) order
+    rr, cc = np.divmod(flat, w)
     rows, colsg = rr + f.row_off, cc + f.col_off
-    lon, lat = grid.to_lonlat(rows, colsg)
+    lon, lat = _lonlat(grid, f.row_off, f.col_off, h, w)
     out = {
-        "grid": np.full(rows.size, grid.name, dtype=object),
         "tile_row": (rows // grid.tile_size).astype("i4"), "tile_col": (colsg // grid.tile_size).astype("i4"),
-        "row": rows.astype("i4"), "col": colsg.astype("i4"),
-        "lon": np.asarray(lon, dtype="f8"), "lat": np.asarray(lat, dtype="f8"),
-        "date": np.full(rows.size, dt.date.fromisoformat(f.date), dtype=object),
+        "row": rows.astype("i4"), "col": colsg.astype("i4"), "lon": lon[flat], "lat": lat[flat],
     }
     for name in DYNAMIC_BANDS + STATIC_BANDS:
-        out[name] = cols[name][rr, cc]
-    lc, cl = cols["landcover"][rr, cc].astype("i4"), cols["climate"][rr, cc].astype("i4")
+        out[name] = cols[name].ravel()[flat]
+    lc, cl = cols["landcover"].ravel()[flat].astype("i4"), cols["climate"].ravel()[flat].astype("i4")
     out["landcover"], out["climate"] = lc, cl
-    out["env"] = environment(lc, np.where(cl > 0, cl, np.nan) if np.any(cl > 0) else None)
     out["qc"] = mask_bits(lc, out["lst_k"], out["slope_deg"], max_slope_deg).astype("i4")
+    return out, bool(np.any(cl > 0))
+
+
+def read_file_cells(f: StackFile, grid: Grid, max_slope_deg: float | None = None,
+                    cells: np.ndarray | None = None, rejected: list | None = None) -> pd.DataFrame:
+    """Explode one stack file (and its static companions) into pixel rows (executor side).
+
+    Cells whose backscatter is missing in every polarisation are not pixels of that date (no
+    acquisition); every other cell is kept, masked classes included (their QC bits say so).
+    ``cells`` (an (n, 2) array of global row, col) limits the rows to those cells. Values outside
+    :data:`VALID_RANGES` are set missing and, when ``rejected`` is a list, recorded there as
+    ``{"file", "band", "n", "range"}``. Rows are in (row, col) order. The columns are those of
+    :func:`pixel_schema`; :func:`read_file_columns` gives the same rows as arrays.
+    """
+    num, has_climate = _read_cells(f, grid, max_slope_deg, cells, rejected)
+    n = len(num["row"])
+    lc, cl = num["landcover"], num["climate"]
+    out = {"grid": np.full(n, grid.name, dtype=object), **{k: num[k] for k in _ADDRESS},
+           "date": np.full(n, dt.date.fromisoformat(f.date), dtype=object),
+           **{name: num[name] for name in DYNAMIC_BANDS + STATIC_BANDS}, "landcover": lc, "climate": cl,
+           "env": environment(lc, np.where(cl > 0, cl, np.nan) if has_climate else None), "qc": num["qc"]}
     return pd.DataFrame(out)
+
+
+_ADDRESS = ("tile_row", "tile_col", "row", "col", "lon", "lat")
+
+
+def read_file_columns(f: StackFile, grid: Grid, max_slope_deg: float | None = None,
+                      cells: np.ndarray | None = None, rejected: list | None = None) -> dict[str, Any]:
+    """The rows of :func:`read_file_cells` as column arrays (the product's per-tile path): no frame,
+    no ``grid`` or ``date`` column (the same for every row: the caller knows them), and ``env`` as
+    an :class:`~ssm_spark.physics.wcm_params.EnvKeys`, the keys computed once per distinct
+    (land cover, climate) pair instead of per row (the same keys as :func:`environment`)."""
+    from ssm_spark.physics.wcm_params import EnvKeys
+
+    num, has_climate = _read_cells(f, grid, max_slope_deg, cells, rejected)
+    lc, cl = num["landcover"], num["climate"]
+    n = len(lc)
+    pair, uniq_pairs = pd.factorize(lc.astype(np.int64) * (1 << 32) + cl.astype(np.int64), sort=False)
+    first = np.zeros(len(uniq_pairs), dtype=np.int64)  # a row of each (land cover, climate) pair
+    first[pair[::-1]] = np.arange(n - 1, -1, -1)
+    lc_u, cl_u = lc[first], cl[first]
+    keys = environment(lc_u, np.where(cl_u > 0, cl_u, np.nan) if has_climate else None)
+    codes, uniq = pd.factorize(pd.Series(keys, dtype=object), use_na_sentinel=True)
+    num["env"] = EnvKeys(np.asarray(codes, dtype=np.intp)[pair] if n else np.zeros(0, np.intp), list(uniq))
+    return num
 
 
 def read_pixels(spark: "SparkSession", inventory: StackInventory, grid: Grid, max_slope_deg: float | None = None,
@@ -523,5 +587,6 @@ def inventory_summary(inv: StackInventory) -> dict:
 
 
 __all__ = ["StackFile", "StackInventory", "check_raster", "discover", "read_pixels", "read_file_cells",
+           "read_file_columns",
            "exception_chain", "read_failure", "NO_ACQUISITION",
            "pixel_schema", "inventory_summary", "DYNAMIC_BANDS", "STATIC_BANDS", "CLASS_BANDS"]
