@@ -322,6 +322,60 @@ def test_product_contract_values_and_provenance(spark, small, clean):
 
 @pytest.mark.spark
 @pytest.mark.slow
+def test_column_path_writes_the_frame_paths_bytes(small, tmp_path):
+    """The per-tile path on column arrays (read_tile_columns -> predict_tile -> write_tile) writes the
+    same Parquet and COG bytes as the frame path (read_clipped -> predict_rows -> write_tile), on a
+    region that cuts tiles (the clip) and with rows out of order (write_tile sorts them)."""
+    from ssm_spark.models.registry import load_registry
+    from ssm_spark.physics.wcm_params import EnvKeys
+    from ssm_spark.product.tiles import predict_tile, read_tile_columns, write_tile
+    from ssm_spark.product.tasks import _tile_of_file
+    from ssm_spark.sources.stacks import discover
+
+    cfg, root = small
+    grid = cfg.grid.build()
+    reg = load_registry(root / "models")
+    inv = discover(root / "sim" / "stacks", grid, root / "sim" / "static")
+    full = resolve_region(None, cfg, grid)
+    w = cfg.region.window(grid)
+    lon, lat = grid.to_lonlat(np.array([w.row_off + 5, w.row_off + 40]), np.array([w.col_off + 3, w.col_off + 45]))
+    cut = resolve_region(f"{min(lon)},{min(lat)},{max(lon)},{max(lat)}", cfg, grid)
+    assert set(cut.tiles) - set(cut.full_tiles), "the bbox must cut a tile"
+    files = [f for f in inv.files if f.date == D1]
+    for region in (full, cut):
+        outs = {}
+        for way in ("frames", "columns", "shuffled"):
+            out = tmp_path / f"{region.name}-{len(region.tiles)}-{way}"
+            (out / "parquet" / f"date={D1}").mkdir(parents=True)
+            (out / "cog" / D1).mkdir(parents=True)
+            job = DateJob(D1, grid, region, str(out), cfg.ingest.max_slope_deg, {"date": D1}, ("ssm", "qc"))
+            for f in files:
+                if way == "frames":
+                    rows = predict_rows(read_clipped(f, job)[0], reg)
+                else:
+                    rows = predict_tile(read_tile_columns(f, job)[0], reg)
+                    if way == "shuffled":
+                        back = np.arange(len(rows["row"]))[::-1]
+                        rows = {k: v if isinstance(v, str) else v.take(back) if isinstance(v, EnvKeys) else v[back]
+                                for k, v in rows.items()}
+                write_tile(rows, *_tile_of_file(f, grid), job)
+            outs[way] = _files(out)
+        assert outs["frames"] and any(k.endswith(".parquet") for k in outs["frames"])
+        assert outs["columns"] == outs["frames"] and outs["shuffled"] == outs["frames"]
+    # the registry's column path gives predict's values
+    px, _ = read_clipped(files[0], DateJob(D1, grid, full, str(tmp_path), cfg.ingest.max_slope_deg, {}, None))
+    ref = reg.predict(px, with_features=True)
+    got = reg.predict_columns({c: px[c].to_numpy() for c in px.columns})
+    for c in ("ssm", "ssm_p05", "ssm_p95"):
+        np.testing.assert_array_equal(got[c], ref[c].to_numpy())
+    np.testing.assert_array_equal(got["qc"], ref["qc"].to_numpy())
+    np.testing.assert_array_equal(np.array(got["model_ids"], dtype=object)[got["unit"]], ref["model_id"].to_numpy())
+    for c in ("mv_wcm", "sigma0_soil_vv_db", "mv_oh"):
+        np.testing.assert_array_equal(got["features"][c], ref[c].to_numpy())
+
+
+@pytest.mark.spark
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_bytes(spark, small, clean, caplog):
     cfg, root = small
     _, ref = clean
