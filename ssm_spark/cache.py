@@ -22,7 +22,7 @@ it exits, and the process that just verified a version keeps it. Copies made bef
 existed have no ``.copy.json``: their URL is unknown, so only the size bound (or ``rm``) removes them.
 
 The locks are POSIX ``flock``: a cache folder on a local filesystem (NFS's emulation of ``flock``
-is not relied on).
+is not relied on). Documented in docs/object_storage.md, section 5.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ S3A (the jars: ``ssm-spark jars fetch --s3a``; without them the watcher refuses,
 command), and produce reads the files through GDAL's ``/vsis3/``. Other stores' URLs (``gs://``,
 ``abfss://``) as stacks are refused by name (no connector is set up for Spark here).
 
-Latency on a store: the commit is the moment the date's marker PUT returned (this machine's clock)
+More in docs/object_storage.md. Latency on a store: the commit is the moment the date's marker PUT returned (this machine's clock)
 when the stacks are local; with stacks on a store the landing times are the objects'
 ``LastModified`` (the store's clock, whole seconds), so the commit is the marker's ``LastModified``
 too. Each log line says which clock (``clock``): ``local``, ``store``, or ``mixed`` (stacks on a
