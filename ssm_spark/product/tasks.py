@@ -61,7 +61,8 @@ def _read_errors() -> tuple:
 
 
 def _worker_registry(bc, nthread: int) -> "Registry":
-    """The Registry of this Python worker (built once from the broadcast), nthread = task cores."""
+    """The Registry of this Python worker (built once from the broadcast), nthread = task cores;
+    the worker's objects frozen out of the garbage collector's reach the first time (:func:`_freeze`)."""
     from pyspark import TaskContext
 
     from ssm_spark.models.registry import cached_registry
@@ -70,7 +71,32 @@ def _worker_registry(bc, nthread: int) -> "Registry":
         ctx = TaskContext.get()
         nthread = ctx.cpus() if ctx is not None else 1
     manifest, blobs = bc.value
-    return cached_registry(manifest, blobs, nthread=nthread)
+    reg = cached_registry(manifest, blobs, nthread=nthread)
+    _freeze()
+    return reg
+
+
+_FROZEN = False
+
+
+def _freeze() -> None:
+    """Once per Python worker, after its first registry: collect, then ``gc.freeze()`` what is left
+    (the imported libraries, the Boosters, the broadcast values).
+
+    A reused PySpark worker runs a full ``gc.collect()`` after every task (``pyspark/daemon.py``),
+    which walks every object the worker holds: pandas, pyarrow, XGBoost, rasterio and scikit-learn
+    (imported by XGBoost) are ~150,000 objects, 80-190 ms a task here, about what Spark cost per
+    tile task beyond the per-tile functions (docs/performance.md). Frozen objects are skipped by the
+    collector (they are still freed by reference counting); what a task creates afterwards is
+    collected as before.
+    """
+    global _FROZEN
+    if not _FROZEN:
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        _FROZEN = True
 
 
 def _tile_of_file(f: "StackFile", grid: Grid) -> tuple[int, int] | None:
@@ -114,13 +140,22 @@ def _read_failure(f: "StackFile", exc: Exception) -> dict:
 
 
 def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nthread: int) -> list[dict]:
-    """One task per stack file: read, clip, predict and write its tile; returns the tile summaries."""
+    """One task per stack file: read, clip, predict and write its tile; returns the tile summaries.
+
+    An RDD job (``parallelize(...).mapPartitions``), not a DataFrame's ``mapInPandas``: nothing of
+    it needs SQL, and the DataFrame job cost the driver's JVM about 0.5 CPU-s per date in planning
+    and Arrow set-up against 0.15 (docs/performance.md), on the same cores as the tasks. The file
+    indices are split into contiguous slices as :func:`_file_ids` does (neighbouring tiles share a
+    task, at most 4 tasks per core); the summaries come back as plain dicts.
+    """
     read_errors = _read_errors()
     grid = job.grid
 
-    def _task(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def _task(ids: Iterator[int]) -> Iterator[dict]:
         reg = _worker_registry(bc, nthread)
-        for f in _task_files(batches, bfiles):
+        files = bfiles.value
+        for i in ids:
+            f = files[int(i)]
             tr, tc = _tile_of_file(f, grid)
             empty: list = []
             try:
@@ -128,14 +163,16 @@ def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nt
             except read_errors as exc:
                 s = write_tile(empty_rows(), tr, tc, job)
                 s["error"] = json.dumps(_read_failure(f, exc))
-                yield pd.DataFrame([s])
+                yield s
                 continue
             s = write_tile(predict_tile(px, reg), tr, tc, job)
             s["rejected"] = json.dumps(rejected) if rejected else None
             s["empty"] = json.dumps(empty) if empty else None
-            yield pd.DataFrame([s])
+            yield s
 
-    return [r.asDict() for r in _file_ids(spark, n_files).mapInPandas(_task, _SUMMARY_DDL).collect()]
+    sc = spark.sparkContext
+    parts = max(1, min(n_files, 4 * sc.defaultParallelism))
+    return sc.parallelize(range(n_files), parts).mapPartitions(_task).collect()
 
 
 def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nthread: int,
