@@ -24,7 +24,7 @@ import collections
 import datetime as dt
 import os
 import threading
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,7 @@ __all__ = ["OpenFiles", "cell_values", "pixel_frame"]
 class _Handle:
     __slots__ = ("src", "stamp", "lock", "nodata")
 
-    def __init__(self, src, stamp: tuple[int, int]) -> None:
+    def __init__(self, src, stamp: tuple) -> None:
         self.src, self.stamp, self.lock = src, stamp, threading.Lock()
         self.nodata = np.array([np.nan if v is None else float(v) for v in src.nodatavals])
 
@@ -50,14 +50,17 @@ class _Handle:
 class OpenFiles:
     """Open rasterio datasets by path, at most ``size`` (least recently used closed first).
 
-    A dataset is re-opened when its file's ``(mtime_ns, size)`` changed since it was opened (a
-    re-exported tile). Reads of one dataset are serialised by its lock (a GDAL dataset is not safe
+    A dataset is re-opened when its file's stamp changed since it was opened (a re-exported tile):
+    ``stamp(path)``, by default ``(mtime_ns, size)`` of a local file; on a store the object's
+    (size, ETag) from its folder's kept listing (:class:`~ssm_spark.point.store.Listings`), so a
+    kept dataset costs no request to be known current. Reads of one dataset are serialised by its lock (a GDAL dataset is not safe
     for concurrent reads); different files are read concurrently. ``size=0``: every read opens and
     closes its file (nothing kept).
     """
 
-    def __init__(self, size: int = 128) -> None:
+    def __init__(self, size: int = 128, stamp: Callable[[str], tuple] | None = None) -> None:
         self.size = max(0, int(size))
+        self.stamp = stamp or _file_stamp
         self._open: "collections.OrderedDict[str, _Handle]" = collections.OrderedDict()
         self._lock = threading.Lock()
         self.opened = 0  # datasets opened so far (tests, benchmarks)
@@ -65,8 +68,7 @@ class OpenFiles:
     def _handle(self, path: str) -> _Handle:
         import rasterio
 
-        st = os.stat(path)
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = self.stamp(path)
         with self._lock:
             h = self._open.get(path)
             if h is not None and h.stamp == stamp:
@@ -125,6 +127,11 @@ class OpenFiles:
             for h in self._open.values():
                 _close(h)
             self._open.clear()
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
 
 
 def _close(h: _Handle) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from ssm_spark.errors import InputError
 
-__all__ = ["PointError", "OutsideCoverageError", "NoAcquisitionError", "MaskedCellError", "parse_date",
+__all__ = ["PointError", "OutsideCoverageError", "NoAcquisitionError", "MaskedCellError", "StoreError", "parse_date",
            "check_latlon", "nearest", "DATE_RE"]
 
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits only (\d takes any script's); use fullmatch
@@ -49,6 +49,14 @@ class MaskedCellError(PointError):
     """
 
     status = 422
+
+
+class StoreError(PointError):
+    """The object store holding the stacks or the product failed a request (a missing bucket or key,
+    credentials refused, the endpoint unreachable): the message names the URL and the likely cause.
+    The service answers 502 (the store, not the query, is at fault); the CLI exits 2."""
+
+    status = 502
 
 
 def parse_date(value: Any, what: str = "date") -> dt.date:

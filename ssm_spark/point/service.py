@@ -13,6 +13,7 @@ independent: the same numbers as one call per date, at the cost of one).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -30,6 +31,7 @@ from ssm_spark.point.climatology import EarthEngineClimatology, find_climatology
 from ssm_spark.point.errors import (MaskedCellError, NoAcquisitionError, OutsideCoverageError, PointError,
                                     check_latlon, parse_date)
 from ssm_spark.point.sources import EarthEngineSource, PointSource, ProductSource, StackSource
+from ssm_spark.point.store import Listings, gdal_scope
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.config import Config
@@ -107,14 +109,9 @@ class PointService:
         from ssm_spark.models.registry import Registry, load_registry
 
         t0 = time.perf_counter()
-        for name, value in (("stacks", stacks), ("static", static), ("product", product), ("source", source)):
-            if storage.is_remote(value):  # a point reads cells in place: one window per file, not a download
-                raise InputError(f"point: --{name} {value}: stacks and products on object storage are not read "
-                                 "by point queries; mount the bucket (s3fs, /Volumes, gcsfuse) or copy the folder")
-        if not isinstance(models, Registry) and storage.is_remote(models):  # published by train: a cached copy
+        # stacks and products on a store are read in place (point.store); registry and climatology: a cached copy
+        if not isinstance(models, Registry) and storage.is_remote(models):  # published by train
             models = storage.local_copy(models, "model registry")
-        if storage.is_remote(climatology):
-            climatology = storage.local_copy(climatology, "change-detection climatology")
         self.cfg = cfg
         self.grid = cfg.grid.build()
         self.registry: Registry = models if isinstance(models, Registry) else load_registry(models)
@@ -122,6 +119,12 @@ class PointService:
         if source is not None:
             if source == "ee":
                 stacks, product = None, None
+            elif storage.is_remote(source):
+                top = Listings(0).get(storage.url_of(source))
+                if "product.json" in top or top.get("parquet", (False,))[0]:
+                    stacks, product = None, source
+                else:
+                    stacks, product = source, None
             else:
                 p = Path(source)
                 if (p / "product.json").is_file() or (p / "parquet").is_dir():
@@ -144,9 +147,15 @@ class PointService:
                     cfg, self.grid, self.stacks.client,
                     trained=(self.registry.manifest.get("training_data") or {}).get("date_range"))
             else:
-                self.climatology = find_climatology(cfg, self.grid, self.registry, [
-                    climatology, product and Path(product) / "climatology", cfg.produce.climatology_dir])
+                places = [climatology, product and _child(product, "climatology"), cfg.produce.climatology_dir]
+                self.climatology = find_climatology(cfg, self.grid, self.registry,
+                                                    [_local_climatology(cfg, self.grid, p) for p in places])
+        self.remote = any(getattr(s, "remote", False) for s in (self.stacks, self.product))
         self.load_seconds = time.perf_counter() - t0
+
+    def _scope(self):
+        """GDAL's settings for reads on a store (:func:`~ssm_spark.point.store.gdal_scope`) around a query."""
+        return gdal_scope() if self.remote and isinstance(self.stacks, StackSource) else contextlib.nullcontext()
 
     # -- information
     def health(self) -> dict:
@@ -243,6 +252,10 @@ class PointService:
             Bad parameters; :class:`OutsideCoverageError`, :class:`NoAcquisitionError`,
             :class:`MaskedCellError`.
         """
+        with self._scope():
+            return self._point(lat, lon, date, strict)
+
+    def _point(self, lat: Any, lon: Any, date: Any, strict: bool) -> dict:
         t0 = time.perf_counter()
         day = parse_date(date).isoformat()
         row, col, la, lo = self.cell(lat, lon)
@@ -303,6 +316,10 @@ class PointService:
             Bad parameters, ``end`` before ``start``, a range longer than ``max_days``, a point
             outside the grid.
         """
+        with self._scope():
+            return self._series(lat, lon, start, end, max_days)
+
+    def _series(self, lat: Any, lon: Any, start: Any, end: Any, max_days: int) -> dict:
         t0 = time.perf_counter()
         d0, d1 = parse_date(start, "start"), parse_date(end, "end")
         if d1 < d0:
@@ -342,15 +359,60 @@ class PointService:
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
 
+def _child(folder: str | os.PathLike, name: str) -> str | Path:
+    from ssm_spark import storage
+
+    return f"{str(folder).rstrip('/')}/{name}" if storage.is_remote(folder) else Path(folder) / name
+
+
+def _local_climatology(cfg: "Config", grid: Any, place: Any) -> Any:
+    """A climatology place as :func:`find_climatology` takes it: a URL (``DIR`` or ``DIR/<key>``, published
+    by produce) becomes the cached local copy of its ``<key>/`` (None when nothing is published there)."""
+    from ssm_spark import storage
+    from ssm_spark.product.climatology import climatology_key
+
+    if not place or not storage.is_remote(place):
+        return place
+    url, key = storage.url_of(str(place)).rstrip("/"), climatology_key(cfg, grid)
+    for cand in ((url, url) if url.endswith(f"/{key}") else (f"{url}/{key}",)):
+        try:
+            return storage.local_copy(cand, "change-detection climatology")
+        except InputError as exc:
+            log.info("point: no climatology at %s (%s)", cand, exc)
+    return None
+
+
+def _store_forms(root: str) -> list[str]:
+    """The ways a URL on a store can appear in a message: the URL, GDAL's path, the bucket/key path."""
+    from ssm_spark import storage
+
+    return [root, storage.gdal_path(root), storage.fs_path(root)]
+
+
 def folder_scrubber(service: "PointService | None", product: str | os.PathLike | None = None) -> Callable[[str], str]:
     """A function replacing the server's folders (the service's stacks and product, ``product``) by
-    ``<stacks>`` / ``<product>`` in an answer's text: the client is not told where the files live."""
+    ``<stacks>`` / ``<product>`` in an answer's text: the client is not told where the files live. A
+    folder on a store is replaced in each of its forms (URL, ``/vsis3/`` path, ``bucket/key``), and
+    the store's keys in the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``) by ``<credentials>`` should a message ever carry one."""
+    from ssm_spark import storage
+
     roots: list[tuple[str, str]] = []
     for src in (getattr(service, "stacks", None), getattr(service, "product", None)):
         if src is not None and hasattr(src, "root"):
-            roots += [(str(Path(src.root).resolve()), f"<{src.name}>"), (str(src.root), f"<{src.name}>")]
+            if getattr(src, "remote", False):
+                roots += [(f, f"<{src.name}>") for f in _store_forms(str(src.root))]
+                if src.name == "product" and str(src.root).endswith("/parquet"):
+                    roots += [(f, "<product>") for f in _store_forms(str(src.root)[:-len("/parquet")])]
+            else:
+                roots += [(str(Path(src.root).resolve()), f"<{src.name}>"), (str(src.root), f"<{src.name}>")]
     if product is not None:
-        roots += [(str(Path(product).resolve()), "<product>"), (str(product), "<product>")]
+        if storage.is_remote(product):
+            roots += [(f, "<product>") for f in _store_forms(storage.url_of(str(product)).rstrip("/"))]
+        else:
+            roots += [(str(Path(product).resolve()), "<product>"), (str(product), "<product>")]
+    roots += [(v, "<credentials>") for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+              if len(v := os.environ.get(k) or "") >= 8]
     roots.sort(key=lambda kv: -len(kv[0]))
 
     def scrub(text: str) -> str:

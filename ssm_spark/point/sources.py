@@ -16,10 +16,13 @@ acquisition (``reason`` None), in the order of ``dates``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+import posixpath
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -28,7 +31,8 @@ import pandas as pd
 
 from ssm_spark.errors import InputError
 from ssm_spark.point.cells import OpenFiles, cell_values, pixel_frame
-from ssm_spark.point.errors import DATE_RE, NoAcquisitionError, OutsideCoverageError, nearest
+from ssm_spark.point.errors import DATE_RE, NoAcquisitionError, OutsideCoverageError, StoreError, nearest
+from ssm_spark.point.store import MISS_RELIST_S, Listings, gdal_scope, read_cell_row, store_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.config import Config
@@ -90,28 +94,63 @@ class StackSource:
     name = "stacks"
 
     def __init__(self, stacks: str | os.PathLike, grid: "Grid", static: str | os.PathLike | None = None,
-                 band_aliases: dict | None = None, max_slope_deg: float | None = None, open_files: int = 256) -> None:
-        self.root = Path(stacks)
-        if not self.root.is_dir():
-            raise InputError(f"{self.root}: stacks folder not found (expected <YYYY-MM-DD>/ folders of GeoTIFFs)")
-        if static is None:
-            cand = self.root.parent / "static"
-            static = cand if cand.is_dir() else None
-        self.static = Path(static) if static is not None else None
+                 band_aliases: dict | None = None, max_slope_deg: float | None = None, open_files: int = 256,
+                 listing_ttl: float | None = None) -> None:
+        from ssm_spark import storage
+
+        self.remote = storage.is_remote(stacks)
         self.grid = grid
         self.aliases = dict(band_aliases or {})
         self.max_slope_deg = max_slope_deg
-        self.files = OpenFiles(open_files)
         self._mtime = -1
         self._dates: list[str] = []
+        if self.remote:  # read in place through GDAL's /vsis3/ paths; listings kept (point.store.Listings)
+            storage.apply_gdal_env()
+            self.root = storage.url_of(str(stacks)).rstrip("/")
+            self._vroot = storage.gdal_path(self.root)
+            self.listings = Listings(listing_ttl)
+            if not self.listings.get(self._vroot):
+                raise InputError(f"{self.root}: stacks folder not found on the store (nothing under it: check the "
+                                 "bucket and prefix; expected <YYYY-MM-DD>/ folders of GeoTIFFs)")
+            if static is None:
+                parent, _ = posixpath.split(self.root)
+                got = self.listings.get(storage.gdal_path(parent)).get("static")
+                static = f"{parent}/static" if got is not None and got[0] else None
+            self.static = storage.gdal_path(storage.url_of(str(static)).rstrip("/")) if static is not None else None
+            self.files = OpenFiles(open_files, stamp=self.listings.stamp)
+        else:
+            self.root = Path(stacks)
+            if not self.root.is_dir():
+                raise InputError(f"{self.root}: stacks folder not found (expected <YYYY-MM-DD>/ folders of GeoTIFFs)")
+            if static is None:
+                cand = self.root.parent / "static"
+                static = cand if cand.is_dir() else None
+            self.static = Path(static) if static is not None else None
+            self._vroot = str(self.root)
+            self.files = OpenFiles(open_files)
         self._refresh()
         self._inv: dict[str, list] = {}  # date -> the checked files found so far
-        self._stamps: dict[str, tuple[int, int]] = {}  # path -> (mtime, size) when checked
+        self._stamps: dict[str, tuple] = {}  # path -> its stamp when checked
         self._rejected: dict[str, dict[str, dict]] = {}  # date -> file -> its quarantine record
+        self._checked: dict[str, tuple] = {}  # on a store: date -> its listing when a miss checked it
         self._lock = threading.Lock()
 
-    def _refresh(self) -> None:
-        """Re-list the date folders when the stacks folder changed (a service sees new dates)."""
+    def _scope(self):
+        return gdal_scope() if self.remote else contextlib.nullcontext()
+
+    def _where(self, date: str) -> str:
+        return f"{self.root}/{date}" if self.remote else str(self.root / date)
+
+    def _stamp(self, path: str) -> tuple:
+        return self.listings.stamp(path) if self.remote else _stamp(path)
+
+    def _refresh(self, miss: bool = False) -> None:
+        """Re-list the date folders when the stacks folder changed (a service sees new dates); on a
+        store: when the kept listing is older than its TTL, or (``miss``) a second old."""
+        if self.remote:
+            got = self.listings.get(self._vroot, max_age=MISS_RELIST_S if miss else None)
+            self._dates = sorted(n for n, (is_dir, _) in got.items() if is_dir and DATE_RE.fullmatch(n))
+            return
         m = self.root.stat().st_mtime_ns
         if m != self._mtime:
             self._dates = sorted(p.name for p in self.root.iterdir() if p.is_dir() and DATE_RE.fullmatch(p.name))
@@ -125,14 +164,18 @@ class StackSource:
         """Check the files of dates ``[start, end]`` (those whose window ``keep`` accepts) and remember them."""
         from ssm_spark.sources.stacks import discover
 
-        inv = discover(self.root, self.grid, self.static, self.aliases, start=dt.date.fromisoformat(start),
-                       end=dt.date.fromisoformat(end), keep_window=keep)
+        with self._scope():
+            inv = discover(self._vroot, self.grid, self.static, self.aliases, start=dt.date.fromisoformat(start),
+                           end=dt.date.fromisoformat(end), keep_window=keep)
         with self._lock:
             for f in inv.files:
                 mine = self._inv.setdefault(f.date, [])
                 if f not in mine:
                     mine[:] = [g for g in mine if g.path != f.path] + [f]
-                self._stamps[f.path] = _stamp(f.path)
+                try:
+                    self._stamps[f.path] = self._stamp(f.path)
+                except FileNotFoundError:  # gone since discover listed it: checked again at its next query
+                    mine.remove(f)
             for q in inv.quarantine:
                 self._rejected.setdefault(Path(q["file"]).parent.name, {})[q["file"]] = q
 
@@ -150,7 +193,7 @@ class StackSource:
         for f in known:
             if f.row_off <= row < f.row_off + f.height and f.col_off <= col < f.col_off + f.width:
                 try:
-                    fresh = _stamp(f.path) == self._stamps.get(f.path)
+                    fresh = self._stamp(f.path) == self._stamps.get(f.path)
                 except OSError:
                     fresh = False
                 if fresh:
@@ -171,7 +214,7 @@ class StackSource:
             No usable file of the date holds the cell (naming a rejected file's reason).
         """
         if date not in self._dates:
-            self._refresh()
+            self._refresh(miss=True)
         if date not in self._dates:
             near = nearest(self._dates, date)
             raise NoAcquisitionError(
@@ -179,19 +222,39 @@ class StackSource:
                 f"{', '.join(near) if near else 'none'}", nearest=near, date=date)
         f = self._known(row, col, date)
         if f is None and check:  # check=False: the caller just checked the date
-            self._discover(date, date, _holds(row, col))
+            seen = None
+            if self.remote:  # a miss: the date's listing looked at again (at most once a second); unchanged
+                # since the date was last checked, the cell is outside its files: not checked again
+                seen = tuple(sorted(self.listings.get(f"{self._vroot}/{date}", max_age=MISS_RELIST_S).items()))
+            if seen is None or self._checked.get(date) != seen:
+                self._discover(date, date, _holds(row, col))
+                if seen is not None:
+                    self._checked[date] = seen
             f = self._known(row, col, date)
         if f is not None:
             return f
         bad = list(self._rejected.get(date, {}).values())
         why = f"; {len(bad)} file(s) of that date were rejected, e.g. {bad[-1]['reason']}" if bad else ""
         raise OutsideCoverageError(f"cell (row {row}, col {col}) of grid {self.grid.name} is outside the stacks "
-                                   f"of {date} in {self.root / date}{why}", date=date)
+                                   f"of {date} in {self._where(date)}{why}", date=date)
 
     def values(self, row: int, col: int, date: str, check: bool = True) -> tuple[dict[str, float], str]:
         """The cell's raw band values on a date and the stack file they came from."""
         f = self.file(row, col, date, check)
-        return cell_values(self.files, f, row, col), f.path
+        if not self.remote:
+            return cell_values(self.files, f, row, col), f.path
+        from rasterio.errors import RasterioError
+
+        from ssm_spark import storage
+
+        try:
+            with gdal_scope():
+                return cell_values(self.files, f, row, col), storage.url_of(f.path)
+        except RasterioError as exc:  # rewritten or removed under its kept listing, or the store failing
+            self.listings.forget(posixpath.dirname(f.path))
+            with self._lock:
+                self._inv[date] = [g for g in self._inv.get(date, []) if g.path != f.path]
+            raise store_error(storage.url_of(f.path), f"read cell (row {row}, col {col})", exc) from exc
 
     def pixel(self, row: int, col: int, date: str) -> tuple[pd.DataFrame, str]:
         vals, where = self.values(row, col, date)
@@ -231,23 +294,114 @@ def _holds(row: int, col: int):
 
 
 class ProductSource:
-    """An existing product folder (``ssm-spark produce``): the cell's row, read with row-group pruning."""
+    """An existing product (``ssm-spark produce``), a folder or a URL: the cell's row, read with
+    row-group pruning, for committed dates only (``parquet/date=<d>/_SUCCESS.json`` exists).
+
+    On a store (``s3://bucket/product``): the dates from one listing of ``parquet/`` and their
+    markers (fetched together), both kept ``listing_ttl`` seconds (:data:`~ssm_spark.point.store.LIST_TTL_S`);
+    a date not among them is looked up again (its marker, at most once a second). The cell's tile
+    file is read in place (:func:`~ssm_spark.point.store.read_cell_row`): its size from the marker,
+    its footer kept per marker version, one ranged read of the row group that holds the cell.
+    """
 
     name = "product"
 
-    def __init__(self, product: str | os.PathLike, grid: "Grid") -> None:
+    def __init__(self, product: str | os.PathLike, grid: "Grid", listing_ttl: float | None = None) -> None:
+        from ssm_spark import storage
+
+        self.grid = grid
+        self.remote = storage.is_remote(product)
+        self.reads: dict[str, int] = {}  # on a store: requests and bytes of the tile reads (tests, benchmarks)
+        if self.remote:
+            url = storage.url_of(str(product)).rstrip("/")
+            self.listings = Listings(listing_ttl)
+            top = self.listings.get(url)
+            if not top:
+                raise InputError(f"{url}: product not found on the store (nothing under it: check the bucket and "
+                                 "prefix; expected parquet/date=YYYY-MM-DD/)")
+            self.root = f"{url}/parquet" if top.get("parquet", (False,))[0] else url
+            self._markers: dict[str, tuple[float, dict | None]] = {}  # date -> (when fetched, marker or None)
+            self._mlock = threading.Lock()
+            self._listed = -1.0
+            self._dates = []
+            self._refresh()
+            return
         root = Path(product)
         self.root = root / "parquet" if (root / "parquet").is_dir() else root
         if not self.root.is_dir():
             raise InputError(f"{product}: product folder not found (expected parquet/date=YYYY-MM-DD/)")
-        self.grid = grid
         self._dates = sorted(p.name.split("=", 1)[1] for p in self.root.glob("date=*")
                              if (p / "_SUCCESS.json").is_file())
 
+    # -- a product on a store
+    def _fetch_markers(self, dates: Sequence[str]) -> None:
+        """GET the markers of ``dates`` together (None: no marker, the date is not committed)."""
+        import json
+
+        from ssm_spark import storage
+
+        if not dates:
+            return
+        fs = self.listings.fs(self.root)
+        paths = {storage.fs_path(f"{self.root}/date={d}/_SUCCESS.json"): d for d in dates}
+        try:
+            got = fs.cat(list(paths), on_error="return")
+        except Exception as exc:  # noqa: BLE001
+            raise store_error(self.root, "read its dates' markers", exc) from exc
+        if not isinstance(got, dict):
+            got = {next(iter(paths)): got}
+        now = time.monotonic()
+        out: dict[str, dict | None] = {}
+        for p, d in paths.items():
+            v = got.get(p, FileNotFoundError(p))
+            if isinstance(v, FileNotFoundError):
+                out[d] = None
+            elif isinstance(v, BaseException):
+                raise store_error(f"{self.root}/date={d}/_SUCCESS.json", "read it", v) from v
+            else:
+                try:
+                    out[d] = json.loads(v)
+                except ValueError:
+                    out[d] = {}  # a marker is there (the date is committed); its content unreadable
+        with self._mlock:
+            for d, m in out.items():
+                self._markers[d] = (now, m)
+
+    def _refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._listed <= self.listings.ttl:
+            return
+        got = self.listings.get(self.root, max_age=0 if force else None)
+        cands = sorted(n.split("=", 1)[1] for n, (is_dir, _) in got.items()
+                       if is_dir and n.startswith("date=") and DATE_RE.fullmatch(n.split("=", 1)[1]))
+        self._fetch_markers(cands)
+        with self._mlock:
+            self._dates = sorted(d for d in cands if self._markers.get(d, (0, None))[1] is not None)
+        self._listed = time.monotonic()
+
+    def _marker(self, date: str) -> dict | None:
+        """The date's marker (kept ``ttl`` seconds; a date without one asked again at most once a second)."""
+        with self._mlock:
+            got = self._markers.get(date)
+        if got is None or time.monotonic() - got[0] > (self.listings.ttl if got[1] is not None else MISS_RELIST_S):
+            self._fetch_markers([date])
+            with self._mlock:
+                got = self._markers[date]
+                if got[1] is not None and date not in self._dates:
+                    self._dates = sorted({*self._dates, date})  # committed since the service started
+                elif got[1] is None and date in self._dates:
+                    self._dates = [d for d in self._dates if d != date]  # no longer committed (being re-published)
+        return got[1]
+
     def dates(self) -> list[str]:
+        if self.remote:
+            self._refresh()
         return list(self._dates)
 
     def row(self, row: int, col: int, date: str) -> tuple[dict, str]:
+        tr, tc = int(row) // self.grid.tile_size, int(col) // self.grid.tile_size
+        name = f"{self.grid.name}_{tr}_{tc}.parquet"
+        if self.remote:
+            return self._remote_row(row, col, date, name)
         import pyarrow.dataset as pads
 
         if date not in self._dates and (self.root / f"date={date}" / "_SUCCESS.json").is_file():
@@ -256,8 +410,7 @@ class ProductSource:
             near = nearest(self._dates, date)
             raise NoAcquisitionError(f"no complete product dated {date} in {self.root}; nearest product dates: "
                                      f"{', '.join(near) if near else 'none'}", nearest=near, date=date)
-        tr, tc = int(row) // self.grid.tile_size, int(col) // self.grid.tile_size
-        path = self.root / f"date={date}" / f"{self.grid.name}_{tr}_{tc}.parquet"
+        path = self.root / f"date={date}" / name
         if not path.is_file():
             raise OutsideCoverageError(f"cell (row {row}, col {col}) is outside the product of {date} "
                                        f"(no tile file {path.name})", date=date)
@@ -267,6 +420,38 @@ class ProductSource:
             raise NoAcquisitionError(f"no product row for cell (row {row}, col {col}) on {date} in {path} "
                                      "(outside the product's region, or no acquisition there that date)", date=date)
         return tab.slice(0, 1).to_pylist()[0], str(path)
+
+    def _remote_row(self, row: int, col: int, date: str, name: str) -> tuple[dict, str]:
+        import hashlib
+        import json
+
+        marker = self._marker(date)
+        if marker is None:
+            near = nearest(self.dates(), date)
+            raise NoAcquisitionError(f"no complete product dated {date} in {self.root}; nearest product dates: "
+                                     f"{', '.join(near) if near else 'none'}", nearest=near, date=date)
+        rel = f"parquet/date={date}/{name}"
+        outputs = marker.get("outputs") if isinstance(marker.get("outputs"), dict) else None
+        path = f"{self.root}/date={date}/{name}"
+        if outputs is not None and rel not in outputs:
+            raise OutsideCoverageError(f"cell (row {row}, col {col}) is outside the product of {date} "
+                                       f"(no tile file {name})", date=date)
+        size = outputs.get(rel) if outputs is not None else None
+        version = hashlib.sha256(json.dumps(marker, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        try:
+            got = read_cell_row(self.listings.fs(path), path, size, version, row, col, self.reads)
+        except StoreError:
+            if outputs is None:  # an old marker without its outputs: the tile may just not exist
+                from ssm_spark import storage
+
+                if not storage.exists(path):
+                    raise OutsideCoverageError(f"cell (row {row}, col {col}) is outside the product of {date} "
+                                               f"(no tile file {name})", date=date) from None
+            raise
+        if got is None:
+            raise NoAcquisitionError(f"no product row for cell (row {row}, col {col}) on {date} in {path} "
+                                     "(outside the product's region, or no acquisition there that date)", date=date)
+        return got, path
 
 
 class EarthEngineSource:
