@@ -45,7 +45,8 @@ from ssm_spark.product.files import HEARTBEAT_S, LOCK, _holder_alive, holder_tex
 log = logging.getLogger(__name__)
 
 __all__ = ["is_remote", "filesystem", "gdal_path", "url_of", "gdal_env", "apply_gdal_env", "s3a_conf", "listdir",
-           "exists", "stat", "read_bytes", "write_bytes", "endpoint", "fs_path", "io_error", "PUBLISHED", "publish",
+           "shared_filesystems", "exists", "stat", "read_bytes", "write_bytes", "endpoint", "fs_path", "io_error",
+           "PUBLISHED", "publish",
            "staged", "local_copy", "download", "cache_dir", "RemoteLock"]
 
 #: URL scheme -> (fsspec protocol, the package that provides it, GDAL's virtual file system prefix)
@@ -96,7 +97,35 @@ def filesystem(url: str) -> Any:
         if endpoint():
             opts["endpoint_url"] = endpoint()
         opts["use_listings_cache"] = False
-    return fsspec.filesystem(protocol, **opts)
+    if not _sharing[0]:
+        return fsspec.filesystem(protocol, **opts)
+    import hashlib
+
+    key = (protocol, endpoint(), *(hashlib.sha256((os.environ.get(k) or "").encode()).hexdigest() for k in
+                                   ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")))
+    with _share_lock:
+        if key not in _shared:
+            _shared[key] = fsspec.filesystem(protocol, **opts)
+        return _shared[key]
+
+
+_sharing = [0]
+_shared: dict[tuple, Any] = {}
+_share_lock = __import__("threading").Lock()
+
+
+@contextmanager
+def shared_filesystems() -> Iterator[None]:
+    """While any such block runs, :func:`filesystem` gives one instance per scheme, endpoint and
+    credentials (keyed by their digests) instead of a fresh one: a fresh one costs ~0.3 s (botocore's
+    client), too much for the many small calls of a point query. Listings stay uncached."""
+    with _share_lock:
+        _sharing[0] += 1
+    try:
+        yield
+    finally:
+        with _share_lock:
+            _sharing[0] -= 1
 
 
 def fs_path(url: str) -> str:

@@ -31,7 +31,7 @@ from ssm_spark.point.climatology import EarthEngineClimatology, find_climatology
 from ssm_spark.point.errors import (MaskedCellError, NoAcquisitionError, OutsideCoverageError, PointError,
                                     check_latlon, parse_date)
 from ssm_spark.point.sources import EarthEngineSource, PointSource, ProductSource, StackSource
-from ssm_spark.point.store import Listings, gdal_scope
+from ssm_spark.point.store import Listings, store_scope
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.config import Config
@@ -154,8 +154,9 @@ class PointService:
         self.load_seconds = time.perf_counter() - t0
 
     def _scope(self):
-        """GDAL's settings for reads on a store (:func:`~ssm_spark.point.store.gdal_scope`) around a query."""
-        return gdal_scope() if self.remote and isinstance(self.stacks, StackSource) else contextlib.nullcontext()
+        """GDAL's settings and shared filesystems for reads on a store (:func:`~ssm_spark.point.store.store_scope`)
+        around a query."""
+        return store_scope() if self.remote else contextlib.nullcontext()
 
     # -- information
     def health(self) -> dict:

@@ -32,7 +32,7 @@ import pandas as pd
 from ssm_spark.errors import InputError
 from ssm_spark.point.cells import OpenFiles, cell_values, pixel_frame
 from ssm_spark.point.errors import DATE_RE, NoAcquisitionError, OutsideCoverageError, StoreError, nearest
-from ssm_spark.point.store import MISS_RELIST_S, Listings, gdal_scope, read_cell_row, store_error
+from ssm_spark.point.store import MISS_RELIST_S, Listings, read_cell_row, store_error, store_scope
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.config import Config
@@ -132,11 +132,11 @@ class StackSource:
         self._inv: dict[str, list] = {}  # date -> the checked files found so far
         self._stamps: dict[str, tuple] = {}  # path -> its stamp when checked
         self._rejected: dict[str, dict[str, dict]] = {}  # date -> file -> its quarantine record
-        self._checked: dict[str, tuple] = {}  # on a store: date -> its listing when a miss checked it
+        self._checked: dict[str, tuple] = {}  # on a store: date -> (its listing, every file's window) at a check
         self._lock = threading.Lock()
 
     def _scope(self):
-        return gdal_scope() if self.remote else contextlib.nullcontext()
+        return store_scope() if self.remote else contextlib.nullcontext()
 
     def _where(self, date: str) -> str:
         return f"{self.root}/{date}" if self.remote else str(self.root / date)
@@ -222,14 +222,22 @@ class StackSource:
                 f"{', '.join(near) if near else 'none'}", nearest=near, date=date)
         f = self._known(row, col, date)
         if f is None and check:  # check=False: the caller just checked the date
-            seen = None
-            if self.remote:  # a miss: the date's listing looked at again (at most once a second); unchanged
-                # since the date was last checked, the cell is outside its files: not checked again
-                seen = tuple(sorted(self.listings.get(f"{self._vroot}/{date}", max_age=MISS_RELIST_S).items()))
-            if seen is None or self._checked.get(date) != seen:
+            if not self.remote:
                 self._discover(date, date, _holds(row, col))
-                if seen is not None:
-                    self._checked[date] = seen
+            else:  # a miss: the date's listing looked at again (at most once a second); unchanged since the
+                # date was last checked and no file's window holds the cell: outside, no file opened again
+                seen = tuple(sorted(self.listings.get(f"{self._vroot}/{date}", max_age=MISS_RELIST_S).items()))
+                last = self._checked.get(date)
+                if last is None or last[0] != seen or any(_holds(row, col)(w) for w in last[1]):
+                    windows: list = []
+                    holds = _holds(row, col)
+
+                    def keep(win, windows=windows, holds=holds) -> bool:
+                        windows.append(win)
+                        return holds(win)
+
+                    self._discover(date, date, keep)
+                    self._checked[date] = (seen, windows)
             f = self._known(row, col, date)
         if f is not None:
             return f
@@ -248,7 +256,7 @@ class StackSource:
         from ssm_spark import storage
 
         try:
-            with gdal_scope():
+            with store_scope():
                 return cell_values(self.files, f, row, col), storage.url_of(f.path)
         except RasterioError as exc:  # rewritten or removed under its kept listing, or the store failing
             self.listings.forget(posixpath.dirname(f.path))

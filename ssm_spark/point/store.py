@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import os
 import posixpath
 import threading
@@ -32,7 +33,7 @@ from typing import Any, Iterator
 from ssm_spark import storage
 from ssm_spark.point.errors import StoreError
 
-__all__ = ["LIST_TTL_S", "GDAL_OPTIONS", "Listings", "gdal_scope", "store_error", "read_cell_row"]
+__all__ = ["LIST_TTL_S", "GDAL_OPTIONS", "Listings", "gdal_scope", "store_scope", "store_error", "read_cell_row"]
 
 #: Seconds a folder's listing on a store is trusted (``SSM_POINT_LIST_TTL_S``; 0: list at every query).
 LIST_TTL_S = float(os.environ.get("SSM_POINT_LIST_TTL_S", "30"))
@@ -53,6 +54,14 @@ GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "CPL_VSIL_CURL_ALLO
 _scope_lock = threading.Lock()
 _scope_depth = 0
 _scope_set: list[str] = []
+
+
+@contextlib.contextmanager
+def store_scope() -> Iterator[dict[str, str]]:
+    """What a query on a store runs in: :func:`gdal_scope` and :func:`ssm_spark.storage.shared_filesystems`
+    (the stack checks' listings and lookups on one filesystem instance, not a new one each)."""
+    with storage.shared_filesystems(), gdal_scope() as opts:
+        yield opts
 
 
 @contextlib.contextmanager
@@ -212,6 +221,49 @@ def _may_hold(rg: Any, names: list[str], row: int, col: int) -> bool:
     return True
 
 
+class _Ranges(io.RawIOBase):
+    """A read-only file of an object that GETs exactly the ranges asked (one request per read that
+    no earlier range holds), keeping them: pyarrow's footer read (the last 64 KiB) then serves a small
+    tile's row groups too. (fsspec's caches either read ahead, trim what they hold, or fetch block by
+    block.)"""
+
+    def __init__(self, fs: Any, key: str, size: int) -> None:
+        super().__init__()
+        self.fs, self.key, self.size, self.pos = fs, key, int(size), 0
+        self.parts: list[tuple[int, bytes]] = []
+        self.requests = self.fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: 0, 1: self.pos, 2: self.size}[whence] + int(offset)
+        return self.pos
+
+    def readinto(self, buf: Any) -> int:
+        start, end = self.pos, min(self.size, self.pos + len(buf))
+        if end <= start:
+            return 0
+        for p0, data in self.parts:
+            if p0 <= start and end <= p0 + len(data):
+                chunk = data[start - p0:end - p0]
+                break
+        else:
+            chunk = self.fs.cat_file(self.key, start=start, end=end)
+            self.requests += 1
+            self.fetched += len(chunk)
+            self.parts.append((start, chunk))
+        buf[:len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
+
+
 def read_cell_row(fs: Any, url: str, size: int | None, version: str, row: int, col: int,
                   counters: dict | None = None) -> dict | None:
     """The first row of cell (``row``, ``col``) in the Parquet tile at ``url`` (``fs``: its fsspec
@@ -220,7 +272,7 @@ def read_cell_row(fs: Any, url: str, size: int | None, version: str, row: int, c
     ``size`` (the marker's, saving a HEAD) and ``version`` (what changes when the tile is rewritten:
     the marker's digest) key the kept footer. Row groups whose statistics exclude the cell are not
     read; each other one is one ranged read of its column chunks (pyarrow's pre-buffering coalesces
-    them). ``counters`` gets ``requests`` and ``bytes`` added (tests, benchmarks).
+    them; :class:`_Ranges` GETs what pyarrow asks, nothing more). ``counters`` gets ``requests`` and ``bytes`` added (tests, benchmarks).
 
     Raises
     ------
@@ -233,29 +285,28 @@ def read_cell_row(fs: Any, url: str, size: int | None, version: str, row: int, c
     key = storage.fs_path(url)
     fkey = (url, size, version)
     try:
-        # "bytes": the block last fetched is kept, so a small tile's footer read (its last 64 KiB)
-        # serves its row group too; block_size 1: no read-ahead past what pyarrow asks
-        with fs.open(key, "rb", size=size, cache_type="bytes", block_size=1) as fh:
-            md = FOOTERS.get(fkey)
-            pf = pq.ParquetFile(fh, metadata=md, pre_buffer=True)
-            if md is None:
-                FOOTERS.put(fkey, pf.metadata)
-            md = pf.metadata
-            names = [md.schema.column(i).name for i in range(md.num_columns)]
-            found = None
-            for i in range(md.num_row_groups):
-                if not _may_hold(md.row_group(i), names, row, col):
-                    continue
-                t = pf.read_row_group(i)
-                hit = t.filter(pc.and_(pc.equal(t["row"], int(row)), pc.equal(t["col"], int(col))))
-                if hit.num_rows:
-                    found = hit.slice(0, 1).to_pylist()[0]
-                    break
-            if counters is not None:
-                c = getattr(fh, "cache", None)
-                counters["requests"] = counters.get("requests", 0) + int(getattr(c, "miss_count", 0))
-                counters["bytes"] = counters.get("bytes", 0) + int(getattr(c, "total_requested_bytes", 0))
-            return found
+        if size is None:
+            size = int(fs.info(key)["size"])
+        fh = _Ranges(fs, key, size)
+        md = FOOTERS.get(fkey)
+        pf = pq.ParquetFile(fh, metadata=md, pre_buffer=True)
+        if md is None:
+            FOOTERS.put(fkey, pf.metadata)
+        md = pf.metadata
+        names = [md.schema.column(i).name for i in range(md.num_columns)]
+        found = None
+        for i in range(md.num_row_groups):
+            if not _may_hold(md.row_group(i), names, row, col):
+                continue
+            t = pf.read_row_group(i)
+            hit = t.filter(pc.and_(pc.equal(t["row"], int(row)), pc.equal(t["col"], int(col))))
+            if hit.num_rows:
+                found = hit.slice(0, 1).to_pylist()[0]
+                break
+        if counters is not None:
+            counters["requests"] = counters.get("requests", 0) + fh.requests
+            counters["bytes"] = counters.get("bytes", 0) + fh.fetched
+        return found
     except FileNotFoundError as exc:
         raise store_error(url, "read it (listed by its date's marker, but missing: the date is being "
                           "published again?)", exc) from exc
