@@ -49,6 +49,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ssm_spark import storage
 from ssm_spark.errors import InputError
 from ssm_spark.point import MAX_SERIES_DAYS, PointError, PointService, StackSource
 from ssm_spark.point.service import folder_scrubber
@@ -108,7 +109,11 @@ def _params(path: str, query: str) -> dict[str, str]:
 
 def create_app(service: PointService | None, product: Path | str | None = None,
                max_series_days: int = MAX_SERIES_DAYS) -> FastAPI:
-    """The FastAPI application answering from ``service``; with ``product``, the browser under ``/browse``."""
+    """The FastAPI application answering from ``service``; with ``product`` (a folder), the browser under
+    ``/browse`` (a product on a store by URL is refused by name: the browser reads a folder)."""
+    if storage.is_remote(product):
+        raise InputError(f"serve: the product browser (/browse/) reads a product folder, not {product}: serve a "
+                         "local copy or a mounted path (point and series queries do answer from a product by URL)")
     product = Path(product) if product is not None else None
     scrub = folder_scrubber(service, product)
     app = FastAPI(title="ssm-spark", summary="Surface soil moisture at a point, from the registry's models",
@@ -265,12 +270,18 @@ def run(args: argparse.Namespace, cfg: "Config") -> int:
     svc = PointService(cfg, args.models, args.stacks, static=args.static, product=args.product, source=args.source,
                        cache_files=args.cache_files, climatology=args.climatology)
     if isinstance(svc.stacks, StackSource):  # every file checked once now, not at its first query
-        log.info("serve: %d stack files checked", svc.stacks.check_all())
-    app = create_app(svc, args.product, args.max_series_days or MAX_SERIES_DAYS)
+        with svc._scope():
+            log.info("serve: %d stack files checked", svc.stacks.check_all())
+    browse = args.product
+    if storage.is_remote(browse):  # the browser reads a product folder's COGs, VRTs and quicklooks
+        log.warning("serve: /browse/ is not served for a product on a store (%s): points and series answer "
+                    "from it; for the browser, serve a local copy or a mounted path", browse)
+        browse = None
+    app = create_app(svc, browse, args.max_series_days or MAX_SERIES_DAYS)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     log.info("serving %s on http://%s:%d (/point, /series, /health%s); registry loaded in %.2f s", svc.registry,
-             host, port, ", /browse/" if args.product else "", svc.load_seconds)
+             host, port, ", /browse/" if browse else "", svc.load_seconds)
     try:
         _server(app).run(sockets=[sock])
     finally:

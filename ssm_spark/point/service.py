@@ -148,8 +148,14 @@ class PointService:
                     trained=(self.registry.manifest.get("training_data") or {}).get("date_range"))
             else:
                 places = [climatology, product and _child(product, "climatology"), cfg.produce.climatology_dir]
-                self.climatology = find_climatology(cfg, self.grid, self.registry,
-                                                    [_local_climatology(cfg, self.grid, p) for p in places])
+                tried: list[str] = []
+                local = [_local_climatology(cfg, self.grid, p, tried) for p in places]
+                try:
+                    self.climatology = find_climatology(cfg, self.grid, self.registry, local)
+                except InputError as exc:
+                    if not tried:
+                        raise
+                    raise InputError(f"{exc}; on the store, nothing published at {', '.join(tried)}") from None
         self.remote = any(getattr(s, "remote", False) for s in (self.stacks, self.product))
         self.load_seconds = time.perf_counter() - t0
 
@@ -366,7 +372,7 @@ def _child(folder: str | os.PathLike, name: str) -> str | Path:
     return f"{str(folder).rstrip('/')}/{name}" if storage.is_remote(folder) else Path(folder) / name
 
 
-def _local_climatology(cfg: "Config", grid: Any, place: Any) -> Any:
+def _local_climatology(cfg: "Config", grid: Any, place: Any, tried: list[str]) -> Any:
     """A climatology place as :func:`find_climatology` takes it: a URL (``DIR`` or ``DIR/<key>``, published
     by produce) becomes the cached local copy of its ``<key>/`` (None when nothing is published there)."""
     from ssm_spark import storage
@@ -380,6 +386,7 @@ def _local_climatology(cfg: "Config", grid: Any, place: Any) -> Any:
             return storage.local_copy(cand, "change-detection climatology")
         except InputError as exc:
             log.info("point: no climatology at %s (%s)", cand, exc)
+            tried.append(cand)
     return None
 
 
