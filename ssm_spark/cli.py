@@ -109,25 +109,33 @@ def _run_config(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _args_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="out/demo", help="folder for the demo's outputs (default: out/demo)")
+    parser.add_argument("--output", default="out/demo",
+                        help="folder for the demo's outputs (default: out/demo), or s3://bucket/prefix (each part "
+                             "published when done, the product date by date; a re-run resumes the product)")
 
 
 def _run_demo(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark import storage
     from ssm_spark.demo import run_demo
 
-    summary = run_demo(cfg, Path(args.output))
+    # a URL as given: Path would fold its "//"
+    summary = run_demo(cfg, args.output if storage.is_remote(args.output) else Path(args.output))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
 def _args_simulate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, help="folder for the simulated region (stacks/, static/, insitu/, truth/)")
+    parser.add_argument("--output", required=True, help="folder for the simulated region (stacks/, static/, insitu/, "
+                                                       "truth/), or s3://bucket/prefix (published)")
 
 
 def _run_simulate(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark import storage
     from ssm_spark.sources.simulate import simulate
 
-    print(json.dumps(simulate(cfg, Path(args.output)).to_dict(), indent=2, default=str))
+    with storage.staged(args.output, "simulated region") as out:  # a URL: written locally, then published
+        summary = simulate(cfg, out).to_dict()
+    print(json.dumps(_published(summary, out, args.output), indent=2, default=str))
     return 0
 
 
@@ -138,16 +146,23 @@ def _args_stacks(parser: argparse.ArgumentParser) -> None:
 
 def _args_features(parser: argparse.ArgumentParser) -> None:
     _args_stacks(parser)
-    parser.add_argument("--output", required=True, help="Parquet dataset of pixels with coupled features (by date)")
+    parser.add_argument("--output", required=True, help="Parquet dataset of pixels with coupled features (by date), "
+                                                       "or s3://bucket/prefix (published)")
 
 
 def _run_features(args: argparse.Namespace, cfg: Config) -> int:
+    from ssm_spark import storage
     from ssm_spark.pipeline import features_run
     from ssm_spark.spark import session
 
-    summary = features_run(session(cfg.spark), cfg, Path(args.stacks), Path(args.output),
-                           Path(args.static) if args.static else None)
-    print(json.dumps(summary, indent=2, default=str))
+    if storage.is_remote(args.stacks) or storage.is_remote(args.static):
+        raise ConfigError(f"features --stacks {args.stacks}: stacks on an object store are not read by features (its "
+                          "Spark tasks read a local or mounted folder): copy or mount them; produce reads stacks by "
+                          "URL")
+    with storage.staged(args.output, "feature table") as out:  # a URL: written locally, then published
+        summary = features_run(session(cfg.spark), cfg, Path(args.stacks), out,
+                               Path(args.static) if args.static else None)
+    print(json.dumps(_published(summary, out, args.output), indent=2, default=str))
     return 0
 
 
@@ -206,7 +221,9 @@ def _run_train(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _args_validate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--product", required=True, help="product Parquet (row, col, date, ssm[, ssm_p05, ssm_p95, env, qc])")
+    parser.add_argument("--product", required=True,
+                        help="product Parquet (row, col, date, ssm[, ssm_p05, ssm_p95, env, qc]); or its URL, "
+                             "s3://bucket/prefix/product/parquet (only the dates committed there are read)")
     parser.add_argument("--insitu", required=True, help="ISMN download (header_values or CEOP format)")
     parser.add_argument("--output", required=True, help="folder for metrics.json, pairs.parquet, report.html; or "
                                                        "s3://bucket/prefix (published)")
@@ -219,8 +236,12 @@ def _run_validate(args: argparse.Namespace, cfg: Config) -> int:
 
     from ssm_spark import storage
 
+    if storage.is_remote(args.insitu):
+        raise ConfigError(f"validate --insitu {args.insitu}: the ISMN files are read from a local folder: copy them "
+                          "there (the product may be a URL)")
     with storage.staged(args.output, "validation report") as out:  # a URL: written locally, then published
-        res = validate_run(session(cfg.spark), cfg, Path(args.product), Path(args.insitu), out, args.estimate)
+        product = args.product if storage.is_remote(args.product) else Path(args.product)  # a URL as given
+        res = validate_run(session(cfg.spark), cfg, product, Path(args.insitu), out, args.estimate)
     print(json.dumps({"overall": res["overall"], "pairs": res["pairs"], "output": args.output}, indent=2, default=str))
     return 0
 

@@ -226,9 +226,9 @@ def train_run(spark: "SparkSession", cfg: Config, matchups: Path, output: Path,
     return summary
 
 
-def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path, output: Path,
+def validate_run(spark: "SparkSession", cfg: Config, product: "Path | str", insitu: Path, output: Path,
                  estimate: str = "ssm", stations: "Iterable[str] | None" = None,
-                 title: str = "ssm-spark validation against in situ") -> dict:
+                 title: str = "ssm-spark validation against in situ", source: str | None = None) -> dict:
     """A product (or any estimates on the grid) against ISMN in situ: metrics JSON + HTML report.
 
     ``stations``: only these station ids (e.g. those held out of training); default every station
@@ -238,9 +238,17 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
     contract: ``ssm``, and ``ssm_p05``/``ssm_p95`` when present). Stations are matched to their cell
     (or the nearest usable one, ``matchups.tolerance_m``), in time by ``matchups.window_days``, as
     for training. Writes ``output/metrics.json``, ``output/pairs.parquet`` and ``output/report.html``.
+
+    ``product`` may be a URL (``s3://.../product/parquet`` or ``.../product``): only its committed
+    dates (a ``_SUCCESS.json`` on the store) are read, and of those only the tile files of the
+    stations' tiles, through a checked local copy cached by the markers
+    (:func:`ssm_spark.validation.remote.product_parquet`); a URL without date partitions is read as a
+    published output (``_PUBLISHED.json``). ``source``: how to name the product in the metrics and the
+    report (default ``product`` as given).
     """
     from pyspark.sql import functions as F
 
+    from ssm_spark import storage
     from ssm_spark.environments import MASK_BITS
     from ssm_spark.errors import InputError
     from ssm_spark.insitu import daily_means, read_ismn
@@ -250,14 +258,7 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
 
     grid = cfg.grid.build()
     t0 = time.perf_counter()
-    prod = spark.read.parquet(str(product))
-    missing = {"row", "col", "date", estimate} - set(prod.columns)
-    if missing:
-        raise InputError(f"{product}: the product lacks column(s) {sorted(missing)} (needs row, col, date and {estimate!r})")
-    prod = prod.withColumnRenamed(estimate, "ssm_est")
-    for c in ("qc", "env", "lon", "lat", "grid", "tile_row", "tile_col"):
-        if c not in prod.columns:
-            prod = prod.withColumn(c, F.lit(0) if c == "qc" else F.lit(None).cast("string" if c in ("env", "grid") else "double"))
+    source = source or (storage.url_of(str(product)).rstrip("/") if storage.is_remote(product) else str(product))
     ins = read_ismn(insitu, max_depth_m=cfg.insitu.max_depth_m, depth_tolerance_m=cfg.insitu.depth_tolerance_m,
                     good_flags=tuple(cfg.insitu.good_flags))
     daily = daily_means(ins.observations)
@@ -267,13 +268,32 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
         if daily.empty:
             raise InputError(f"{insitu}: none of the {len(wanted)} requested stations has usable readings "
                              f"(first ids: {sorted(wanted)[:5]})")
+    if storage.is_remote(product):  # the committed dates' files of the stations' tiles, copied (cached)
+        from ssm_spark.matchups import candidate_cells, locate_stations
+        from ssm_spark.validation.remote import product_parquet
+
+        located, _ = locate_stations(daily[["station_id", "network", "lon", "lat"]], grid)
+        tiles = {(r // grid.tile_size, c // grid.tile_size)
+                 for *_, r, c, _own in candidate_cells(located, grid, cfg.matchups.tolerance_m)}
+        product = product_parquet(str(product), tiles=tiles, grid_name=grid.name)
+        if Path(product).is_dir() and not any(Path(product).rglob("*.parquet")):
+            raise InputError(f"{source}: none of its committed dates has a file of the {len(tiles)} tile(s) of the "
+                             f"{len(located)} station(s) (tiles {sorted(tiles)[:6]}): the product does not cover them")
+    prod = spark.read.parquet(str(product))
+    missing = {"row", "col", "date", estimate} - set(prod.columns)
+    if missing:
+        raise InputError(f"{source}: the product lacks column(s) {sorted(missing)} (needs row, col, date and {estimate!r})")
+    prod = prod.withColumnRenamed(estimate, "ssm_est")
+    for c in ("qc", "env", "lon", "lat", "grid", "tile_row", "tile_col"):
+        if c not in prod.columns:
+            prod = prod.withColumn(c, F.lit(0) if c == "qc" else F.lit(None).cast("string" if c in ("env", "grid") else "double"))
     pairs_df, mrep = build_matchups(spark, prod, daily, grid, window_days=cfg.matchups.window_days,
                                     tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
     pairs = pairs_df.toPandas()
     masked = (pairs["qc"].fillna(0).astype(int) & MASK_BITS) != 0
     scored = pairs[~masked]
     result = scores.to_jsonable(scores.summary(scored, est="ssm_est", obs="ssm"))
-    result.update({"product": str(product), "insitu": str(insitu), "pairs": int(len(pairs)),
+    result.update({"product": source, "insitu": str(insitu), "pairs": int(len(pairs)),
                    "pairs_masked": int(masked.sum()), "matchups": mrep, "insitu_report": ins.report,
                    "stations_requested": None if stations is None else len(set(map(str, stations))),
                    "config_hash": cfg.hash()})
@@ -284,7 +304,7 @@ def validate_run(spark: "SparkSession", cfg: Config, product: Path, insitu: Path
     if "ssm_p05" in scored and "ssm_p95" in scored:
         cols.update(p05="ssm_p05", p95="ssm_p95")
     write_report(Path(output) / "report.html", predictions=scored, title=title,
-                 provenance={"product": str(product), "config_hash": cfg.hash()}, columns=cols)
+                 provenance={"product": source, "config_hash": cfg.hash()}, columns=cols)
     pooled = result["overall"]["pooled"]
     log.info("validation: R=%s ubRMSE=%s on %d pairs, %d stations -> %s", pooled["R"], pooled["ubRMSE"],
              pooled["n"], pooled["stations"], output)

@@ -8,6 +8,12 @@ complete. The product's lock ``_LOCK.json`` is taken by conditional write (one h
 at once, the others refused naming it; stale, dead and broken locks taken over; write-then-verify for
 stores without conditional writes), and two ``produce`` jobs at once into one URL give one product.
 The secret key appears in no log line, summary or object.
+
+The other jobs by URL: ``simulate`` and ``features --output s3://`` publish the local files and rows;
+``validate --product s3://`` reads only the committed dates (a checked, cached copy of the stations'
+tiles) and gives the local product's metrics; ``ssm-spark demo --output s3://`` (slow: three jobs and a
+local demo) killed in ``produce`` resumes to the local demo's product and validation, and run again skips
+every date and rewrites none of the product's or the simulation's objects.
 """
 
 from __future__ import annotations
@@ -456,3 +462,258 @@ def test_matchups_registry_report_on_s3(spark, s3, small, tmp_path, monkeypatch,
     assert sorted(val) == ["_PUBLISHED.json", "metrics.json", "pairs.parquet", "report.html"]
     assert json.loads(val["metrics.json"])["pairs"] > 0
     assert all(s3.secret_key.encode() not in b for b in [*reg.values(), *val.values()])
+
+
+# ------------------------------------------------------------- the demo, simulate, features, validate by URL
+
+#: The demo on a small region (2 x 2 tiles of 32 cells, 5 dates, 16 stations; test_demo.py's with fewer dates)
+DEMO = ["region.size_km=[64, 64]", "grid.tile_size=32", "simulate.n_stations=16", "simulate.end=2024-04-25",
+        "simulate.min_stations_per_env=3", "train.xgb.n_estimators=20", "train.k_folds=3",
+        "demo.holdout_stations=0.25", "produce.quicklook_max_px=128", "physics.change_detection.min_dates=4"]
+
+
+def _fake_product(root: Path, dates: dict[str, bool]) -> None:
+    """A product-shaped Parquet dataset: two tile files per date (``g_0_0``, ``g_0_1``), a marker listing them
+    for the dates mapped to True."""
+    import pandas as pd
+
+    for i, (d, committed) in enumerate(sorted(dates.items())):
+        part = root / "parquet" / f"date={d}"
+        part.mkdir(parents=True)
+        outputs = {}
+        for tc in (0, 1):
+            df = pd.DataFrame({"row": [1, 2], "col": [tc * 10, tc * 10 + 1], "ssm": [0.1 * i, 0.2 + tc]})
+            df.to_parquet(part / f"g_0_{tc}.parquet", index=False)
+            outputs[f"parquet/date={d}/g_0_{tc}.parquet"] = (part / f"g_0_{tc}.parquet").stat().st_size
+        if committed:
+            (part / "_SUCCESS.json").write_text(json.dumps({"status": "complete", "outputs": outputs}))
+
+
+def _upload(local: Path, url: str) -> None:
+    fs = storage.filesystem(url)
+    for p in sorted(local.rglob("*")):
+        if p.is_file():
+            fs.put_file(str(p), f"{storage.fs_path(url)}/{p.relative_to(local).as_posix()}")
+
+
+def test_committed_dates_only_checked_and_cached(s3, tmp_path, monkeypatch, caplog):
+    """A product on the store read for validation: only the dates with a marker, only the tiles asked for, every
+    file checked against its marker, one copy per set of markers (cached), a date republished meanwhile refused."""
+    from ssm_spark.validation.remote import committed_product, product_parquet
+
+    monkeypatch.setenv("SSM_CACHE_DIR", str(tmp_path / "cache"))
+    url = f"s3://{BUCKET}/fake/product"
+    _fake_product(tmp_path / "p", {"2024-04-01": True, "2024-04-07": True, "2024-04-13": False})
+    _upload(tmp_path / "p", url)
+    caplog.set_level(logging.INFO)
+    got = committed_product(url)
+    files = sorted(p.relative_to(got).as_posix() for p in got.rglob("*") if p.is_file())
+    assert files == [f"parquet/date={d}/{n}" for d in ("2024-04-01", "2024-04-07")
+                     for n in ("_SUCCESS.json", "g_0_0.parquet", "g_0_1.parquet")]  # 04-13: no marker, not read
+    assert (got / "parquet/date=2024-04-07/g_0_1.parquet").read_bytes() == \
+        (tmp_path / "p/parquet/date=2024-04-07/g_0_1.parquet").read_bytes()
+    assert "1 date(s) without a marker left out" in caplog.text
+    assert committed_product(url) == got and product_parquet(f"{url}/parquet") == got / "parquet"  # cached
+    one = committed_product(url, tiles={(0, 1)}, grid_name="g")  # only the tiles asked for
+    assert one != got and sorted(p.name for p in one.rglob("*.parquet")) == ["g_0_1.parquet"] * 2
+    part = tmp_path / "p/parquet/date=2024-04-13"
+    storage.write_bytes(f"{url}/parquet/date=2024-04-13/_SUCCESS.json", json.dumps({"status": "complete", "outputs": {
+        f"parquet/date=2024-04-13/{q.name}": q.stat().st_size for q in part.glob("*.parquet")}}).encode())
+    new = committed_product(url)  # a date committed since: a new copy with it
+    assert new != got and (new / "parquet/date=2024-04-13/g_0_0.parquet").is_file()
+    storage.write_bytes(f"{url}/parquet/date=2024-04-01/g_0_0.parquet", b"a run publishing this date again")
+    with pytest.raises(InputIOError, match=rf"{url}/parquet/date=2024-04-01/g_0_0.parquet: 32 bytes, its date's "
+                                           r"_SUCCESS.json says \d+: the date is being published again"):
+        committed_product(url, tmp_path / "copy")
+    none = f"s3://{BUCKET}/fake/unmarked"
+    _fake_product(tmp_path / "u", {"2024-04-01": False})
+    _upload(tmp_path / "u", none)
+    with pytest.raises(InputError, match=f"{none}/parquet: no committed date"):
+        product_parquet(none)
+    with pytest.raises(InputError, match=f"s3://{BUCKET}/fake/nothing: not a product on the store"):
+        committed_product(f"s3://{BUCKET}/fake/nothing")
+    storage.publish(tmp_path / "u" / "parquet" / "date=2024-04-01", f"s3://{BUCKET}/fake/estimates", "estimates")
+    pub = product_parquet(f"s3://{BUCKET}/fake/estimates")  # no date partition: a published output's copy
+    assert sorted(p.name for p in pub.iterdir()) == ["g_0_0.parquet", "g_0_1.parquet"]
+
+
+def test_simulate_to_s3_and_a_demo_into_a_url_in_use(s3, tmp_path, monkeypatch, capsys):
+    """``simulate --output s3://`` publishes the files a local run writes (byte for byte: the simulator is
+    deterministic); stacks or in-situ files by URL where only a folder is read are refused by name; a demo into a
+    URL another run holds is refused before any work, naming the holder."""
+    from ssm_spark.cli import main
+    from ssm_spark.config import load_config
+    from ssm_spark.demo import run_demo
+    from ssm_spark.sources.simulate import simulate
+
+    monkeypatch.setenv("SSM_STAGING_DIR", str(tmp_path / "stage"))
+    url = f"s3://{BUCKET}/simulated"
+    assert main(["simulate", *sum((["--set", o] for o in DEMO), []), "--output", url]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == url
+    simulate(load_config(overrides=DEMO), tmp_path / "sim")
+    got = _objects(url)
+    assert sorted(json.loads(got.pop("_PUBLISHED.json"))["files"]) == sorted(got)
+    assert got == _files(tmp_path / "sim")
+    assert list((tmp_path / "stage").iterdir()) == []  # the staging folder removed
+    # what is read from a local folder only is refused by name (exit 2), before any work
+    assert main(["features", "--stacks", f"s3://{BUCKET}/stacks", "--output", str(tmp_path / "f")]) == 2
+    assert main(["validate", "--product", f"s3://{BUCKET}/p", "--insitu", f"s3://{BUCKET}/insitu",
+                 "--output", str(tmp_path / "v")]) == 2
+    assert not (tmp_path / "f").exists() and not (tmp_path / "v").exists()
+    busy = f"s3://{BUCKET}/busy-demo"
+    with storage.RemoteLock(busy, "ssm-spark demo"):
+        with pytest.raises(InputError, match=rf"{busy} is in use by another ssm-spark demo: pid {os.getpid()}"):
+            run_demo(load_config(overrides=DEMO), busy)
+    assert _objects(busy) == {} and list((tmp_path / "stage").iterdir()) == []
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_validate_and_features_by_url(spark, s3, small, tmp_path, monkeypatch, capsys):
+    """``validate --product s3://.../parquet`` gives the local product's metrics, reading only committed dates
+    (a partition without its marker is left out); ``features --output s3://`` publishes the local rows."""
+    import pandas as pd
+
+    from ssm_spark.cli import main
+    from ssm_spark.pipeline import features_run
+
+    monkeypatch.setenv("SSM_CACHE_DIR", str(tmp_path / "cache"))
+    cfg, root = small
+    sets = sum((["--set", o] for o in SMALL), [])
+    url = f"s3://{BUCKET}/validated/product"
+    _upload(root / "local", url)
+    stray = next((root / "local" / "parquet" / f"date={D1}").glob("*.parquet"))  # a date being published
+    storage.filesystem(url).put_file(str(stray), f"{storage.fs_path(url)}/parquet/date=2024-04-13/{stray.name}")
+    out = {}
+    for name, product in (("s3", f"{url}/parquet"), ("local", str(root / "local" / "parquet"))):
+        assert main(["validate", *sets, "--product", product, "--insitu", str(root / "sim" / "insitu"),
+                     "--output", str(tmp_path / name)]) == 0
+        capsys.readouterr()
+        out[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert out["s3"]["overall"] == out["local"]["overall"] and out["s3"]["pairs"] == out["local"]["pairs"] > 0
+    assert out["s3"]["product"] == f"{url}/parquet"
+    pairs = {n: pd.read_parquet(tmp_path / n / "pairs.parquet") for n in out}
+    pd.testing.assert_frame_equal(pairs["s3"], pairs["local"])
+    assert sorted(pairs["s3"]["date"].astype(str).unique()) == [D1, D2]  # 2024-04-13 has no marker: not read
+    # features: published whole (its marker last), the rows of a local run
+    furl = f"s3://{BUCKET}/features"
+    assert main(["features", *sets, "--stacks", str(root / "sim" / "stacks"), "--output", furl]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["output"] == furl and summary["pixels"] > 0
+    features_run(spark, cfg, root / "sim" / "stacks", tmp_path / "features")
+    key = ["date", "row", "col"]
+    got, ref = (pd.read_parquet(p).sort_values(key).reset_index(drop=True)
+                for p in (storage.local_copy(furl, "feature table"), tmp_path / "features"))
+    pd.testing.assert_frame_equal(got, ref)
+    objs = _objects(furl)
+    assert sorted(json.loads(objs.pop("_PUBLISHED.json"))["files"]) == sorted(objs)
+    assert {k for k in objs if not k.startswith("date=")} <= {"_SUCCESS"}  # the dataset by date, as locally
+
+
+def _demo_cmd(url: str) -> list[str]:
+    return [sys.executable, "-m", "ssm_spark", "demo", *sum((["--set", o] for o in DEMO), []), "--output", url]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_demo_on_s3_killed_resumed_and_run_again(spark, s3, tmp_path, monkeypatch):
+    """``ssm-spark demo --output s3://`` (a job of its own: its executors get the store's settings): killed in
+    ``produce`` after two dates, run again it resumes (those dates skipped, the killed run's locks taken over) to
+    the local demo's product (Parquet rows, COG pixels) and validation; a third run skips every date and leaves
+    the product's and the simulation's objects as they were."""
+    import signal
+    import time
+
+    from ssm_spark.config import load_config
+    from ssm_spark.demo import run_demo
+    from ssm_spark.models import manifest
+
+    # the manifest id covers the git revision, which another engineer's commit during the test would change:
+    # no revision here, none in the jobs (GIT_DIR names no repository)
+    monkeypatch.setattr(manifest, "_git_revision", lambda: (None, None))
+    cfg = load_config(overrides=DEMO)
+    local = tmp_path / "local"
+    ref_summary = run_demo(cfg, local)
+    dates = sorted(p.name for p in (local / "sim" / "stacks").iterdir() if p.is_dir())
+    assert len(dates) == 5 and ref_summary["produce"]["produced"] == 5
+    url = f"s3://{BUCKET}/demo"
+    env = {**os.environ, **s3.env(), "SSM_STAGING_DIR": str(tmp_path / "stage"),
+           "SSM_CACHE_DIR": str(tmp_path / "cache"), "GIT_DIR": str(tmp_path / "no-git")}
+
+    def run(name: str) -> dict:
+        with open(tmp_path / f"{name}.log", "w") as err:
+            r = subprocess.run(_demo_cmd(url), env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+                               timeout=900)
+        log_text = (tmp_path / f"{name}.log").read_text()
+        assert r.returncode == 0, log_text[-4000:]
+        assert s3.secret_key not in r.stdout + log_text
+        return json.loads(r.stdout[r.stdout.index("{"):])
+
+    # 1. killed (SIGKILL, its process group: the JVM too) once the second date's marker is on the store
+    second = f"{url}/product/parquet/date={dates[1]}/_SUCCESS.json"
+    with open(tmp_path / "killed.log", "w") as err:
+        proc = subprocess.Popen(_demo_cmd(url), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+        try:
+            t0 = time.monotonic()
+            while not storage.exists(second):
+                assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-4000:]
+                assert time.monotonic() - t0 < 900
+                time.sleep(0.2)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    half = _objects(url)
+    assert f"product/parquet/date={dates[0]}/_SUCCESS.json" in half
+    assert f"product/parquet/date={dates[-1]}/_SUCCESS.json" not in half and "demo_summary.json" not in half
+    assert "_LOCK.json" in half and "product/_LOCK.json" in half  # left by the killed run
+    for part in ("sim", "features", "matchups.parquet", "models"):  # published before produce started
+        assert f"{part}/_PUBLISHED.json" in half, part
+    # 2. resumed: the dates committed before the kill are skipped, the rest produced; the locks taken over
+    again = run("resumed")
+    prod = again["produce"]
+    assert prod["output"] == f"{url}/product" and prod["skipped"] >= 2 and prod["produced"] >= 1
+    assert prod["skipped"] + prod["produced"] == len(dates) and not prod["failed_files"]
+    text = (tmp_path / "resumed.log").read_text()
+    assert f"{url}/_LOCK.json: taking over the lock" in text and f"{url}/product/_LOCK.json: taking over" in text
+    got, ref = _objects(f"{url}/product"), _files(local / "product")
+    data = sorted(k for k in ref if k.startswith(("parquet/", "cog/")) and not k.endswith(".json"))
+    assert len(data) == 2 * 4 * len(dates)  # 4 tiles a date: a Parquet file and a COG each
+    assert sorted(k for k in got if k.startswith(("parquet/", "cog/")) and not k.endswith(".json")) == data
+    for k in data:  # the local demo's rows and pixels (the tags differ: the stacks' times are the objects')
+        assert _decoded(got[k], k) == _decoded(ref[k], k), k
+    markers = sorted(k for k in ref if k.endswith("_SUCCESS.json"))
+    assert sorted(k for k in got if k.endswith("_SUCCESS.json")) == markers and len(markers) == len(dates)
+    assert sorted(k for k in got if not k.startswith("climatology/")) == sorted(k for k in ref
+                                                                                if not k.startswith("climatology/"))
+    for name in ("held_out", "training"):  # validated from the store's product: the local metrics
+        m = json.loads(storage.read_bytes(f"{url}/validation/{name}/metrics.json"))
+        m_ref = json.loads((local / "validation" / name / "metrics.json").read_text())
+        assert m["overall"] == m_ref["overall"] and m["pairs"] == m_ref["pairs"] > 0, name
+        assert m["product"] == f"{url}/product/parquet"
+    truth = json.loads(storage.read_bytes(f"{url}/validation/truth.json"))
+    assert truth["pooled"] == json.loads((local / "validation" / "truth.json").read_text())["pooled"]
+    assert again["validation"]["held_out"]["pooled"] == ref_summary["validation"]["held_out"]["pooled"]
+    summary = storage.read_bytes(f"{url}/demo_summary.json").decode()
+    assert json.loads(summary)["produce"] == prod and "ssm-demo-" not in summary and f"{url}/models" in summary
+    layout = _objects(url)
+    assert "_LOCK.json" not in layout and "product/_LOCK.json" not in layout
+    assert {k.split("/", 1)[0] for k in layout} == {"sim", "features", "matchups.parquet", "models", "product",
+                                                    "validation", "demo_summary.json"}
+    for part in ("sim", "features", "matchups.parquet", "models", "validation"):
+        marker = json.loads(layout[f"{part}/_PUBLISHED.json"])["files"]
+        assert sorted(marker) == sorted(k[len(part) + 1:] for k in layout
+                                        if k.startswith(part + "/") and k != f"{part}/_PUBLISHED.json"), part
+    assert sorted(k[4:] for k in layout if k.startswith("sim/") and k != "sim/_PUBLISHED.json") == \
+        sorted(_files(local / "sim"))
+    # 3. run again: every date skipped, the product and the simulation not rewritten
+    before = {k: v for k, v in layout.items() if k.startswith(("product/", "sim/"))}
+    stamps = {k: storage.stat(f"{url}/{k}")[1] for k in before if k.endswith(("_SUCCESS.json", "_PUBLISHED.json"))}
+    third = run("again")
+    assert third["produce"]["skipped"] == len(dates) and third["produce"]["produced"] == 0
+    after = _objects(url)
+    assert {k: v for k, v in after.items() if k.startswith(("product/", "sim/"))} == before
+    assert {k: storage.stat(f"{url}/{k}")[1] for k in stamps} == stamps  # markers not rewritten either
+    assert third["validation"]["held_out"]["pooled"] == again["validation"]["held_out"]["pooled"]
+    # the finished runs removed their staging folders; the killed one's is left
+    assert len(list((tmp_path / "stage").glob("ssm-demo-*"))) == 1
