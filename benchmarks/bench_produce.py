@@ -153,6 +153,14 @@ def _climatology(a: argparse.Namespace, grid):
     return ClimatologyStack.from_summary(json.loads(Path(a.clim).read_text()), grid)
 
 
+def _tile_fns(P):
+    """The per-tile read and predict functions of ``ssm_spark.product.tiles`` (the column path; a
+    checkout from before it has the frame path only: so the same benchmark measures both)."""
+    if hasattr(P, "read_tile_columns"):
+        return P.read_tile_columns, P.predict_tile
+    return P.read_clipped, P.predict_rows
+
+
 def _job(cfg, grid, region, date: str, staging: str, clim):
     from ssm_spark.product.tiles import DateJob
 
@@ -195,6 +203,7 @@ def run_reference(a: argparse.Namespace) -> dict:
     from ssm_spark.product.tasks import _tile_of_file
 
     cfg, grid, dates, reg, region, inv, clim = _reference_setup(a)
+    read, predict = _tile_fns(P)
     rates, cpu_rates, pixels = [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(a.repeats):
@@ -204,8 +213,8 @@ def run_reference(a: argparse.Namespace) -> dict:
                 job = _job(cfg, grid, region, d, tmp, clim)
                 (Path(tmp) / "parquet" / f"date={d}").mkdir(parents=True, exist_ok=True)
                 for f in (f for f in inv.files if f.date == d):
-                    px, _ = P.read_tile_columns(f, job)
-                    s = P.write_tile(P.predict_tile(px, reg), *_tile_of_file(f, grid), job)
+                    px, _ = read(f, job)
+                    s = P.write_tile(predict(px, reg), *_tile_of_file(f, grid), job)
                     pixels += s["pixels"]
             rates.append(pixels / (time.perf_counter() - t0))
             cpu_rates.append(pixels / (time.process_time() - c0))
@@ -227,8 +236,9 @@ def _pool_tile(args: tuple) -> int:
     cfg, grid, dates, reg, region, inv, clim = _POOL["setup"]
     f = inv.files[i]
     job = _job(cfg, grid, region, f.date, tmp, clim)
-    px, _ = P.read_tile_columns(f, job)
-    return P.write_tile(P.predict_tile(px, reg), *_tile_of_file(f, grid), job)["pixels"]
+    read, predict = _tile_fns(P)
+    px, _ = read(f, job)
+    return P.write_tile(predict(px, reg), *_tile_of_file(f, grid), job)["pixels"]
 
 
 def run_pool(a: argparse.Namespace) -> dict:
@@ -284,9 +294,9 @@ def run_limit(a: argparse.Namespace) -> dict:
     for d in dates:
         job = _job(cfg, grid, region, d, "/nonexistent", clim)
         for f in (f for f in inv.files if f.date == d):
-            px, _ = P.read_tile_columns(f, job)
-            rows = P.predict_tile(px, reg)
-            live += int(((rows["qc"].astype(np.int64) & MASK_BITS) == 0).sum())
+            px, _ = _tile_fns(P)[0](f, job)
+            rows = _tile_fns(P)[1](px, reg)
+            live += int(((np.asarray(rows["qc"]).astype(np.int64) & MASK_BITS) == 0).sum())
             pixels += len(rows["row"])
     candidates.predict_point_matrix, candidates.predict_quantile_matrix = real_point, real_quant
     cells = sum(len(x) for _, x in calls)
@@ -342,12 +352,13 @@ def run_profile(a: argparse.Namespace) -> dict:
     t = dict.fromkeys(keys, 0.0)
     from ssm_spark.models import registry as R
 
-    undo = [_timer(t, "read", S, "read_file_columns"),
-            _timer(t, "physics", R.Registry, "_physics_columns"), _timer(t, "matrix", R, "feature_matrix"),
-            _timer(t, "xgboost", candidates, "predict_point_matrix"),
-            _timer(t, "xgboost", candidates, "predict_quantile_matrix"),
-            _timer(t, "arrow", P, "columns_table"),
-            _timer(t, "parquet", P, "write_tile_parquet")]
+    read, predict = _tile_fns(P)
+    names = [("read", S, "read_file_columns"), ("read", S, "read_file_cells"),  # whichever the path calls
+             ("physics", R.Registry, "_physics_columns"), ("physics", candidates, "add_physics"),
+             ("matrix", R, "feature_matrix"), ("matrix", candidates, "feature_matrix"),
+             ("xgboost", candidates, "predict_point_matrix"), ("xgboost", candidates, "predict_quantile_matrix"),
+             ("arrow", P, "columns_table"), ("arrow", P, "arrow_table"), ("parquet", P, "write_tile_parquet")]
+    undo = [_timer(t, k, m, n) for k, m, n in names if hasattr(m, n)]
     pixels, cpu = 0, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(2):  # the first pass warms caches and is not counted
@@ -360,10 +371,10 @@ def run_profile(a: argparse.Namespace) -> dict:
                 for f in (f for f in inv.files if f.date == d):
                     t0 = time.perf_counter()
                     r0 = t["read"]
-                    px, _ = P.read_tile_columns(f, job)
+                    px, _ = read(f, job)
                     t1 = time.perf_counter()
                     inner = t["physics"] + t["matrix"] + t["xgboost"]
-                    rows = P.predict_tile(px, reg)
+                    rows = predict(px, reg)
                     t2 = time.perf_counter()
                     tr, tc = _tile_of_file(f, grid)
                     w0 = t["arrow"] + t["parquet"]

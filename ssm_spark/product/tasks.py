@@ -2,9 +2,10 @@
 
 ::
 
-    stack files of the date touching the region's tiles (broadcast once per executor)
-      -> Spark tasks over the files (mapInPandas over the file indices; neighbouring files share
-         a task, at most 4 tasks per core): read a file -> masks and environment -> clip to the
+    stack files of the date touching the region's tiles
+      -> Spark tasks over the files (an RDD of the files in contiguous slices when each file is a
+         tile, else mapInPandas over the file indices with the list broadcast; neighbouring files
+         share a task, at most 4 tasks per core): read a file -> masks and environment -> clip to the
          region -> Registry.predict_columns (Boosters built once per Python worker from the
          manifest + UBJ bytes broadcast once per run, nthread = the task's cores) -> product rows
          (column arrays in the fused path: read_tile_columns -> predict_tile -> write_tile)
@@ -139,23 +140,22 @@ def _read_failure(f: "StackFile", exc: Exception) -> dict:
     return read_failure(f.path, exc)  # GDAL's own cause included
 
 
-def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nthread: int) -> list[dict]:
+def _run_fused(spark: "SparkSession", job: DateJob, files: list, bc, nthread: int) -> list[dict]:
     """One task per stack file: read, clip, predict and write its tile; returns the tile summaries.
 
     An RDD job (``parallelize(...).mapPartitions``), not a DataFrame's ``mapInPandas``: nothing of
     it needs SQL, and the DataFrame job cost the driver's JVM about 0.5 CPU-s per date in planning
     and Arrow set-up against 0.15 (docs/performance.md), on the same cores as the tasks. The file
-    indices are split into contiguous slices as :func:`_file_ids` does (neighbouring tiles share a
-    task, at most 4 tasks per core); the summaries come back as plain dicts.
+    files are the job's data, split into contiguous slices as :func:`_file_ids` does (neighbouring
+    tiles share a task, at most 4 tasks per core; each slice pickled once, no broadcast to create
+    and destroy per date); the summaries come back as plain dicts.
     """
     read_errors = _read_errors()
     grid = job.grid
 
-    def _task(ids: Iterator[int]) -> Iterator[dict]:
+    def _task(part: Iterator["StackFile"]) -> Iterator[dict]:
         reg = _worker_registry(bc, nthread)
-        files = bfiles.value
-        for i in ids:
-            f = files[int(i)]
+        for f in part:
             tr, tc = _tile_of_file(f, grid)
             empty: list = []
             try:
@@ -171,8 +171,8 @@ def _run_fused(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nt
             yield s
 
     sc = spark.sparkContext
-    parts = max(1, min(n_files, 4 * sc.defaultParallelism))
-    return sc.parallelize(range(n_files), parts).mapPartitions(_task).collect()
+    parts = max(1, min(len(files), 4 * sc.defaultParallelism))
+    return sc.parallelize(files, parts).mapPartitions(_task).collect()
 
 
 def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nthread: int,
@@ -238,11 +238,16 @@ def compute_tiles(spark: "SparkSession", cfg: "Config", job: DateJob, files: lis
     fused = pc.tile_grouping == "auto" and _fusable(files, job.grid)
     spark.sparkContext.setJobDescription(f"ssm-spark produce {date} ({len(files)} files, "
                                          f"{'one task per tile' if fused else 'regrouped by tile'})")
-    bfiles = spark.sparkContext.broadcast(files)  # once per executor, not in every task's closure
     try:
-        tiles = (_run_fused if fused else _run_shuffled)(spark, job, len(files), bfiles, bc, pc.nthread)
+        if fused:
+            tiles = _run_fused(spark, job, files, bc, pc.nthread)
+        else:
+            bfiles = spark.sparkContext.broadcast(files)  # once per executor, not in every task's closure
+            try:
+                tiles = _run_shuffled(spark, job, len(files), bfiles, bc, pc.nthread)
+            finally:
+                bfiles.destroy()
     finally:
-        bfiles.destroy()
         spark.sparkContext.setJobDescription(None)
     return tiles, fused
 
