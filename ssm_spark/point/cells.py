@@ -53,9 +53,9 @@ class OpenFiles:
     A dataset is re-opened when its file's stamp changed since it was opened (a re-exported tile):
     ``stamp(path)``, by default ``(mtime_ns, size)`` of a local file; on a store the object's
     (size, ETag) from its folder's kept listing (:class:`~ssm_spark.point.store.Listings`), so a
-    kept dataset costs no request to be known current. Reads of one dataset are serialised by its lock (a GDAL dataset is not safe
-    for concurrent reads); different files are read concurrently. ``size=0``: every read opens and
-    closes its file (nothing kept).
+    kept dataset costs no request to be known current. Reads of one dataset are serialised by its
+    lock (a GDAL dataset is not safe for concurrent reads); different files are read concurrently.
+    ``size=0``: every read opens and closes its file (nothing kept).
     """
 
     def __init__(self, size: int = 128, stamp: Callable[[str], tuple] | None = None) -> None:

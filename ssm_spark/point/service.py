@@ -74,16 +74,18 @@ class PointService:
     ----------
     cfg : Config
         ``grid`` and ``ingest`` sections (as for ``produce``); ``earthengine`` for ``source="ee"``.
-    models : path-like or Registry
-        Model registry folder (``ssm-spark train``), or an open :class:`Registry`.
-    stacks : path-like, optional
-        Feature-stack folder (the default source).
-    static : path-like, optional
+    models : path-like, URL or Registry
+        Model registry folder (``ssm-spark train``; a URL: its published version, a cached copy), or
+        an open :class:`Registry`.
+    stacks : path-like or URL, optional
+        Feature-stack folder (the default source); on a store (``s3://bucket/stacks``) read in place
+        through GDAL's ``/vsis3/`` paths (:mod:`ssm_spark.point.store`, docs/object_storage.md).
+    static : path-like or URL, optional
         Static layers (default: ``static/`` beside ``stacks``).
-    product : path-like, optional
-        An existing product folder, used instead of stacks for dates it holds.
+    product : path-like or URL, optional
+        An existing product folder or URL, used instead of stacks for the dates it has committed.
     source : str, optional
-        ``"ee"`` (Earth Engine), or a path: a product folder (has ``parquet/`` or ``product.json``)
+        ``"ee"`` (Earth Engine), or a path or URL: a product (has ``parquet/`` or ``product.json``)
         or a stacks folder. Overrides ``stacks``/``product``.
     cache_files : int, default 256
         Stack files kept open (:class:`~ssm_spark.point.cells.OpenFiles`; their decoded blocks

@@ -2,12 +2,15 @@
 
 - :class:`StackSource`: a folder of ``<YYYY-MM-DD>/`` feature-stack GeoTIFFs (``static/`` beside it),
   each file checked against the grid by the stack reader's own :func:`~ssm_spark.sources.stacks.discover`
-  (once per file and ``(mtime, size)``), the cell read by :mod:`ssm_spark.point.cells`.
+  (once per file and ``(mtime, size)``), the cell read by :mod:`ssm_spark.point.cells`. On a store
+  (``s3://bucket/stacks``) the same, through GDAL's ``/vsis3/`` paths, the folders' listings kept
+  (:class:`~ssm_spark.point.store.Listings`) and the stamp an object's (size, ETag).
 - :class:`EarthEngineSource` (``--source ee``): the cell's bands sampled by Earth Engine
   (:mod:`ssm_spark.sources.earthengine.sample`), stored as float32 as an export would store them,
   through the same :func:`~ssm_spark.point.cells.pixel_frame`.
-- :class:`ProductSource`: an existing product folder (``produce``'s ``parquet/``), the cell's row
-  read with row-group pruning; no physics runs (the product already holds the answer).
+- :class:`ProductSource`: an existing product folder or URL (``produce``'s ``parquet/``), the cell's
+  row read with row-group pruning, committed dates only; no physics runs (the product already holds
+  the answer).
 
 A pixel source answers ``pixel(row, col, date) -> (frame, where)`` and, for a series,
 ``pixels(row, col, dates) -> (frame, [(date, where, reason)])``: one frame for every date with an
@@ -72,11 +75,11 @@ def _stamp(path: str) -> tuple[int, int]:
 
 
 class StackSource:
-    """Feature stacks on disk (see the module docstring).
+    """Feature stacks in a folder or on a store (see the module docstring).
 
     Parameters
     ----------
-    stacks : path
+    stacks : path or URL
         Folder of ``<YYYY-MM-DD>/`` folders of GeoTIFFs.
     grid : Grid
     static : path, optional
@@ -89,6 +92,15 @@ class StackSource:
         Datasets kept open (:class:`~ssm_spark.point.cells.OpenFiles`): their decoded blocks stay
         in GDAL's block cache (``GDAL_CACHEMAX``, default 5 % of the memory), so a cell of a file
         read before costs no decoding; 0: every read opens and closes its files.
+    listing_ttl : float, optional
+        On a store: seconds a folder's listing is trusted (default
+        :data:`~ssm_spark.point.store.LIST_TTL_S`, ``SSM_POINT_LIST_TTL_S``, 30).
+
+    Raises
+    ------
+    InputError
+        No such folder (on a store: nothing under the URL); :class:`~ssm_spark.point.errors.StoreError`
+        when the store refuses the listing (credentials) or fails.
     """
 
     name = "stacks"

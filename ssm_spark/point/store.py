@@ -272,7 +272,8 @@ def read_cell_row(fs: Any, url: str, size: int | None, version: str, row: int, c
     ``size`` (the marker's, saving a HEAD) and ``version`` (what changes when the tile is rewritten:
     the marker's digest) key the kept footer. Row groups whose statistics exclude the cell are not
     read; each other one is one ranged read of its column chunks (pyarrow's pre-buffering coalesces
-    them; :class:`_Ranges` GETs what pyarrow asks, nothing more). ``counters`` gets ``requests`` and ``bytes`` added (tests, benchmarks).
+    them; :class:`_Ranges` GETs what pyarrow asks, nothing more). ``counters`` gets ``requests`` and
+    ``bytes`` added (tests, benchmarks).
 
     Raises
     ------
