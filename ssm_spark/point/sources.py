@@ -124,7 +124,7 @@ class StackSource:
             if not self.listings.get(self._vroot):
                 raise InputError(f"{self.root}: stacks folder not found on the store (nothing under it: check the "
                                  "bucket and prefix; expected <YYYY-MM-DD>/ folders of GeoTIFFs)")
-            if static is None:
+            if static is None and "/" in storage.fs_path(self.root):  # not at a bucket's root: static/ beside it?
                 parent, _ = posixpath.split(self.root)
                 got = self.listings.get(storage.gdal_path(parent)).get("static")
                 static = f"{parent}/static" if got is not None and got[0] else None
@@ -387,10 +387,11 @@ class ProductSource:
             for d, m in out.items():
                 self._markers[d] = (now, m)
 
-    def _refresh(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._listed <= self.listings.ttl:
+    def _refresh(self) -> None:
+        """The committed dates again when the kept ones are older than the TTL: a listing, the markers."""
+        if time.monotonic() - self._listed <= self.listings.ttl:
             return
-        got = self.listings.get(self.root, max_age=0 if force else None)
+        got = self.listings.get(self.root)
         cands = sorted(n.split("=", 1)[1] for n, (is_dir, _) in got.items()
                        if is_dir and n.startswith("date=") and DATE_RE.fullmatch(n.split("=", 1)[1]))
         self._fetch_markers(cands)
