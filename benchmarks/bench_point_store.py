@@ -9,7 +9,9 @@ Starts SeaweedFS's S3 gateway on loopback (``tests/s3server.py``), uploads the s
 first point (``cold_point_ms``: its date's files checked, as ``ssm-spark point`` does), every file
 checked (``check_all_s``, as ``serve`` starts), the p50 of 50 points on cells of one date
 (``p50_warm_same_date_ms``), of 50 on random dates (most touching a file for the first time), the
-same 50 again, a 30-day series cold and warm, every date of the stacks as a series; the LISTs made on the store. The
+same 50 again, a 30-day series cold and warm, every date of the stacks as a series; the LISTs made on the store;
+and a product tile's cell read on the store (:func:`tile_reads`: one row group, as produce writes
+tiles, against row groups of 2048 rows). The
 1-minute load average before and after. Figures measured: docs/object_storage.md, section 7.
 """
 
@@ -83,6 +85,45 @@ def measure(cfg, models: str, stacks: str, seed: int = 0) -> dict:
             "lists": lists.lists if lists else None}
 
 
+def tile_reads(fs, n: int = 256, seed: int = 0) -> dict:
+    """A product tile's cell read on the store (``store.read_cell_row``): a 256 x 256 tile written as
+    produce writes it (one row group) and with row groups of 2048 rows; cold (footer) and p50 of 50."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pandas as pd
+
+    from ssm_spark.point.store import read_cell_row
+
+    rng = np.random.default_rng(seed)
+    r, c = np.repeat(np.arange(n), n).astype("i4") + 2048, np.tile(np.arange(n), n).astype("i4") + 17408
+    t = pa.Table.from_pandas(pd.DataFrame({
+        "grid": "ease2_1km", "tile_row": np.int32(8), "tile_col": np.int32(68), "row": r, "col": c,
+        "ssm": rng.uniform(0.05, .5, n * n).astype("f4"), "ssm_p05": rng.uniform(0, .05, n * n).astype("f4"),
+        "ssm_p95": rng.uniform(.5, .6, n * n).astype("f4"), "qc": rng.integers(0, 8, n * n).astype("i4"),
+        "env": rng.choice(["crop/temperate", "forest/temperate"], n * n), "model_id": "m/u/xgb_coupled"}),
+        preserve_index=False)
+    out = {}
+    for name, rg in (("one_row_group", 1 << 20), ("row_groups_2048", 2048)):
+        p = Path(tempfile.mkdtemp()) / f"{name}.parquet"
+        pq.write_table(t, p, compression="zstd", compression_level=3, write_statistics=True, row_group_size=rg)
+        size = p.stat().st_size
+        fs.put_file(str(p), f"bench-point/tiles/{name}.parquet")
+        url = f"s3://bench-point/tiles/{name}.parquet"
+        cold_n: dict = {}
+        t0 = time.perf_counter()
+        read_cell_row(fs, url, size, "v1", 2148, 17415, cold_n)
+        cold = (time.perf_counter() - t0) * 1e3
+        ms, warm_n = [], {}
+        for _ in range(50):
+            t0 = time.perf_counter()
+            read_cell_row(fs, url, size, "v1", 2048 + int(rng.integers(0, n)), 17408 + int(rng.integers(0, n)), warm_n)
+            ms.append((time.perf_counter() - t0) * 1e3)
+        out[name] = {"file_bytes": size, "cold_ms": round(cold, 1), "cold_requests": cold_n["requests"],
+                     "cold_bytes": cold_n["bytes"], "p50_warm_ms": round(statistics.median(ms), 2),
+                     "warm_requests_per_point": warm_n["requests"] / 50, "warm_bytes_per_point": warm_n["bytes"] // 50}
+    return out
+
+
 def _centre(svc, date: str) -> tuple[int, int]:
     """A cell of the date's first stack file (listed, not checked)."""
     from ssm_spark import storage
@@ -125,6 +166,7 @@ def main() -> None:
         out = {"upload_s": round(time.perf_counter() - t, 1), "load_before": os.getloadavg()[0]}
         out["local"] = measure(cfg, args.models, str(stacks))
         out["store"] = measure(cfg, args.models, "s3://bench-point/data/stacks")
+        out["product_tile_on_store"] = tile_reads(fs)
         out["load_after"] = os.getloadavg()[0]
         print(json.dumps(out, indent=1))
     finally:
