@@ -443,8 +443,8 @@ def test_matchups_registry_report_on_s3(spark, s3, small, tmp_path, monkeypatch,
     for n in names:
         assert _decoded((out / n).read_bytes(), n).replace(mids[0], "M") == \
             _decoded((root / "local" / n).read_bytes(), n).replace(mids[1], "M"), n
-    # point queries take the published registry too (a cached copy), and refuse stacks on the store by name
-    from ssm_spark.errors import InputError
+    # point queries take the published registry too (a cached copy); stacks and products by URL:
+    # tests/test_point_store.py
     from ssm_spark.point import PointService
 
     grid = cfg.grid.build()
@@ -453,8 +453,6 @@ def test_matchups_registry_report_on_s3(spark, s3, small, tmp_path, monkeypatch,
     ans = PointService(cfg, f"{base}/models", root / "sim" / "stacks",
                        climatology=root / "local" / "climatology").point(lat, lon, D1)
     assert ans["ssm"] == pytest.approx(float(row["ssm"]), abs=1e-6) and ans["model_id"].startswith(mids[0])
-    with pytest.raises(InputError, match=r"--stacks s3://.*mount the bucket"):
-        PointService(cfg, f"{base}/models", f"s3://{BUCKET}/stacks")
     assert main(["validate", *sets, "--product", str(root / "local" / "parquet"), "--insitu",
                  str(root / "sim" / "insitu"), "--output", f"{base}/validation"]) == 0
     assert json.loads(capsys.readouterr().out)["output"] == f"{base}/validation"
