@@ -14,8 +14,10 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 WEED = Path(os.environ.get("SSM_WEED", Path.home() / ".cache" / "ssm-spark" / "go" / "weed"))
 
@@ -89,6 +91,39 @@ def start(folder: Path, timeout: float = 60.0) -> S3Server:
             time.sleep(0.3)
     srv.stop()
     raise RuntimeError(f"the S3 gateway did not listen on {s3} within {timeout:.0f} s: {log.read_text()[-3000:]}")
+
+
+@contextmanager
+def serving(folder: Path, bucket: str, *, kill: bool = False) -> Iterator[S3Server]:
+    """A started server with ``bucket`` made, its keys in ``os.environ`` while the block runs (restored
+    after), stopped at the end (``kill``: at once, its data thrown away; else :meth:`S3Server.stop`)."""
+    from ssm_spark import storage
+
+    srv = start(folder)
+    saved = {k: os.environ.get(k) for k in srv.env()}
+    os.environ.update(srv.env())
+    try:
+        fs = storage.filesystem(f"s3://{bucket}")
+        for attempt in range(60):  # the gateway listens before the filer behind it is ready
+            try:
+                fs.mkdir(bucket)
+                break
+            except Exception:  # noqa: BLE001 - retried, the last one raised
+                if attempt == 59:
+                    raise
+                time.sleep(0.5)
+        yield srv
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if kill:  # no graceful stop (5 s and more)
+            srv.proc.kill()
+            srv.proc.wait(10)
+        else:
+            srv.stop()
 
 
 def available() -> bool:

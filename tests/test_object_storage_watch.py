@@ -37,28 +37,8 @@ AGG = "ease2_3km"  # the aggregated grid test_stac's dates carry
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """SeaweedFS's S3 gateway on loopback, its keys in the environment (restored after), a bucket."""
-    srv = s3server.start(tmp_path_factory.mktemp("seaweedfs"))
-    saved = {k: os.environ.get(k) for k in srv.env()}
-    os.environ.update(srv.env())
-    try:
-        fs = storage.filesystem(f"s3://{BUCKET}")
-        for attempt in range(60):  # the gateway listens before the filer behind it is ready
-            try:
-                fs.mkdir(BUCKET)
-                break
-            except Exception:  # noqa: BLE001 - retried, the last one raised
-                if attempt == 59:
-                    raise
-                time.sleep(0.5)
+    with s3server.serving(tmp_path_factory.mktemp("seaweedfs"), BUCKET, kill=True) as srv:
         yield srv
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        srv.proc.kill()  # its data are thrown away: no graceful stop (5 s and more)
-        srv.proc.wait(10)
 
 
 class _Calls:
