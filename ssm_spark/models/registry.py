@@ -22,6 +22,16 @@ this code. The returned :class:`Registry` predicts for rows of any environment (
 back to their land-cover group, then to global); Boosters are built once, on first use, and kept.
 For Spark: broadcast ``(registry.manifest, registry.model_bytes())`` and rebuild on the executors
 with :meth:`Registry.from_bytes` (or :func:`cached_registry`, which keeps one per Python worker).
+
+Two entry points, one serving core (:meth:`Registry._serve`: routing, one ``inplace_predict`` per
+booster, blends, interval shifts, bounds): :meth:`Registry.predict` takes and returns pandas frames
+(``ssm-spark point``, validation, tests); :meth:`Registry.predict_columns` takes column arrays and
+returns arrays (the product's per-tile path, :func:`ssm_spark.product.tiles.predict_tile`), with the
+physics run on a dict of arrays (no frame copied or consolidated) and the environment keys
+factorized once (:class:`~ssm_spark.physics.wcm_params.EnvKeys`). Both compute the same float64
+values in the same order: the estimates are the same bits (tests/test_produce.py). The feature
+matrix is filled feature by feature into a (features, rows) float32 block and transposed once
+(:func:`feature_matrix`), each feature once even where the point and quantile models list it both.
 """
 
 from __future__ import annotations

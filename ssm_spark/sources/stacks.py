@@ -23,6 +23,11 @@ GDAL's own cause.
 
 EASE-Grid 2.0 GeoTIFFs are read with rasterio on the executors, not with Sedona's raster reader:
 GeoTools 33 cannot open EPSG:6933 (see README, "Known limitation").
+
+Reading a file (:func:`read_file_cells`: a pixel frame; :func:`read_file_columns`: the same rows as
+column arrays, for the product's per-tile path): the bands of each file in one ``read`` call, the
+lon/lat of a window's cells computed once and kept for the last few windows (a tile's cells are the
+same on every date), the rows in (row, col) order.
 """
 
 from __future__ import annotations
