@@ -34,7 +34,7 @@ import os
 import posixpath
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from ssm_spark import cache
@@ -160,21 +160,44 @@ def gdal_env(env: dict | None = None) -> dict[str, str]:
     per-bucket host names). Settings already in the environment are kept.
     """
     env = os.environ if env is None else env
+    return {k: env.get(k, v) for k, v in _gdal_settings(env).items()}
+
+
+def _gdal_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """GDAL's settings derived from ``env``'s endpoint alone (what is set already not consulted)."""
     ep = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if not ep:
         return {}
     u = urlsplit(ep if "://" in ep else f"https://{ep}")
-    out = {"AWS_S3_ENDPOINT": u.netloc + u.path.rstrip("/"), "AWS_HTTPS": "YES" if u.scheme == "https" else "NO",
-           "AWS_VIRTUAL_HOSTING": "FALSE"}
-    return {k: env.get(k, v) for k, v in out.items()}
+    return {"AWS_S3_ENDPOINT": u.netloc + u.path.rstrip("/"), "AWS_HTTPS": "YES" if u.scheme == "https" else "NO",
+            "AWS_VIRTUAL_HOSTING": "FALSE"}
+
+
+#: The values :func:`apply_gdal_env` put into ``os.environ`` itself (not the user's).
+_applied_gdal: dict[str, str] = {}
 
 
 def apply_gdal_env() -> dict[str, str]:
-    """Put :func:`gdal_env` into ``os.environ`` (where GDAL reads them) unless already set; returns them."""
-    out = gdal_env()
-    for k, v in out.items():
-        os.environ.setdefault(k, v)
-    return out
+    """Put :func:`gdal_env` into ``os.environ`` (where GDAL reads them); returns them.
+
+    A setting the user made is kept. One this function made itself follows the endpoint: when
+    ``AWS_ENDPOINT_URL_S3`` changes in the same process (another server), its derived settings are
+    replaced, and removed when there is no endpoint any more (AWS itself), instead of GDAL going on
+    talking to the first endpoint.
+    """
+    fresh = _gdal_settings(os.environ)
+    with _share_lock:
+        for k in [k for k in _applied_gdal if k not in fresh]:
+            if os.environ.get(k) == _applied_gdal.pop(k):
+                del os.environ[k]
+        for k, v in fresh.items():
+            cur = os.environ.get(k)
+            if cur is None or cur == _applied_gdal.get(k):
+                os.environ[k] = v
+                _applied_gdal[k] = v
+            else:
+                _applied_gdal.pop(k, None)  # the user's from now on
+        return {k: os.environ[k] for k in fresh}
 
 
 def s3a_conf(env: dict | None = None) -> dict[str, str]:

@@ -31,9 +31,14 @@ class S3Server:
     log: Path
 
     def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        """Its keys and endpoint, and GDAL's settings for this endpoint (so a value an earlier server
+        left in the environment is replaced, in this process and in the jobs a test starts)."""
+        from ssm_spark.storage import gdal_env
+
+        base = {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
                 "AWS_ENDPOINT_URL_S3": self.endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_EC2_METADATA_DISABLED": "true"}
+        return {**base, **gdal_env(base)}
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -83,6 +83,29 @@ def test_urls_map_to_gdal_paths_settings_and_spark():
         storage.filesystem("ftp://host/x")
 
 
+
+def test_gdal_settings_follow_the_endpoint_but_keep_the_users(monkeypatch):
+    """apply_gdal_env's own settings follow AWS_ENDPOINT_URL_S3 within a process (a second server: GDAL
+    must not go on talking to the first one); a setting the user made stays."""
+    for k in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(storage, "_applied_gdal", {})
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:8333")
+    assert storage.apply_gdal_env()["AWS_S3_ENDPOINT"] == "127.0.0.1:8333"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://minio.example:9000")
+    got = storage.apply_gdal_env()
+    assert got == {"AWS_S3_ENDPOINT": "minio.example:9000", "AWS_HTTPS": "YES", "AWS_VIRTUAL_HOSTING": "FALSE"}
+    assert os.environ["AWS_S3_ENDPOINT"] == "minio.example:9000"
+    monkeypatch.setenv("AWS_HTTPS", "NO")  # the user's own: kept from now on
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9999")
+    assert storage.apply_gdal_env() == {"AWS_S3_ENDPOINT": "127.0.0.1:9999", "AWS_HTTPS": "NO",
+                                        "AWS_VIRTUAL_HOSTING": "FALSE"}
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # AWS itself: this function's settings removed, the user's kept
+    assert storage.apply_gdal_env() == {}
+    assert "AWS_S3_ENDPOINT" not in os.environ and "AWS_VIRTUAL_HOSTING" not in os.environ
+    assert os.environ["AWS_HTTPS"] == "NO"
+
+
 # --------------------------------------------------------------------------------- the server
 
 
