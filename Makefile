@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: setup demo test test-fast jars pack cluster-start cluster-stop clean
+.PHONY: setup demo test test-long test-fast jars pack cluster-start cluster-stop clean
 setup:
 	@bash scripts/setup.sh
 
@@ -13,7 +13,12 @@ demo: setup
 # the tests also need their S3 server (SeaweedFS, built once with go): setup.sh --test
 test:
 	@bash scripts/setup.sh --test
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not long"
+
+# the tests that take minutes each (pytest.ini: long), left out of `make test`
+test-long:
+	@bash scripts/setup.sh --test
+	$(PY) -m pytest -m long
 
 test-fast:
 	@bash scripts/setup.sh --test

@@ -616,6 +616,7 @@ def _demo_cmd(url: str) -> list[str]:
 
 @pytest.mark.spark
 @pytest.mark.slow
+@pytest.mark.long  # 7-10 minutes here (four demos): not in `make test`, run by `make test-long`
 def test_demo_on_s3_killed_resumed_and_run_again(spark, s3, tmp_path, monkeypatch):
     """``ssm-spark demo --output s3://`` (a job of its own: its executors get the store's settings): killed in
     ``produce`` after two dates, run again it resumes (those dates skipped, the killed run's locks taken over) to
