@@ -345,3 +345,17 @@ def test_the_browser_refuses_a_product_by_url():
 
     with pytest.raises(InputError, match="product browser .*reads a product folder, not s3://b/product"):
         create_app(None, "s3://b/product")
+
+
+def test_a_bad_listing_ttl_is_refused_by_name(monkeypatch):
+    from ssm_spark.errors import ConfigError
+    from ssm_spark.point.store import Listings
+
+    monkeypatch.setenv("SSM_POINT_LIST_TTL_S", "12.5")
+    assert Listings().ttl == 12.5
+    for bad in ("soon", "-1", "nan", "inf"):
+        monkeypatch.setenv("SSM_POINT_LIST_TTL_S", bad)
+        with pytest.raises(ConfigError, match=f"SSM_POINT_LIST_TTL_S={bad!r}"):
+            Listings()
+    monkeypatch.delenv("SSM_POINT_LIST_TTL_S")
+    assert Listings().ttl == 30.0

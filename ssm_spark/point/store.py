@@ -35,8 +35,26 @@ from ssm_spark.point.errors import StoreError
 
 __all__ = ["LIST_TTL_S", "GDAL_OPTIONS", "Listings", "gdal_scope", "store_scope", "store_error", "read_cell_row"]
 
-#: Seconds a folder's listing on a store is trusted (``SSM_POINT_LIST_TTL_S``; 0: list at every query).
-LIST_TTL_S = float(os.environ.get("SSM_POINT_LIST_TTL_S", "30"))
+#: Seconds a folder's listing on a store is trusted by default (``SSM_POINT_LIST_TTL_S`` overrides; 0: list
+#: at every query).
+LIST_TTL_S = 30.0
+TTL_ENV = "SSM_POINT_LIST_TTL_S"
+
+
+def list_ttl() -> float:
+    """``SSM_POINT_LIST_TTL_S`` (default :data:`LIST_TTL_S`); a value that is not a number >= 0 is refused by name."""
+    raw = os.environ.get(TTL_ENV)
+    if raw in (None, ""):
+        return LIST_TTL_S
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = -1.0
+    if not 0 <= ttl < float("inf"):
+        from ssm_spark.errors import ConfigError
+
+        raise ConfigError(f"{TTL_ENV}={raw!r}: expected the seconds a store's folder listing is kept (a number >= 0)")
+    return ttl
 #: A miss (a date or file absent from a listing) lists again, but not more often than this.
 MISS_RELIST_S = 1.0
 
@@ -119,7 +137,7 @@ class Listings:
     """
 
     def __init__(self, ttl: float | None = None) -> None:
-        self.ttl = LIST_TTL_S if ttl is None else float(ttl)
+        self.ttl = list_ttl() if ttl is None else float(ttl)
         self._fs: dict[str, Any] = {}
         self._cache: dict[str, tuple[float, dict[str, tuple[bool, tuple]]]] = {}
         self._lock = threading.Lock()
