@@ -155,13 +155,7 @@ class _Store:
         """Delete one object (if there)."""
         from ssm_spark import storage
 
-        fs = storage.filesystem(self.url)
-        try:
-            fs.rm_file(storage.fs_path(f"{self.url}/{rel}"))
-        except FileNotFoundError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - botocore's errors, named in ours
-            raise storage.io_error(f"{self.url}/{rel}", "delete it", exc) from exc
+        storage.delete(f"{self.url}/{rel}")
 
     def rename(self, summary: dict) -> dict:
         """``summary`` with the staging folder's paths replaced by their URLs."""

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["is_remote", "filesystem", "gdal_path", "url_of", "gdal_env", "apply_gdal_env", "s3a_conf", "listdir",
            "shared_filesystems", "exists", "stat", "read_bytes", "write_bytes", "endpoint", "fs_path", "io_error",
            "PUBLISHED", "publish",
-           "staged", "local_copy", "download", "cache_dir", "RemoteLock"]
+           "delete", "staged", "local_copy", "download", "cache_dir", "RemoteLock"]
 
 #: URL scheme -> (fsspec protocol, the package that provides it, GDAL's virtual file system prefix)
 SCHEMES = {"s3": ("s3", "s3fs", "/vsis3/"), "s3a": ("s3", "s3fs", "/vsis3/"), "gs": ("gcs", "gcsfs", "/vsigs/"),
@@ -293,6 +293,16 @@ def write_bytes(url: str, data: bytes) -> None:
         filesystem(url).pipe_file(fs_path(url), data)
     except Exception as exc:  # noqa: BLE001
         raise io_error(url, "write it", exc) from exc
+
+
+def delete(url: str) -> None:
+    """Delete one object; an object that is not there is not an error (as S3's own DELETE)."""
+    try:
+        filesystem(url).rm_file(fs_path(url))
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - botocore's errors, named in ours
+        raise io_error(url, "delete it", exc) from exc
 
 
 # ------------------------------------------------------------------------------------------ the lock

@@ -170,6 +170,16 @@ def _race(url: str, n: int, conditional: bool) -> list:
         return [g for g in ex.map(take, range(n)) if g is not None]
 
 
+def test_delete_one_object(s3):
+    url = f"s3://{BUCKET}/delete-me/x.json"
+    storage.write_bytes(url, b"{}")
+    assert storage.read_bytes(url) == b"{}"
+    storage.delete(url)
+    assert storage.read_bytes(url) is None
+    storage.delete(url)  # not there: no error
+    assert storage.read_bytes(url) is None
+
+
 def test_lock_on_the_store(s3, caplog, monkeypatch):
     """``_LOCK.json`` by conditional write: one holder, the rest refused by name; stale and dead holders taken
     over; a holder whose lock was taken finds out; write-then-verify (for stores without conditional writes)."""
