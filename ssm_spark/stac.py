@@ -168,7 +168,7 @@ def _footprint(grid: Grid, tiles: Iterable[tuple[int, int]]):
 
 
 def build_item(output: os.PathLike | str, date: str, marker: Mapping | None = None,
-               collection_id: str | None = None) -> pystac.Item:
+               collection_id: str | None = None, sources: Mapping[str, str] | None = None) -> pystac.Item:
     """The STAC item of one committed date of a product (see the module docstring).
 
     Parameters
@@ -181,6 +181,10 @@ def build_item(output: os.PathLike | str, date: str, marker: Mapping | None = No
         The date's commit marker (read from the folder when not given).
     collection_id : str, optional
         Default: :func:`collection_id` of the product.
+    sources : mapping, optional
+        Where an output the marker lists is read from when it is not in the folder (relative key ->
+        a path GDAL opens): a product on a store, whose tiles are objects (``/vsis3/...``) when the
+        item is built (:mod:`ssm_spark.product.run`). Asset links stay relative to the folder.
 
     Raises
     ------
@@ -213,7 +217,8 @@ def build_item(output: os.PathLike | str, date: str, marker: Mapping | None = No
         raise InputError(f"the marker of {date} in {output} lists no outputs (written by another version?)")
     for rel in sorted(outputs):
         path = output / rel
-        if not path.is_file():
+        read = (sources or {}).get(rel, path)
+        if rel not in (sources or {}) and not path.is_file():
             raise InputError(f"{path} is listed by the marker of {date} but missing: the product changed after "
                              "its commit (re-run produce for this date)")
         parts = Path(rel).parts
@@ -224,7 +229,7 @@ def build_item(output: os.PathLike | str, date: str, marker: Mapping | None = No
             tr, tc = int(m["tr"]), int(m["tc"])
             key, title = f"{prefix}cog_{tr}_{tc}", f"{m['grid']} tile ({tr}, {tc}) COG"
             asset = _asset(item_dir, path, pystac.MediaType.COG, ["data"], title)
-            fields, bands, _ = _raster_fields(path)
+            fields, bands, _ = _raster_fields(read)
             asset.extra_fields.update(fields)
             if prefix:
                 asset.extra_fields["proj:epsg"] = epsg
@@ -240,7 +245,7 @@ def build_item(output: os.PathLike | str, date: str, marker: Mapping | None = No
                                        f"{m['grid']} tile ({m['tr']}, {m['tc']}) product rows"))
         elif kind == "vrt":
             asset = _asset(item_dir, path, pystac.MediaType.XML, ["data", "mosaic"], "GDAL VRT mosaic of the tile COGs")
-            fields, bands, _ = _raster_fields(path)
+            fields, bands, _ = _raster_fields(read)
             asset.extra_fields.update(fields)
             if prefix:
                 asset.extra_fields["proj:epsg"] = epsg
@@ -307,14 +312,14 @@ def _item_dict(item: pystac.Item) -> dict:
 
 
 def update_catalog(output: os.PathLike | str, dates: Iterable[str] | None = None,
-                   markers: Mapping[str, Mapping] | None = None) -> Path:
+                   markers: Mapping[str, Mapping] | None = None, sources: Mapping[str, str] | None = None) -> Path:
     """Write the items of ``dates`` (default: every committed date) and then the collection.
 
     Items of other committed dates are kept as they are (built when missing; one that cannot be
     built, its files not in the folder, is left out with a warning); item files of dates no longer
     committed are removed. ``markers`` (date -> commit marker) spares reading markers the
-    caller holds. Each file is replaced atomically, items first, the collection
-    last.
+    caller holds; ``sources`` are :func:`build_item`'s, for the items of ``dates``. Each file is
+    replaced atomically, items first, the collection last.
 
     Returns
     -------
@@ -345,7 +350,8 @@ def update_catalog(output: os.PathLike | str, dates: Iterable[str] | None = None
                 log.warning("stac: %s cannot be read (%s); rebuilt", path, exc)
         if item is None:
             try:
-                item = build_item(output, date, (markers or {}).get(date), collection_id=collection_id_of(product))
+                item = build_item(output, date, (markers or {}).get(date), collection_id=collection_id_of(product),
+                                  sources=sources if date in wanted else None)
             except InputError as exc:
                 if date in wanted:
                     raise
@@ -415,6 +421,8 @@ def prune_catalog(output: os.PathLike | str) -> dict:
     return {"items": kept, "removed": stale, "missing": missing}
 
 
-def on_commit(output: os.PathLike | str, date: str, marker: Mapping | None = None) -> Path:
-    """The commit hook: the date's item, then the collection (call after the date's marker is written)."""
-    return update_catalog(output, [date], {date: marker} if marker is not None else None)
+def on_commit(output: os.PathLike | str, date: str, marker: Mapping | None = None,
+              sources: Mapping[str, str] | None = None) -> Path:
+    """The commit hook: the date's item, then the collection (call after the date's marker is written);
+    ``sources``: see :func:`build_item`."""
+    return update_catalog(output, [date], {date: marker} if marker is not None else None, sources)

@@ -22,6 +22,7 @@ import concurrent.futures as cf
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -353,6 +354,96 @@ def test_product_on_s3_same_bytes_resume_and_leftovers(spark, s3, small, caplog)
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["s3a"] == got["local"] > 0 and got["only_s3a"] == got["only_local"] == 0, got
     assert got["dates"] == [D1, D2] and "s3a.secret.key" not in got["conf"]  # credentials: the environment's only
+
+
+def _listing(url: str) -> dict[str, tuple]:
+    """Every object under ``url``: (size, ETag, LastModified): a PUT or copy of any object changes it."""
+    fs = storage.filesystem(url)
+    root = url.split("://", 1)[1].rstrip("/")
+    return {k[len(root) + 1:]: (v["size"], v.get("ETag"), v.get("LastModified")) for k, v in
+            fs.find(root, detail=True).items()}
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_tiles_staged_on_the_store_not_in_the_drivers_folder(spark, s3, small, tmp_path, monkeypatch):
+    """The executors PUT every tile (fine and aggregated) under the run's staging prefix on the store; the
+    driver's working folder never holds a tile; the product equals a local one byte for byte; a repeat
+    run writes nothing; a killed run's staging is removed; a failing date leaves the committed one."""
+    import hashlib
+
+    import xgboost as xgb
+
+    from ssm_spark.config import load_config
+    from ssm_spark.errors import ModelRegistryError
+    from ssm_spark.product import run as run_mod
+    from ssm_spark.product.produce import produce
+
+    _, root = small
+    cfg = load_config(overrides=SMALL + ["produce.aggregate=[3, 9]", "produce.aggregate_min_fraction=0.5"])
+    local = tmp_path / "local"
+    produce(spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D1, local)
+    url = f"s3://{BUCKET}/staged"
+    work = tmp_path / "work"
+    tiles = lambda: sorted(p.relative_to(work).as_posix() for p in work.rglob("*")  # noqa: E731
+                           if p.is_file() and p.suffix in (".parquet", ".tif"))
+    seen, original = [], run_mod.compute_tiles
+
+    def watched(spark_, cfg_, job, files, bc, staging):
+        assert job.staging.startswith(f"{url}/_staging/{job.date}.") and len(job.staging.rsplit(".", 1)[1]) == 8
+        out = original(spark_, cfg_, job, files, bc, staging)
+        seen.append((job.staging, sorted(k for k in _objects(job.staging)), tiles()))
+        return out
+
+    def hook(stage, date):
+        seen.append((stage, sorted(_objects(seen[0][0])) if stage == "staged" else None, tiles()))
+
+    monkeypatch.setattr(run_mod, "compute_tiles", watched)
+    args = (spark, cfg, root / "models", root / "sim" / "stacks", None, D1, D1, url)
+    res = produce(*args, staging_dir=work, hook=hook)
+    assert res["produced"] == 1
+    ref = _files(local)
+    want = sorted(k for k in ref if k.endswith((".parquet", ".tif")) and not k.startswith("climatology/"))
+    assert seen[0][1] == [k for k in want if not k.startswith("agg/")]  # the fine tiles, PUT by the executors
+    assert [s for s in seen if s[0] == "staged"][0][1] == want  # and the aggregated ones
+    assert any(k.startswith("agg/ease2_9km/cog/") for k in want) and len(seen) > 3
+    assert all(t == [] for *_, t in seen)  # no tile in the driver's folder, ever
+    got = _objects(url)
+    assert not any(k.startswith("_staging/") for k in got)
+    clim = [k for k in got if k.startswith("climatology/") and k.endswith("_PUBLISHED.json")]
+    for k in clim:
+        got.pop(k)
+    assert got == ref  # the same bytes: tiles, aggregates, VRTs, quicklooks, markers, STAC, product.json
+    before = _listing(url)
+    # a killed run's staging prefixes: the date's are removed when the date is found complete, another date's stay
+    for key in (f"_staging/{D1}.deadbeef/parquet/date={D1}/ease2_1km_0_0.parquet", f"_staging/{D1}.0badc0de/x.tif",
+                "_staging/2030-01-01.00000000/x.tif"):
+        storage.write_bytes(f"{url}/{key}", b"left by a killed run")
+    again = produce(*args)  # a fresh working folder: resume on the store's markers
+    assert again["skipped"] == 1
+    after = _listing(url)
+    assert sorted(after) == sorted([*before, "_staging/2030-01-01.00000000/x.tif"])
+    assert {k: after[k] for k in before} == before  # not one object written again
+    storage.delete(f"{url}/_staging/2030-01-01.00000000/x.tif")
+    # a date that fails (a registry whose estimates are out of the physical range) leaves the committed one
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    man = json.loads((models / "manifest.json").read_text())
+    glob = man["serving"]["global"]
+    for unit in man["serving"]:
+        man["serving"][unit] = dict(glob)
+    b = xgb.Booster()
+    b.load_model(bytearray((models / glob["point_model"]).read_bytes()))
+    j = json.loads(b.save_raw("json"))
+    j["learner"]["learner_model_param"]["base_score"] = "[2.5E1]"
+    b.load_model(bytearray(json.dumps(j).encode()))
+    blob = bytes(b.save_raw("ubj"))
+    (models / glob["point_model"]).write_bytes(blob)
+    man["files"][glob["point_model"]] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+    (models / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelRegistryError, match="outside the physical range"):
+        produce(spark, cfg, models, root / "sim" / "stacks", None, D1, D1, url, force=True)
+    assert _listing(url) == before  # the committed date as it was, its staging prefix deleted
 
 
 #: A new Spark session (its S3A settings from the environment, ssm_spark.spark.session) reading a product

@@ -47,6 +47,7 @@ coarse tile's transform; the VRT's extent is the coarse tiles under the region's
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ from ssm_spark.errors import ConfigError, GridError
 from ssm_spark.grid import Grid
 from ssm_spark.product.schema import (AGG_COLUMNS, AGG_FILE_COLUMNS, AGGREGATE_FILE, COARSE_SUMMARY, empty_frame,
                                       spark_ddl)
-from ssm_spark.product.tiles import TileFiles, tile_name
+from ssm_spark import storage
+from ssm_spark.product.tiles import TileFiles, staged_path, tile_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -277,7 +279,7 @@ class AggJob:
     """What an executor needs to write a date's coarse tiles (shipped in the task closure; small)."""
 
     date: str
-    staging: str
+    staging: str  # the date's staging folder, or its staging prefix on a store (a URL)
     tags: dict
     targets: tuple[AggTarget, ...]
     bands: tuple[str, ...] | None  # COG bands (frac_valid added); None: no COG
@@ -297,7 +299,7 @@ class AggJob:
 
     def files(self, t: AggTarget) -> TileFiles:
         """The writer of the date's tiles of one target grid (under ``agg/<grid>`` of the staging)."""
-        return TileFiles(t.grid, str(Path(self.staging) / "agg" / t.name), self.date, AGGREGATE_FILE,
+        return TileFiles(t.grid, staged_path(self.staging, "agg", t.name), self.date, AGGREGATE_FILE,
                          self.file_tags(t), self.bands, self.blocksize, self.compress, self.overview_resampling)
 
 
@@ -309,10 +311,14 @@ def write_coarse_tile(rows: pd.DataFrame, target: AggTarget, tile_row: int, tile
     tile_row, tile_col = int(tile_row), int(tile_col)
     rows = rows.sort_values(["row", "col"], kind="mergesort").reset_index(drop=True)
     summary = {"target": target.name, "tile_row": tile_row, "tile_col": tile_col, "cells": len(rows),
-               "valid": int(np.isfinite(rows["ssm"].to_numpy("f8")).sum()), "parquet_bytes": 0, "cog_bytes": 0}
+               "valid": int(np.isfinite(rows["ssm"].to_numpy("f8")).sum()), "parquet_bytes": 0, "cog_bytes": 0,
+               "files": None}
     if len(rows) == 0:
         return summary
-    summary["parquet_bytes"], summary["cog_bytes"] = job.files(target).write(rows, tile_row, tile_col)
+    files = job.files(target).write(rows, tile_row, tile_col)
+    sizes = list(files.values())
+    summary["parquet_bytes"], summary["cog_bytes"] = sizes[0], sizes[1] if len(sizes) > 1 else 0
+    summary["files"] = json.dumps({f"agg/{target.name}/{k}": v for k, v in files.items()})
     return summary
 
 
@@ -329,6 +335,19 @@ def aggregation_tasks(fine: Grid, targets: Sequence[AggTarget], fine_files: Sequ
     return tasks
 
 
+def _read_fine(path: str, fs) -> pd.DataFrame:
+    """A staged fine tile's columns for the partials: a local file, or (``fs`` given) an object."""
+    import pyarrow.parquet as pq
+
+    if fs is None:
+        return pq.read_table(path, columns=_FINE_COLUMNS).to_pandas()
+    try:
+        return pq.read_table(storage.fs_path(path), columns=_FINE_COLUMNS, filesystem=fs).to_pandas()
+    except Exception as exc:  # noqa: BLE001 - botocore's errors, named in ours
+        raise storage.io_error(path, "read it from an executor (the store's settings and credentials must be in "
+                               "the executors' environment)", exc) from exc
+
+
 def run_aggregates(spark: "SparkSession", job: AggJob, fine_files: Sequence[tuple[int, int, str]]) -> list[dict]:
     """Aggregate a date's staged fine Parquet files onto every target, on the executors.
 
@@ -337,28 +356,33 @@ def run_aggregates(spark: "SparkSession", job: AggJob, fine_files: Sequence[tupl
     spark : SparkSession
     job : AggJob
     fine_files : sequence of (tile_row, tile_col, path)
-        The date's fine tiles, as written into staging.
+        The date's fine tiles, as written into staging (URLs when ``job.staging`` is a store's
+        staging prefix: read with pyarrow over the store's fsspec filesystem, the executor's
+        credentials).
 
     Returns
     -------
     list of dict
         One summary per coarse tile (``target, tile_row, tile_col, cells, valid, ...``), sorted.
     """
-    import pyarrow.parquet as pq
-
     files = [(int(a), int(b), str(p)) for a, b, p in fine_files]
     if not files or not job.targets:
         return []
     tasks = aggregation_tasks(job.fine_grid, job.targets, files)
+    remote = storage.is_remote(job.staging)
 
     def _task(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        fs = None
+        if remote:
+            with storage.shared_filesystems():  # one client per Python worker
+                fs = storage.filesystem(job.staging)
         for batch in batches:
             for i in batch["id"]:
                 name, tr, tc, under = tasks[int(i)]
                 t = job.target(name)
                 parts = []
                 for a, b, path in under:
-                    pt = partials(pq.read_table(path, columns=_FINE_COLUMNS).to_pandas(), [t], (a, b))
+                    pt = partials(_read_fine(path, fs), [t], (a, b))
                     parts.append(pt[(pt["tile_row"] == tr) & (pt["tile_col"] == tc)])
                 yield pd.DataFrame([write_coarse_tile(combine(pd.concat(parts, ignore_index=True), t), t, tr, tc,
                                                       job)])

@@ -59,9 +59,11 @@ transient). The marker and the run summary keep the ledger: files in = read + wi
 
 A local output folder must be a filesystem the driver and the executors share (local mode, NFS, a
 mounted ``/Volumes`` path): executors write files there and the driver renames them. An output URL
-(``s3://``, ``gs://``, ``abfss://``) is produced in a local working folder and published to the store
-date by date, the marker last (:mod:`ssm_spark.product.remote`); stacks may be a URL too (read by
-GDAL through ``/vsis3/``-style paths, :mod:`ssm_spark.storage`).
+(``s3://``, ``gs://``, ``abfss://``) needs no shared folder: the executors PUT the tiles under a
+staging prefix of the run on the store, the driver writes its own files (marker, VRTs, quicklooks,
+STAC, ``product.json``) in a local working folder and publishes each date by server-side copies and
+PUTs, the marker last (:mod:`ssm_spark.product.remote`); stacks may be a URL too (read by GDAL
+through ``/vsis3/``-style paths, :mod:`ssm_spark.storage`).
 """
 
 from __future__ import annotations
@@ -131,8 +133,9 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
         partition moved, other outputs not), ``"publishing"`` (an output URL: the date's first object
         PUT, its marker not) and ``"committed"``; for tests of interruptions.
     staging_dir : path-like, optional
-        With an output URL: the local working folder (default ``SSM_STAGING_DIR``, else a temporary
-        folder removed after the run).
+        With an output URL: the driver's local working folder (default ``SSM_STAGING_DIR``, else a
+        temporary folder removed after the run); the executors need no access to it (the tiles are
+        staged on the store).
     break_lock : bool
         Take over the output's lock even while it is fresh (``--break-lock``: its holder is known to
         be gone but cannot be asked, e.g. it ran on another machine).
@@ -174,14 +177,16 @@ def produce(spark: "SparkSession", cfg: "Config", models: str | os.PathLike, sta
 
 def _produce_remote(spark: "SparkSession", cfg: "Config", models, stacks, region, d0, d1, url: str, static, *,
                     force: bool, hook, staging_dir, break_lock: bool = False) -> dict:
-    """:func:`produce` to an object store: a local working folder, each date published after its commit."""
+    """:func:`produce` to an object store: tiles staged on the store by the executors, the driver's files in a
+    local working folder, each date published after its commit (:mod:`ssm_spark.product.remote`)."""
     import shutil
     import tempfile
 
     from ssm_spark.product.files import OutputLock, ensure_writable
-    from ssm_spark.product.remote import RemoteLock, RemoteOutput
+    from ssm_spark.product.remote import RemoteLock, RemoteOutput, share_environment
 
     remote = RemoteOutput(url, Path("."))
+    share_environment(spark)  # local mode: the workers see the store's settings of this environment
     base = staging_dir or os.environ.get("SSM_STAGING_DIR")
     tmp = None if base else tempfile.mkdtemp(prefix="ssm-produce-")
     try:

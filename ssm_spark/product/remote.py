@@ -1,30 +1,55 @@
-"""A product written to object storage (``s3://``, ``gs://``, ``abfss://``): staged locally, published date by date.
+"""A product written to object storage (``s3://``, ``gs://``, ``abfss://``): tiles staged on the store, published date by date.
 
 An object store has no rename, so the local commit (:mod:`ssm_spark.product.commit`) cannot be
-used on it. Instead the run works in a local folder laid out exactly as a local product
-(``--staging-dir`` / ``SSM_STAGING_DIR``, default a temporary folder), and after a date is
-committed there it is *published* (:meth:`RemoteOutput.publish`):
+used on it, and on a cluster the executors cannot see the driver's disk. So the date's tiles are
+staged **on the store**, under a prefix of the run: the executors write each tile's Parquet file
+and COG into their own task's temporary folder and PUT them to
+``<url>/_staging/<date>.<8 hex>/parquet/date=<date>/<tile>.parquet`` and
+``.../cog/<date>/<tile>.tif`` (the local layout; the aggregates' coarse tiles likewise under
+``.../agg/<grid>/``, aggregated by executors reading the staged fine tiles from the store),
+with the store's filesystem and credentials of their own environment
+(:func:`ssm_spark.storage.filesystem`; nothing of them in a task's closure). A PUT is atomic per
+object, and a retried or speculative task PUTs the same bytes to the same key. The driver lists the
+prefix once (checked against the keys and sizes the tasks' summaries report), writes the VRTs and
+quicklooks into its local working folder (the quicklook read from a temporary VRT over the staged
+COGs' ``/vsis3/`` paths), and commits the date there as a local product (its marker,
+``product.json``, the STAC item: ``--staging-dir`` / ``SSM_STAGING_DIR``, default a temporary
+folder; it never holds a tile). The date is then *published* (:meth:`RemoteOutput.publish`):
 
 1. the date's remote marker ``parquet/date=<date>/_SUCCESS.json`` is deleted (readers and re-runs
    now take the date as not complete);
-2. every file of the date's components (Parquet partition, COGs, VRT, quicklook, aggregates) is
-   PUT under its final key (one PUT is atomic per object);
+2. every staged object is copied server-side to its final key (one ``CopyObject`` each: no byte
+   through the driver), and the driver's own files (VRTs, quicklooks) are PUT;
 3. objects under the date's components that the new date does not have (leftovers of an older or
    interrupted run, grids no longer aggregated) are deleted;
-4. the date's STAC item is PUT, then the marker last; then ``product.json`` and the other STAC
-   files (:meth:`RemoteOutput.put_metadata`): what changed, the collection last, then the items of
-   dates no longer committed deleted, so a reader following the collection's links finds every
-   item, and the published catalogue holds exactly the committed dates. A date whose marker is
-   gone (a re-run killed after step 1, a marker removed by hand) loses its item at the next run's
-   :meth:`~RemoteOutput.pull`, which also relinks a date whose marker landed but whose collection
-   and ``product.json`` did not (a kill between them), and corrects ``product.json``'s dates.
+4. the date's STAC item is PUT, then the marker last; then the staging prefix is deleted, and
+   ``product.json`` and the other STAC files are PUT (:meth:`RemoteOutput.put_metadata`): what
+   changed, the collection last, then the items of dates no longer committed deleted, so a reader
+   following the collection's links finds every item, and the published catalogue holds exactly
+   the committed dates. A date whose marker is gone (a re-run killed after step 1, a marker removed
+   by hand) loses its item at the next run's :meth:`~RemoteOutput.pull`, which also relinks a date
+   whose marker landed but whose collection and ``product.json`` did not (a kill between them),
+   and corrects ``product.json``'s dates.
+
+A date that fails (a tile out of the physical range, a lost object, an error while publishing)
+has its staging prefix deleted and, before step 1, leaves the committed date on the store as it
+was. A killed run's staging prefixes (``_staging/<date>.*``) are deleted when their date is next
+produced or found complete: the run holds the product's lock, so any staging prefix it finds is a
+dead run's. Readers never list ``_staging/``: they start from ``parquet/`` and the markers.
+
+In local mode (``local[n]``) the executors are this machine's Python workers, started with the
+Spark JVM's environment: where the store's settings (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``,
+``AZURE_STORAGE_*``) changed in the driver's environment since (a notebook, the tests), they are
+set in the workers' environment (:func:`share_environment`, ``SparkContext.environment``, what
+``spark.executorEnv.*`` sets), never logged. On a cluster the executors need them in their own
+environment (``spark.executorEnv.*``, the cluster's configuration, an instance profile).
 
 So on the store too a date is complete exactly when its marker exists. At the start of a run the
 remote markers, ``product.json`` and the STAC files are fetched into the local folder
 (:meth:`RemoteOutput.pull`), and resume is keyed on the remote marker: :func:`commit.is_complete`
 checks the outputs it lists against the remote listing's sizes. A run killed before step 4 leaves a
 date without a marker, which the next run recomputes; its objects are then replaced or removed in
-steps 2-3. The local copy of a published date's data files is removed (its marker kept).
+steps 2-3. The local copy of a published date's own files is removed (its marker kept).
 
 A run holds the product's lock, the object ``<url>/_LOCK.json`` (:class:`RemoteLock`: holder token,
 job, host, pid, start, command), from before the pull until its end. It is created only if absent,
@@ -55,7 +80,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -68,9 +95,36 @@ from ssm_spark.storage import RemoteLock  # noqa: F401 - the product's lock live
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RemoteOutput", "RemoteLock"]
+__all__ = ["RemoteOutput", "RemoteLock", "STAGING", "share_environment"]
 
 _STAC = "stac"
+#: The run's staging prefixes on the store: ``<url>/_staging/<date>.<8 hex>/`` (never read as product data).
+STAGING = "_staging"
+#: Server-side copies at once while a date is published.
+COPY_THREADS = 8
+#: The environment variables of the stores' clients passed to local-mode workers (:func:`share_environment`).
+_STORE_ENV = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_")
+
+
+def share_environment(spark: Any) -> list[str]:
+    """In local mode, the store's settings of the driver's environment into the Python workers' (see the
+    module docstring); returns the names set (their values are never logged). Elsewhere: nothing."""
+    sc = spark.sparkContext
+    if not str(sc.master).startswith("local"):
+        return []
+    jvm = sc._jvm.System.getenv()  # what the workers start with
+    names = []
+    for k, v in sorted(os.environ.items()):
+        if k.startswith(_STORE_ENV) and v != (sc.environment.get(k) or jvm.get(k)):
+            sc.environment[k] = v
+            names.append(k)
+    for k in [k for k in sc.environment if k.startswith(_STORE_ENV) and k not in os.environ]:
+        sc.environment.pop(k)  # unset since: back to the JVM's own
+        names.append(k)
+    if names:
+        log.info("produce: local mode: the store's settings %s passed to the Python workers' environment",
+                 ", ".join(names))
+    return names
 
 
 @dataclass
@@ -84,6 +138,7 @@ class RemoteOutput:
     sizes: dict[str, int] = field(init=False, default_factory=dict)  # rel -> size of every object under root
     digests: dict[str, str] = field(init=False, default_factory=dict)  # rel -> MD5 of the metadata objects known
     lock: "RemoteLock | None" = field(default=None, repr=False)  # checked before each date is published
+    staging_keys: set[str] = field(init=False, default_factory=set)  # rel keys under _staging/ (a dead run's)
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
@@ -109,9 +164,32 @@ class RemoteOutput:
         except FileNotFoundError:
             found = {}
         n = len(self.root) + 1
-        self.sizes = {k[n:]: int(v["size"]) for k, v in found.items()
-                      if v.get("type", "file") != "directory" and k[n:] != LOCK}
+        files = {k[n:]: int(v["size"]) for k, v in found.items() if v.get("type", "file") != "directory"}
+        self.staging_keys = {k for k in files if k.startswith(f"{STAGING}/")}
+        self.sizes = {k: v for k, v in files.items() if k != LOCK and k not in self.staging_keys}
         return self.sizes
+
+    def staging_url(self, name: str) -> str:
+        """The URL of a date's staging prefix ``<url>/_staging/<name>`` (``name``: ``<date>.<8 hex>``)."""
+        return f"{self.url}/{STAGING}/{name}"
+
+    def clean_staging(self, date: str) -> int:
+        """Delete the staging prefixes of ``date`` a killed run left (``_staging/<date>.*``); returns how many objects."""
+        old = sorted(k for k in self.staging_keys if k.split("/")[1].split(".")[0] == date)
+        if old:
+            self._call(f"delete {STAGING}/{date}.*", self.fs.rm, [self._key(k) for k in old])
+            self.staging_keys.difference_update(old)
+            log.warning("produce %s: %d object(s) of a killed run's staging removed from %s/%s/", date, len(old),
+                        self.url, STAGING)
+        return len(old)
+
+    def drop_staging(self, url: str) -> None:
+        """Delete a staging prefix of this run (after its date is published, or failed); absent is fine."""
+        path = storage.fs_path(url)
+        try:
+            self._call(f"delete {url}", self.fs.rm, path, True)
+        except FileNotFoundError:
+            pass
 
     def pull(self) -> int:
         """Fetch the markers, ``product.json`` and the STAC files into the local folder; returns how many.
@@ -157,13 +235,18 @@ class RemoteOutput:
             self.put_metadata()
         return len(want)
 
-    def publish(self, date: str, aggregates: Sequence[str], hook: Callable[[str, str], None] | None = None) -> None:
-        """Publish a date committed in the local folder: marker deleted, objects PUT, leftovers deleted, marker last.
+    def publish(self, date: str, aggregates: Sequence[str], hook: Callable[[str, str], None] | None = None,
+                staged: dict[str, int] | None = None, staging: str | None = None) -> None:
+        """Publish a date committed in the local folder: marker deleted, staged objects copied to their keys and
+        the local files PUT, leftovers deleted, marker last; then the staging prefix deleted.
 
-        ``hook(stage, date)`` is called at ``"publishing"`` (the first object PUT) and ``"published"``
-        (the marker PUT: :mod:`ssm_spark.watch` takes the commit's time from it).
+        ``staged``: the objects under the date's staging prefix ``staging`` (rel -> size), copied
+        server-side; the date's other files are the local folder's. ``hook(stage, date)`` is called
+        at ``"publishing"`` (the first object written) and ``"published"`` (the marker PUT:
+        :mod:`ssm_spark.watch` takes the commit's time from it).
         """
         marker = f"parquet/date={date}/{MARKER}"
+        staged = dict(staged or {})
         if self.lock is not None:
             self.lock.check()
         if marker in self.sizes:
@@ -171,23 +254,35 @@ class RemoteOutput:
             self.sizes.pop(marker)
         rels = list(components(date, aggregates))
         prefixes = [str(r) for r in rels] + [str(r) for r in self._old_agg(date, aggregates)]
-        new: dict[str, int] = {}
+        mine: dict[str, int] = {}
         for rel in rels:
             p = self.local / rel
             for q in sorted([p] if p.is_file() else p.rglob("*") if p.is_dir() else []):
                 if q.is_file() and q.name != MARKER:
-                    new[q.relative_to(self.local).as_posix()] = q.stat().st_size
-        for i, (rel, size) in enumerate(sorted(new.items())):
-            self._call(f"write {rel}", self.fs.put_file, str(self.local / rel), self._key(rel))
-            self.sizes[rel] = size
-            if i == 0 and hook is not None:
+                    mine[q.relative_to(self.local).as_posix()] = q.stat().st_size
+        new = {**staged, **mine}
+        src = storage.fs_path(staging) if staging else None
+
+        def write(rel: str) -> None:
+            if rel in mine:
+                self._call(f"write {rel}", self.fs.put_file, str(self.local / rel), self._key(rel))
+            else:
+                self._copy(f"{src}/{rel}", rel)
+
+        order = sorted(new)
+        if order:
+            write(order[0])
+            if hook is not None:
                 hook("publishing", date)
+        with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="publish") as pool:
+            list(pool.map(write, order[1:]))  # the first error raised, once the others ended
+        self.sizes.update(new)
         stale = sorted(k for k in self.sizes if k not in new and k != marker
                        and any(k == p or k.startswith(p + "/") for p in prefixes))
-        for rel in stale:
-            self._call(f"delete {rel}", self.fs.rm_file, self._key(rel))
-            self.sizes.pop(rel)
         if stale:
+            self._call("delete leftovers", self.fs.rm, [self._key(k) for k in stale])
+            for rel in stale:
+                self.sizes.pop(rel)
             log.info("produce %s: %d leftover object(s) removed from %s", date, len(stale), self.url)
         item = f"{_STAC}/items/{date}.json"
         if (self.local / item).is_file():  # before the marker: a kill after it leaves no committed date without one
@@ -197,6 +292,8 @@ class RemoteOutput:
         self.put(marker)
         if hook is not None:
             hook("published", date)  # the date is complete on the store from here
+        if staging:
+            self.drop_staging(staging)
         for rel in rels:  # the data live on the store now; the local marker stays (product.json, STAC)
             p = self.local / rel
             if p.is_dir():
@@ -205,6 +302,19 @@ class RemoteOutput:
                         shutil.rmtree(q) if q.is_dir() else q.unlink()
             elif p.is_file():
                 p.unlink()
+
+    def _copy(self, src: str, rel: str) -> None:
+        """A server-side copy of the object ``src`` (``bucket/key``) to ``rel``'s key: on S3 one
+        ``CopyObject`` (s3fs's ``copy`` would HEAD the source first; objects up to 5 GB), elsewhere the
+        filesystem's own copy."""
+        dst = self._key(rel)
+        if hasattr(self.fs, "call_s3"):
+            sb, sk = src.split("/", 1)
+            db, dk = dst.split("/", 1)
+            self._call(f"copy {rel}", lambda: self.fs.call_s3("copy_object", Bucket=db, Key=dk,
+                                                               CopySource={"Bucket": sb, "Key": sk}))
+        else:
+            self._call(f"copy {rel}", self.fs.copy, src, dst)
 
     def _old_agg(self, date: str, aggregates: Sequence[str]) -> list[str]:
         """The date's component prefixes of aggregate grids on the store but no longer configured."""

@@ -7,7 +7,9 @@ executors compute; one date finishes at a time, in date order. ``1``: one date a
 nothing overlapped.
 
 On an error the scheduler lets the running jobs end (a commit is atomic), removes the staging of
-dates computed but not committed, and raises. A date already complete (its marker, see
+dates computed but not committed, and raises. For a product on a store (``remote``) a date's tiles
+are staged under its staging prefix on the store (:mod:`ssm_spark.product.remote`), the local
+staging folder holding only the driver's own files; a date that fails has that prefix deleted too. A date already complete (its marker, see
 :mod:`ssm_spark.product.commit`) is skipped, unless forced.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -74,8 +77,8 @@ class RunSetup:
     def title_ids(self) -> str:
         return f"manifest {self.manifest_id}, config {self.config_hash}, product {self.product_hash}"
 
-    def job(self, date: str, staging: Path) -> DateJob:
-        """What the executors need for a date."""
+    def job(self, date: str, staging: Path | str) -> DateJob:
+        """What the executors need for a date; ``staging``: where its tiles go (a folder, or a store's prefix)."""
         pc = self.cfg.produce
         tags = {"product": "ssm", "date": date, "grid": self.grid.name, "manifest_id": self.manifest_id,
                 "config_hash": self.config_hash, "product_hash": self.product_hash,
@@ -162,6 +165,8 @@ class DateScheduler:
                      run.manifest_id, run.product_hash)
             self.per_date[date] = {"status": "skipped"}
             clean_staging(run.output, date)
+            if run.remote is not None:
+                run.remote.clean_staging(date)
             return
         if not ok and why != "no marker":
             log.info("produce %d/%d %s: recomputing (%s)", k, n, date, why)
@@ -169,8 +174,14 @@ class DateScheduler:
         if self.progress.t_first is None:
             self.progress.t_first = t0
         clean_staging(run.output, date)
-        staging = run.output / STAGING / f"{date}.{uuid.uuid4().hex[:8]}"
-        work = DateWork(k, run.job(date, staging), files, staging, date_inputs, t0)
+        name = f"{date}.{uuid.uuid4().hex[:8]}"
+        staging = run.output / STAGING / name
+        if run.remote is None:
+            job = run.job(date, staging)
+        else:  # the tiles to the store's staging prefix; the local folder gets the driver's files only
+            run.remote.clean_staging(date)
+            job = run.job(date, run.remote.staging_url(name))
+        work = DateWork(k, job, files, staging, date_inputs, t0)
         self._queue.append(work)  # before the job starts: a failure removes its staging
         args = (run.spark, run.cfg, work.job, files, run.registry, staging)
         if self._computers is None:
@@ -196,8 +207,45 @@ class DateScheduler:
         """The date's driver work and commit (in the finisher thread while the next date computes)."""
         run, date = self.run, work.job.date
         t1 = time.perf_counter()
+        if run.remote is None:
+            res, r, failed = self._commit(work, tiles, fused, None)
+        else:  # the driver's reads of the staged COGs (quicklook, STAC) through GDAL's /vsis3/, one scope
+            from ssm_spark import storage
+            from ssm_spark.point.store import gdal_scope
+
+            storage.apply_gdal_env()
+            read_vrts = Path(tempfile.mkdtemp(prefix="ssm-vrt-"))
+            try:
+                with gdal_scope():
+                    res, r, failed = self._commit(work, tiles, fused, read_vrts)
+                run.remote.publish(date, [t.name for t in run.targets], run.hook, res.staged, work.job.staging)
+                run.remote.put_metadata()
+            except BaseException:
+                run.remote.drop_staging(work.job.staging)  # the committed date on the store is left as it was
+                shutil.rmtree(work.staging, ignore_errors=True)
+                raise
+            finally:
+                shutil.rmtree(read_vrts, ignore_errors=True)
+        status = "incomplete" if res.failed else "complete"
+        now = time.perf_counter()
+        self.progress.pixels += r["pixels"]
+        self.progress.t_last = now
+        self.failed.extend(failed)
+        self.per_date[date] = {"status": "produced" if status == "complete" else "incomplete", **r,
+                               "seconds": round(now - work.t0, 2), "tiles_seconds": round(t_tiles, 2),
+                               "finish_seconds": round(now - t1, 2)}
+        if run.targets:
+            self.per_date[date]["aggregate_seconds"] = res.aggregate_seconds
+        self._log_date(work.k, date, res, t_tiles, now - t1, now)
+        if run.hook is not None:
+            run.hook("committed", date)
+
+    def _commit(self, work: DateWork, tiles: list[dict], fused: bool, read_vrts: Path | None
+                ) -> tuple[StagedDate, dict, list[dict]]:
+        """The date's outputs, its ledger and marker, its local commit, ``product.json`` and STAC item."""
+        run, date = self.run, work.job.date
         res = finish_date(run.spark, run.cfg.produce, work.job, len(work.files), tiles, fused, work.staging,
-                          run.region, run.title_ids, run.targets)
+                          run.region, run.title_ids, run.targets, read_vrts)
         failed = run.quarantined.get(date, []) + res.failed
         if run.hook is not None:
             run.hook("staged", date)
@@ -217,22 +265,8 @@ class DateScheduler:
         if run.cfg.produce.stac:  # after product.json: the first date has none before
             from ssm_spark.stac import on_commit
 
-            on_commit(run.output, date, marker)
-        if run.remote is not None:  # the store's own commit: objects, leftovers removed, the marker last
-            run.remote.publish(date, [t.name for t in run.targets], run.hook)
-            run.remote.put_metadata()
-        now = time.perf_counter()
-        self.progress.pixels += r["pixels"]
-        self.progress.t_last = now
-        self.failed.extend(failed)
-        self.per_date[date] = {"status": "produced" if status == "complete" else "incomplete", **r,
-                               "seconds": round(now - work.t0, 2), "tiles_seconds": round(t_tiles, 2),
-                               "finish_seconds": round(now - t1, 2)}
-        if run.targets:
-            self.per_date[date]["aggregate_seconds"] = res.aggregate_seconds
-        self._log_date(work.k, date, res, t_tiles, now - t1, now)
-        if run.hook is not None:
-            run.hook("committed", date)
+            on_commit(run.output, date, marker, res.sources or None)
+        return res, r, failed
 
     def _marker(self, work: DateWork, status: str, res: StagedDate, failed: list[dict]) -> dict:
         """The date's ``_SUCCESS.json`` (written last by the commit)."""
@@ -270,6 +304,8 @@ class DateScheduler:
                 except BaseException:  # noqa: BLE001 - the loop's own error is the one raised
                     pass
             shutil.rmtree(work.staging, ignore_errors=True)
+            if self.run.remote is not None:
+                self.run.remote.drop_staging(work.job.staging)
         if self._pending is not None:
             try:
                 self._pending.result()

@@ -65,16 +65,17 @@ FILE_COLUMNS = tuple(PRODUCT_FILE.names)
 AGG_COLUMNS = tuple(AGGREGATE.names)
 AGG_FILE_COLUMNS = tuple(AGGREGATE_FILE.names)
 
-#: A fine tile's summary (or a failed file's, with ``error``; JSON strings in the last three).
+#: A fine tile's summary (or a failed file's, with ``error``; JSON strings in the last four; ``files``: the
+#: keys the tile wrote, relative to the date's staging folder or prefix, and their sizes).
 TILE_SUMMARY = pa.schema([
     ("tile_row", pa.int32()), ("tile_col", pa.int32()), ("pixels", pa.int64()), ("retrieved", pa.int64()),
     ("masked", pa.int64()), ("out_of_range", pa.int64()), ("ssm_sum", pa.float64()), ("ssm_min", pa.float64()),
     ("ssm_max", pa.float64()), ("parquet_bytes", pa.int64()), ("cog_bytes", pa.int64()), ("rejected", pa.string()),
-    ("error", pa.string()), ("empty", pa.string())])
-#: A coarse tile's summary.
+    ("error", pa.string()), ("empty", pa.string()), ("files", pa.string())])
+#: A coarse tile's summary (``files`` as in :data:`TILE_SUMMARY`, relative to the date's staging).
 COARSE_SUMMARY = pa.schema([
     ("target", pa.string()), ("tile_row", pa.int32()), ("tile_col", pa.int32()), ("cells", pa.int64()),
-    ("valid", pa.int64()), ("parquet_bytes", pa.int64()), ("cog_bytes", pa.int64())])
+    ("valid", pa.int64()), ("parquet_bytes", pa.int64()), ("cog_bytes", pa.int64()), ("files", pa.string())])
 
 _SPARK_TYPES = {pa.string(): "string", pa.int32(): "int", pa.int64(): "long", pa.float32(): "float",
                 pa.float64(): "double", pa.date32(): "date"}

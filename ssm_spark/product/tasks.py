@@ -10,7 +10,9 @@
          manifest + UBJ bytes broadcast once per run, nthread = the task's cores) -> product rows
          (column arrays in the fused path: read_tile_columns -> predict_tile -> write_tile)
       -> per tile: Parquet file + COG into the date's staging folder, in the same task when the
-         stack files are grid tiles ("fused"), else regrouped by tile (applyInPandas)
+         stack files are grid tiles ("fused"), else regrouped by tile (applyInPandas); for a
+         product on a store, into the task's temporary folder and PUT by the executor under the
+         date's staging prefix on the store (:class:`~ssm_spark.product.tiles.TileFiles`)
       -> a small summary per tile back to the driver (:data:`~ssm_spark.product.schema.TILE_SUMMARY`;
          pixels never come back), reduced by :func:`reduce_tiles`
 
@@ -210,7 +212,7 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc,
     seen = set()
     blank = {"tile_row": None, "tile_col": None, "pixels": 0, "retrieved": 0, "masked": 0, "out_of_range": 0,
              "ssm_sum": 0.0, "ssm_min": None, "ssm_max": None, "parquet_bytes": 0, "cog_bytes": 0, "rejected": None,
-             "error": None, "empty": None}
+             "error": None, "empty": None, "files": None}
     for e in errors.value:
         if e["file"] not in seen:  # a retried task reports twice
             seen.add(e["file"])
@@ -227,6 +229,10 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc,
 def compute_tiles(spark: "SparkSession", cfg: "Config", job: DateJob, files: list, bc, staging: Path
                   ) -> tuple[list[dict], bool]:
     """The Spark part of a date: every tile read, predicted and written to staging by the executors.
+
+    ``staging``: the date's local staging folder (its ``parquet/date=<date>/`` and ``cog/<date>/``
+    made here: the tiles' folders, or, when ``job.staging`` is a store's staging prefix, the
+    folders the driver's own files of the date are committed with).
 
     Returns the tile summaries and whether the tasks were fused (one task per stack file = tile).
     """

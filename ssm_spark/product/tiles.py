@@ -24,20 +24,27 @@ rows are).
 (:func:`write_tile`) and each coarse grid (:func:`ssm_spark.product.aggregate.write_coarse_tile`).
 Rows are written in (row, col) order (sorted first unless they already are), so the bytes do not
 depend on how Spark split the work; every file goes through a temporary name and a rename (a
-retried task rewrites it whole).
+retried task rewrites it whole). When its base is an object-store URL (the run's staging prefix of
+a product on a store, :mod:`ssm_spark.product.remote`), the files are written into a task-local
+temporary folder and PUT by the executor itself under the same relative keys (:func:`put_files`):
+one PUT is atomic per object, and a retried or speculative task PUTs the same bytes to the same key.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ssm_spark import storage
 from ssm_spark.environments import MASK_BITS
 from ssm_spark.grid import Grid
 from ssm_spark.io import atomic_path
@@ -50,7 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.models.registry import Registry
     from ssm_spark.sources.stacks import StackFile
 
-__all__ = ["tile_name", "write_tile_parquet", "TileFiles", "DateJob", "read_clipped", "read_tile_columns", "empty_rows",
+__all__ = ["tile_name", "staged_path", "put_files", "write_tile_parquet", "TileFiles", "DateJob", "read_clipped", "read_tile_columns", "empty_rows",
            "predict_rows", "predict_tile", "write_tile", "PARQUET_ZSTD_LEVEL"]
 
 _OUT_OF_RANGE = int(QC.PREDICTION_OUT_OF_RANGE)
@@ -59,6 +66,37 @@ _OUT_OF_RANGE = int(QC.PREDICTION_OUT_OF_RANGE)
 def tile_name(grid: Grid, tile_row: int, tile_col: int) -> str:
     """A tile's file stem: ``<grid>_<tile_row>_<tile_col>``."""
     return f"{grid.name}_{tile_row}_{tile_col}"
+
+
+def staged_path(base: str, *parts: str) -> str:
+    """``base/part/...`` of a local folder or of an object-store URL (a key prefix: joined with ``/``)."""
+    if storage.is_remote(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return str(Path(base, *parts))
+
+
+def put_files(folder: Path, url: str, rels: Iterable[str]) -> None:
+    """PUT files of a local folder under ``url``, each at its relative key (one PUT per object).
+
+    For the executors: the filesystem is :func:`ssm_spark.storage.filesystem`'s, its credentials
+    the executor's own environment (never in a task's closure); one instance per Python worker
+    (:func:`~ssm_spark.storage.shared_filesystems`), not one per tile (a fresh client costs ~0.3 s).
+
+    Raises
+    ------
+    InputIOError
+        The object that could not be written, with the likely cause (the executors' credentials,
+        endpoint, bucket).
+    """
+    with storage.shared_filesystems():
+        fs = storage.filesystem(url)
+    root = storage.fs_path(url)
+    for rel in rels:
+        try:
+            fs.put_file(str(folder / rel), f"{root}/{rel}")
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, named in ours
+            raise storage.io_error(f"{url.rstrip('/')}/{rel}", "write it from an executor (the store's settings and "
+                                   "credentials must be in the executors' environment)", exc) from exc
 
 
 def write_tile_parquet(table: pa.Table, path: Path) -> int:
@@ -102,24 +140,40 @@ class TileFiles:
     compress: str = "deflate"
     overview_resampling: str = "nearest"
 
-    def write(self, rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int, tile_col: int) -> tuple[int, int]:
+    def write(self, rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int, tile_col: int) -> dict[str, int]:
         """Write one tile's rows (already sorted by row, col: a frame, or column arrays as
-        :func:`~ssm_spark.product.schema.columns_table` takes them); the Parquet and COG sizes in
-        bytes (0: none)."""
+        :func:`~ssm_spark.product.schema.columns_table` takes them); returns the files written, each
+        key relative to ``base`` with its size in bytes (the Parquet file first, then the COG).
+
+        ``base`` an object-store URL: written into a temporary folder of the task (removed after),
+        then PUT under ``base`` (:func:`put_files`).
+        """
         name = tile_name(self.grid, tile_row, tile_col)
+        rels = [f"parquet/date={self.date}/{name}.parquet"] + ([f"cog/{self.date}/{name}.tif"] if self.bands else [])
+        if not storage.is_remote(self.base):
+            return self._write_into(Path(self.base), rels, rows, tile_row, tile_col)
+        tmp = Path(tempfile.mkdtemp(prefix="ssm-tile-"))
+        try:
+            for rel in rels:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            sizes = self._write_into(tmp, rels, rows, tile_row, tile_col)
+            put_files(tmp, self.base, rels)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return sizes
+
+    def _write_into(self, base: Path, rels: list[str], rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int,
+                    tile_col: int) -> dict[str, int]:
         meta = {**self.tags, "tile_row": tile_row, "tile_col": tile_col}
-        base = Path(self.base)
-        pq_path = base / "parquet" / f"date={self.date}" / f"{name}.parquet"
         table = (arrow_table if isinstance(rows, pd.DataFrame) else columns_table)(rows, self.schema, meta)
-        parquet_bytes = write_tile_parquet(table, pq_path)
-        cog_bytes = 0
+        sizes = {rels[0]: write_tile_parquet(table, base / rels[0])}
         if self.bands:
             data = tile_arrays(rows, self.grid, tile_row, tile_col, self.bands)
-            cog_bytes = write_tile_cog(
-                base / "cog" / self.date / f"{name}.tif", data, self.grid, tile_row, tile_col, self.bands,
+            sizes[rels[1]] = write_tile_cog(
+                base / rels[1], data, self.grid, tile_row, tile_col, self.bands,
                 {k: str(v) for k, v in meta.items()}, blocksize=self.blocksize, compress=self.compress,
                 overview_resampling=self.overview_resampling)
-        return parquet_bytes, cog_bytes
+        return sizes
 
 
 @dataclass(frozen=True)
@@ -129,7 +183,7 @@ class DateJob:
     date: str
     grid: Grid
     region: Region
-    staging: str
+    staging: str  # where the tiles go: the date's staging folder, or its staging prefix on a store (a URL)
     max_slope_deg: float | None
     tags: dict
     bands: tuple[str, ...] | None  # COG bands; None: no COG
@@ -248,7 +302,7 @@ def predict_tile(px: Mapping[str, Any], registry: "Registry") -> dict[str, Any]:
 
 
 def write_tile(rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int, tile_col: int, job: DateJob) -> dict:
-    """Write one tile's product rows (Parquet, and the COG when asked) into the staging folder.
+    """Write one tile's product rows (Parquet, and the COG when asked) into the staging folder (or prefix).
 
     ``rows``: a frame (:func:`predict_rows`) or column arrays (:func:`predict_tile`). Rows are put
     in (row, col) order first (a stable sort, skipped when they already are), so the bytes do not
@@ -257,7 +311,8 @@ def write_tile(rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int, tile_col
     Returns
     -------
     dict
-        The tile's summary (:data:`~ssm_spark.product.schema.TILE_SUMMARY` fields).
+        The tile's summary (:data:`~ssm_spark.product.schema.TILE_SUMMARY` fields; ``files``: the
+        keys written, relative to the staging, and their sizes, as JSON).
     """
     tile_row, tile_col = int(tile_row), int(tile_col)
     if isinstance(rows, pd.DataFrame):
@@ -277,10 +332,13 @@ def write_tile(rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int, tile_col
                "out_of_range": wild, "ssm_sum": float(ssm[ok].sum()) if ok.any() else 0.0,
                "ssm_min": float(ssm[ok].min()) if ok.any() else None,
                "ssm_max": float(ssm[ok].max()) if ok.any() else None,
-               "parquet_bytes": 0, "cog_bytes": 0, "rejected": None, "error": None, "empty": None}
+               "parquet_bytes": 0, "cog_bytes": 0, "rejected": None, "error": None, "empty": None, "files": None}
     if n == 0:
         return summary
-    summary["parquet_bytes"], summary["cog_bytes"] = job.files.write(rows, tile_row, tile_col)
+    files = job.files.write(rows, tile_row, tile_col)
+    sizes = list(files.values())
+    summary["parquet_bytes"], summary["cog_bytes"] = sizes[0], sizes[1] if len(sizes) > 1 else 0
+    summary["files"] = json.dumps(files)
     return summary
 
 
