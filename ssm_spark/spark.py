@@ -46,6 +46,16 @@ JVM_OPTIONS = " ".join([
     "--add-opens=java.desktop/java.awt.image=ALL-UNNAMED",
 ])
 
+#: JVM options of a ``local`` master only, where the driver's JVM runs the executors and shares the
+#: machine's cores with the Python workers: the JIT compiler stops at C1 (no C2). The fused product
+#: job leaves the JVM little to run (scheduling, moving small pickled rows to and from the Python
+#: workers), and C2 spent far more CPU compiling Spark's code than its code saved: on local[2], 4
+#: demo dates after a warm-up date, the JVM's CPU went 1.7 -> 0.4 CPU-s (its compiler threads 1.3 ->
+#: 0.1) and the session's start and first date 21-24 -> 12-13 CPU-s (benchmarks/spark_cpu_account.py,
+#: docs/performance.md). A cluster's long-lived executors keep the JVM's default (both tiers);
+#: ``spark.conf.spark.driver.extraJavaOptions`` replaces the whole option string.
+LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
 #: The quiet log4j2 profile (package data): WARN for the JVM side, Python logging untouched.
 LOG4J2_PROPERTIES = Path(__file__).resolve().parent / "log4j2.properties"
 
@@ -76,8 +86,8 @@ def spark_conf(cfg: SparkConfig) -> dict[str, str]:
     """The Spark properties :func:`session` sets, as a dict (also used by deploy scripts and tests).
 
     ``spark.ui.showConsoleProgress`` is ``true`` only when stderr is a terminal; with a ``local``
-    master the driver's JVM (which runs the local executors too) gets :data:`LOG4J2_PROPERTIES`. Every
-    key of ``cfg.conf`` replaces the computed value.
+    master the driver's JVM (which runs the local executors too) gets :data:`LOG4J2_PROPERTIES` and
+    :data:`LOCAL_JVM_OPTIONS`. Every key of ``cfg.conf`` replaces the computed value.
 
     Raises
     ------
@@ -103,7 +113,7 @@ def spark_conf(cfg: SparkConfig) -> dict[str, str]:
     if (cfg.master or "").startswith("local"):
         # this process launches the JVM: it can choose its logging before the JVM's first line
         quiet = log4j2_option()
-        conf["spark.driver.extraJavaOptions"] = f"{JVM_OPTIONS} {quiet}"
+        conf["spark.driver.extraJavaOptions"] = f"{JVM_OPTIONS} {quiet} {LOCAL_JVM_OPTIONS}"
         conf["spark.executor.extraJavaOptions"] = f"{JVM_OPTIONS} {quiet}"
     worker_python = os.environ.get("PYSPARK_PYTHON", sys.executable)
     if (cfg.master or "").startswith("local") and os.path.realpath(worker_python) == os.path.realpath(sys.executable):

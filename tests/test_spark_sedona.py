@@ -201,7 +201,7 @@ def test_console_progress_only_on_a_terminal(monkeypatch):
 
 
 def test_quiet_log4j2_profile_for_local_sessions_only(tmp_path: Path):
-    from ssm_spark.spark import JVM_OPTIONS, LOG4J2_PROPERTIES, log4j2_option, spark_conf
+    from ssm_spark.spark import JVM_OPTIONS, LOCAL_JVM_OPTIONS, LOG4J2_PROPERTIES, log4j2_option, spark_conf
 
     text = LOG4J2_PROPERTIES.read_text()
     assert "rootLogger.level = warn" in text
@@ -209,11 +209,13 @@ def test_quiet_log4j2_profile_for_local_sessions_only(tmp_path: Path):
     assert not re.search(r"^logger\.\w+\.name = org\.apache\.(spark|sedona|hadoop)$", text, re.M)
     local = spark_conf(SparkConfig(master="local[2]", jars={"mode": "cluster"}))
     opt = f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}"
-    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-        assert local[key] == f"{JVM_OPTIONS} {opt}"
+    # the local driver's JVM (it runs the executors) compiles with C1 only; a cluster's keeps the JVM's default
+    assert local["spark.driver.extraJavaOptions"] == f"{JVM_OPTIONS} {opt} {LOCAL_JVM_OPTIONS}"
+    assert local["spark.executor.extraJavaOptions"] == f"{JVM_OPTIONS} {opt}"
     # under spark-submit the driver JVM is already running: the command line carries it (deploy/)
     cluster = spark_conf(SparkConfig(master=None, jars={"mode": "cluster"}))
     assert "log4j2" not in cluster["spark.driver.extraJavaOptions"] + cluster["spark.executor.extraJavaOptions"]
+    assert "TieredStopAtLevel" not in cluster["spark.driver.extraJavaOptions"] + cluster["spark.executor.extraJavaOptions"]
     own = spark_conf(SparkConfig(master="local[2]", jars={"mode": "cluster"},
                                  conf={"spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=mine.xml"}))
     assert own["spark.driver.extraJavaOptions"] == "-Dlog4j2.configurationFile=mine.xml"
@@ -237,3 +239,8 @@ def test_the_session_jvm_logs_through_the_quiet_profile(spark):
     # a level only this file sets
     level = jvm.org.apache.logging.log4j.LogManager.getLogger("org.apache.hadoop.util.NativeCodeLoader").getLevel()
     assert level.toString() == "ERROR"
+    # and runs with the local JVM options (C1 only: spark.LOCAL_JVM_OPTIONS)
+    from ssm_spark.spark import LOCAL_JVM_OPTIONS
+
+    args = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert set(LOCAL_JVM_OPTIONS.split()) <= set(args)
