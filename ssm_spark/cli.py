@@ -140,8 +140,27 @@ def _run_simulate(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _args_stacks(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stacks", required=True, help="folder of <YYYY-MM-DD>/ folders of feature-stack GeoTIFFs")
-    parser.add_argument("--static", default=None, help="folder of static layers (default: a static/ folder beside --stacks)")
+    parser.add_argument("--stacks", required=True, help="folder of <YYYY-MM-DD>/ folders of feature-stack GeoTIFFs, "
+                                                       "or its s3:// URL (read in place through GDAL)")
+    parser.add_argument("--static", default=None, help="folder (or URL) of static layers (default: a static/ folder "
+                                                       "beside --stacks)")
+
+
+def _stacks_arg(value: str) -> "Path | str":
+    """A ``--stacks``/``--static`` value: a local folder as a Path; a URL as it is (read in place by GDAL,
+    ``/vsis3/...``, in the executors: :func:`ssm_spark.sources.stacks.discover`)."""
+    from ssm_spark import storage
+
+    return value if storage.is_remote(value) else Path(value)
+
+
+def _insitu_arg(value: str) -> Path:
+    """An ``--insitu`` value: a local folder or zip; a URL (a published folder or one object, e.g. the ISMN
+    ``.zip``) fetched once into the read cache (:func:`ssm_spark.storage.local_copy`, exit 2 naming the
+    URL when nothing is published there)."""
+    from ssm_spark import storage
+
+    return storage.local_copy(value, "in-situ (ISMN) download") if storage.is_remote(value) else Path(value)
 
 
 def _args_features(parser: argparse.ArgumentParser) -> None:
@@ -155,24 +174,23 @@ def _run_features(args: argparse.Namespace, cfg: Config) -> int:
     from ssm_spark.pipeline import features_run
     from ssm_spark.spark import session
 
-    if storage.is_remote(args.stacks) or storage.is_remote(args.static):
-        raise ConfigError(f"features --stacks {args.stacks}: stacks on an object store are not read by features (its "
-                          "Spark tasks read a local or mounted folder): copy or mount them; produce reads stacks by "
-                          "URL")
     with storage.staged(args.output, "feature table") as out:  # a URL: written locally, then published
-        summary = features_run(session(cfg.spark), cfg, Path(args.stacks), out,
-                               Path(args.static) if args.static else None)
+        summary = features_run(session(cfg.spark), cfg, _stacks_arg(args.stacks), out,
+                               _stacks_arg(args.static) if args.static else None)
     print(json.dumps(_published(summary, out, args.output), indent=2, default=str))
     return 0
 
 
 def _args_matchups(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--stacks", help="folder of <YYYY-MM-DD>/ folders of feature-stack GeoTIFFs (with --insitu)")
+    src.add_argument("--stacks", help="folder of <YYYY-MM-DD>/ folders of feature-stack GeoTIFFs, or its s3:// URL "
+                                      "(with --insitu)")
     src.add_argument("--table", help="a user's own matchup table, CSV or Parquet (column mapping: the table section of the config)")
     src.add_argument("--source", choices=["ee"], help="'ee': the stations' cells sampled from Earth Engine (with --insitu)")
     parser.add_argument("--static", default=None, help="folder of static layers (default: a static/ folder beside --stacks)")
-    parser.add_argument("--insitu", help="ISMN download (header_values or CEOP format); with --stacks")
+    parser.add_argument("--insitu", help="ISMN download (header_values or CEOP format, folder or .zip), or its s3:// "
+                                         "URL (a published folder or the .zip: fetched once into the read cache); "
+                                         "with --stacks")
     parser.add_argument("--output", required=True, help="matchup table (Parquet); or s3://bucket/key (published)")
 
 
@@ -184,18 +202,18 @@ def _run_matchups(args: argparse.Namespace, cfg: Config) -> int:
         raise ConfigError(f"matchups --{'source ee' if args.source == 'ee' else 'stacks'} needs --insitu (an ISMN download)")
     # an s3:// (gs://, abfss://) --output: written locally, then published (storage.staged)
     with storage.staged(args.output, "matchup table") as out:
-        if args.table:
-            summary = table_matchups_run(cfg, Path(args.table), out)
+        if args.table:  # a URL: the published table (or one object) from the read cache
+            summary = table_matchups_run(cfg, storage.local_copy(args.table, "matchup table"), out)
         elif args.source == "ee":  # ssm_spark.sources.earthengine.matchups (point extraction, then the stack path's steps)
             from ssm_spark.sources.earthengine.matchups import ee_matchups_run
             from ssm_spark.spark import session
 
-            summary = ee_matchups_run(session(cfg.spark), cfg, Path(args.insitu), out)
+            summary = ee_matchups_run(session(cfg.spark), cfg, _insitu_arg(args.insitu), out)
         else:
             from ssm_spark.spark import session
 
-            summary = matchups_run(session(cfg.spark), cfg, Path(args.stacks), Path(args.insitu), out,
-                                   Path(args.static) if args.static else None)
+            summary = matchups_run(session(cfg.spark), cfg, _stacks_arg(args.stacks), _insitu_arg(args.insitu), out,
+                                   _stacks_arg(args.static) if args.static else None)
     print(json.dumps(_published(summary, out, args.output), indent=2, default=str))
     return 0
 
@@ -224,7 +242,8 @@ def _args_validate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--product", required=True,
                         help="product Parquet (row, col, date, ssm[, ssm_p05, ssm_p95, env, qc]); or its URL, "
                              "s3://bucket/prefix/product/parquet (only the dates committed there are read)")
-    parser.add_argument("--insitu", required=True, help="ISMN download (header_values or CEOP format)")
+    parser.add_argument("--insitu", required=True, help="ISMN download (header_values or CEOP format, folder or .zip), "
+                                                       "or its s3:// URL (a published folder or the .zip)")
     parser.add_argument("--output", required=True, help="folder for metrics.json, pairs.parquet, report.html; or "
                                                        "s3://bucket/prefix (published)")
     parser.add_argument("--estimate", default="ssm", help="the product's estimate column (default: ssm)")
@@ -236,12 +255,10 @@ def _run_validate(args: argparse.Namespace, cfg: Config) -> int:
 
     from ssm_spark import storage
 
-    if storage.is_remote(args.insitu):
-        raise ConfigError(f"validate --insitu {args.insitu}: the ISMN files are read from a local folder: copy them "
-                          "there (the product may be a URL)")
+    insitu = _insitu_arg(args.insitu)  # a URL: fetched once into the read cache
     with storage.staged(args.output, "validation report") as out:  # a URL: written locally, then published
         product = args.product if storage.is_remote(args.product) else Path(args.product)  # a URL as given
-        res = validate_run(session(cfg.spark), cfg, product, Path(args.insitu), out, args.estimate)
+        res = validate_run(session(cfg.spark), cfg, product, insitu, out, args.estimate)
     print(json.dumps({"overall": res["overall"], "pairs": res["pairs"], "output": args.output}, indent=2, default=str))
     return 0
 

@@ -8,6 +8,7 @@ output is ever visible; a re-run replaces it. The end-to-end demo is :mod:`ssm_s
 from __future__ import annotations
 
 import logging
+import posixpath
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -22,7 +23,13 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
-def _static_dir_for(stacks: Path) -> Path | None:
+def _static_dir_for(stacks: "Path | str") -> "Path | str | None":
+    """The ``static/`` folder beside the stacks, if there is one (a URL's: ``<parent>/static`` listed on the store)."""
+    from ssm_spark import storage
+
+    if storage.is_remote(stacks):
+        cand = posixpath.join(posixpath.dirname(str(stacks).rstrip("/")), "static")
+        return cand if storage.listdir(cand) else None
     cand = Path(stacks).parent / "static"
     return cand if cand.is_dir() else None
 
@@ -48,6 +55,8 @@ def features_run(spark: "SparkSession", cfg: Config, stacks: Path, output: Path,
     fn, ddl = features_fn(pixel_schema(grid), params)
     feats = read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg, then=fn, schema=ddl)  # one Python stage
     write_parquet_atomic(feats, output, ["date"])
+    if not any(Path(output).rglob("*.parquet")):  # every file failed to read (e.g. a store the executors cannot reach)
+        _no_pixels(inv, output)
     written = spark.read.parquet(str(output))
     counts = written.agg(
         F.count(F.lit(1)).alias("pixels"),
@@ -60,6 +69,21 @@ def features_run(spark: "SparkSession", cfg: Config, stacks: Path, output: Path,
                "pixels_per_s": round(counts["pixels"] / secs) if secs else None}
     log.info("features: %d pixels (%d masked) in %.1f s -> %s", summary["pixels"], summary["masked"], secs, output)
     return summary
+
+
+def _no_pixels(inv, output: Path) -> None:
+    """Refuse a feature run that read no pixel at all, naming why (the written, empty folder removed)."""
+    import shutil
+
+    from ssm_spark.errors import InputIOError
+    from ssm_spark.sources.stacks import inventory_summary
+
+    bad = inventory_summary(inv)["quarantined"]
+    shutil.rmtree(output, ignore_errors=True)
+    first = f"; first: {bad[0]['reason']}" if bad else ""  # the reason names its file
+    raise InputIOError(f"features: no pixel read from {len(inv.files)} stack file(s), {len(bad)} unreadable{first}. "
+                       "(Files on an object store are read by the executors: they need the store's endpoint and "
+                       "credentials in their own environment: spark.executorEnv.*, or the cluster's role)")
 
 
 def matchups_run(spark: "SparkSession", cfg: Config, stacks: Path, insitu: Path, output: Path,
