@@ -4,7 +4,12 @@ A product written to ``s3://`` has the same bytes as the same run written to a l
 killed in the middle of publishing a date resumes to those bytes, with an older run's leftover
 object removed; the ``ssm-spark produce`` job reads its stacks from ``s3://`` through GDAL's
 ``/vsis3/`` and writes its product there, and a second run skips what the store's markers say is
-complete. The product's lock ``_LOCK.json`` is taken by conditional write (one holder among runs
+complete. The tiles (fine and aggregated) are PUT by the executors under the run's staging prefix
+``_staging/<date>.<8 hex>/`` on the store and never land in the driver's working folder; the
+published product is a local one's, byte for byte; a repeat run writes no object; a killed run's
+staging prefixes of a date are removed; a date failing on a broken registry leaves the committed
+date as it was and no staging; an object lost from the staging fails the date by name. The product's
+lock ``_LOCK.json`` is taken by conditional write (one holder among runs
 at once, the others refused naming it; stale, dead and broken locks taken over; write-then-verify for
 stores without conditional writes), and two ``produce`` jobs at once into one URL give one product.
 The secret key appears in no log line, summary or object.
@@ -362,6 +367,20 @@ def _listing(url: str) -> dict[str, tuple]:
     root = url.split("://", 1)[1].rstrip("/")
     return {k[len(root) + 1:]: (v["size"], v.get("ETag"), v.get("LastModified")) for k, v in
             fs.find(root, detail=True).items()}
+
+
+def test_a_staged_object_lost_or_changed_fails_the_date_by_name(s3):
+    from ssm_spark.product.outputs import _staged_objects
+
+    url = f"s3://{BUCKET}/lost/_staging/{D1}.0123abcd"
+    storage.write_bytes(f"{url}/parquet/date={D1}/ease2_1km_0_0.parquet", b"12345")
+    said = [{"files": json.dumps({f"parquet/date={D1}/ease2_1km_0_0.parquet": 5})}, {"files": None}]
+    assert _staged_objects(url, said) == {f"parquet/date={D1}/ease2_1km_0_0.parquet": 5}
+    with pytest.raises(InputIOError, match=rf"{url}/cog/{D1}/ease2_1km_0_0.tif: a task wrote 7 bytes there, the "
+                                           "store lists no object: a PUT was lost"):
+        _staged_objects(url, [*said, {"files": json.dumps({f"cog/{D1}/ease2_1km_0_0.tif": 7})}])
+    with pytest.raises(InputIOError, match="wrote 6 bytes there, the store lists 5"):
+        _staged_objects(url, [{"files": json.dumps({f"parquet/date={D1}/ease2_1km_0_0.parquet": 6})}])
 
 
 @pytest.mark.spark

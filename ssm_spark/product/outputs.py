@@ -13,7 +13,8 @@ and lists its staged outputs for the marker.
 A product on a store (``job.staging`` a URL: the date's staging prefix, where the executors PUT
 the tiles): the VRTs and quicklooks are still written by the driver into its local staging folder
 (the VRT's bytes unchanged, its sources relative), but the quicklook is rendered from a temporary
-VRT beside them whose sources are the staged COGs' GDAL paths (``/vsis3/...``), and the outputs
+VRT (in a temporary folder of the driver) whose sources are the staged COGs' GDAL paths
+(``/vsis3/...``), and the outputs
 listed for the marker are the staging prefix's objects (one listing, checked against the tiles'
 summaries) with the driver's own files, in the order a local run lists them.
 """

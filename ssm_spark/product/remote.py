@@ -1,4 +1,4 @@
-"""A product written to object storage (``s3://``, ``gs://``, ``abfss://``): tiles staged on the store, published date by date.
+"""A product written to object storage (``s3://``, ``gs://``, ``abfss://``): tiles staged there, published by date.
 
 An object store has no rename, so the local commit (:mod:`ssm_spark.product.commit`) cannot be
 used on it, and on a cluster the executors cannot see the driver's disk. So the date's tiles are
@@ -174,7 +174,8 @@ class RemoteOutput:
         return f"{self.url}/{STAGING}/{name}"
 
     def clean_staging(self, date: str) -> int:
-        """Delete the staging prefixes of ``date`` a killed run left (``_staging/<date>.*``); returns how many objects."""
+        """Delete the staging prefixes of ``date`` a killed run left (``_staging/<date>.*``); returns the objects'
+        count."""
         old = sorted(k for k in self.staging_keys if k.split("/")[1].split(".")[0] == date)
         if old:
             self._call(f"delete {STAGING}/{date}.*", self.fs.rm, [self._key(k) for k in old])

@@ -9,8 +9,8 @@ nothing overlapped.
 On an error the scheduler lets the running jobs end (a commit is atomic), removes the staging of
 dates computed but not committed, and raises. For a product on a store (``remote``) a date's tiles
 are staged under its staging prefix on the store (:mod:`ssm_spark.product.remote`), the local
-staging folder holding only the driver's own files; a date that fails has that prefix deleted too. A date already complete (its marker, see
-:mod:`ssm_spark.product.commit`) is skipped, unless forced.
+staging folder holding only the driver's own files; a date that fails has that prefix deleted too.
+A date already complete (its marker, see :mod:`ssm_spark.product.commit`) is skipped, unless forced.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ class DateScheduler:
                 run.remote.publish(date, [t.name for t in run.targets], run.hook, res.staged, work.job.staging)
                 run.remote.put_metadata()
             except BaseException:
-                run.remote.drop_staging(work.job.staging)  # the committed date on the store is left as it was
+                self._drop_staging(work)  # the committed date on the store is left as it was
                 shutil.rmtree(work.staging, ignore_errors=True)
                 raise
             finally:
@@ -295,6 +295,15 @@ class DateScheduler:
             grids = ", ".join(f"{name} ({a['cells']} cells, {a['tiles']} tiles)" for name, a in r["aggregates"].items())
             log.info("produce %d/%d %s: aggregated to %s in %.1f s", k, n, date, grids, res.aggregate_seconds)
 
+    def _drop_staging(self, work: DateWork) -> None:
+        """After a failure: the date's staging prefix on the store deleted; if that fails too (the store
+        gone), said, and left to the next run of the date (the failure raised is the first one)."""
+        try:
+            self.run.remote.drop_staging(work.job.staging)
+        except Exception as exc:  # noqa: BLE001 - the date's own error is the one raised
+            log.warning("produce %s: its staging %s could not be deleted (%s); the next run of the date deletes it",
+                        work.job.date, work.job.staging, exc)
+
     def _clean_up(self) -> None:
         """After a failure: let what runs end (a commit is atomic), then drop what was computed but not committed."""
         for work in self._queue:
@@ -305,7 +314,7 @@ class DateScheduler:
                     pass
             shutil.rmtree(work.staging, ignore_errors=True)
             if self.run.remote is not None:
-                self.run.remote.drop_staging(work.job.staging)
+                self._drop_staging(work)
         if self._pending is not None:
             try:
                 self._pending.result()

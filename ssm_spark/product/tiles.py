@@ -57,8 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.models.registry import Registry
     from ssm_spark.sources.stacks import StackFile
 
-__all__ = ["tile_name", "staged_path", "put_files", "write_tile_parquet", "TileFiles", "DateJob", "read_clipped", "read_tile_columns", "empty_rows",
-           "predict_rows", "predict_tile", "write_tile", "PARQUET_ZSTD_LEVEL"]
+__all__ = ["tile_name", "staged_path", "put_files", "write_tile_parquet", "TileFiles", "DateJob", "read_clipped",
+           "read_tile_columns", "empty_rows", "predict_rows", "predict_tile", "write_tile", "PARQUET_ZSTD_LEVEL"]
 
 _OUT_OF_RANGE = int(QC.PREDICTION_OUT_OF_RANGE)
 
