@@ -190,6 +190,27 @@ def test_stack_equals_the_pandas_climatology_is_reused_and_keyed_by_window(spark
     ref = sub[["row", "col"]].merge(_stack_frame(s1, grid), on=["row", "col"], how="left")
     for c in CLIM_COLUMNS:
         np.testing.assert_array_equal(got[c].to_numpy(), ref[c].to_numpy())
+    # the column form gives the same values; rows of one tile (a stack file's: one gather), and a row
+    # of a tile without a climatology (NaN) among rows of two tiles
+    cols = stack.values(*(sub[k].to_numpy() for k in ("tile_row", "tile_col", "row", "col")))
+    assert list(cols) == list(CLIM_COLUMNS)
+    for c in CLIM_COLUMNS:
+        np.testing.assert_array_equal(cols[c], got[c].to_numpy())
+    tr, tc = s1["tiles_with_files"][0]
+    one = px[(px["tile_row"] == tr) & (px["tile_col"] == tc)].reset_index(drop=True)
+    got1 = stack.attach(one)
+    ref1 = one[["row", "col"]].merge(_stack_frame(s1, grid), on=["row", "col"], how="left")
+    assert len(one) > 100 and np.isfinite(got1["clim_theta_mean"]).any()
+    for c in CLIM_COLUMNS:
+        np.testing.assert_array_equal(got1[c].to_numpy(), ref1[c].to_numpy())
+    far = grid.tile_window(0, 0)
+    mixed = pd.concat([sub.iloc[:3], pd.DataFrame({"tile_row": [0], "tile_col": [0], "row": [far.row_off],
+                                                   "col": [far.col_off]})], ignore_index=True)
+    gm = stack.attach(mixed)
+    assert gm[list(CLIM_COLUMNS)].iloc[3].isna().all()
+    for c in CLIM_COLUMNS:
+        np.testing.assert_array_equal(gm[c].to_numpy()[:3], got[c].to_numpy()[:3])
+    assert list(stack.attach(sub.iloc[:0]).columns) == [*sub.columns, *CLIM_COLUMNS]
 
 
 @pytest.mark.spark

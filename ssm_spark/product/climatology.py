@@ -156,24 +156,47 @@ class ClimatologyStack:
             If a tile of the stack cannot be read (naming it; remove the folder to rebuild).
         """
         n = len(px)
-        vals = {c: np.full(n, np.nan) for c in CLIM_COLUMNS}
-        if n:
-            trs, tcs = px["tile_row"].to_numpy(np.int64), px["tile_col"].to_numpy(np.int64)
-            rows, cols = px["row"].to_numpy(np.int64), px["col"].to_numpy(np.int64)
-            code = trs * (1 << 20) + tcs
-            uniq = [code[0]] if (code == code[0]).all() else np.unique(code)  # a stack file is mostly one tile
-            for k in uniq:
-                tr, tc = int(k) >> 20, int(k) & ((1 << 20) - 1)
-                if (tr, tc) not in self.tiles:
+        if not n:
+            return px.assign(**{c: np.full(0, np.nan) for c in CLIM_COLUMNS})
+        return px.assign(**self.values(px["tile_row"].to_numpy(np.int64), px["tile_col"].to_numpy(np.int64),
+                                       px["row"].to_numpy(np.int64), px["col"].to_numpy(np.int64)))
+
+    def values(self, tile_row: np.ndarray, tile_col: np.ndarray, row: np.ndarray, col: np.ndarray
+               ) -> dict[str, np.ndarray]:
+        """The cells' :data:`CLIM_COLUMNS` as float64 arrays (NaN for cells of tiles without a
+        climatology): :meth:`attach` on column arrays (global ``row``/``col`` within their tile).
+
+        Each tile is read once, as stored (float32), and all its bands are gathered in one indexing
+        of the (bands, cells) array; the float64 values are those of casting the tile first.
+
+        Raises
+        ------
+        ClimatologyError
+            If a tile of the stack cannot be read (naming it; remove the folder to rebuild).
+        """
+        n = len(row)
+        trs, tcs = np.asarray(tile_row, np.int64), np.asarray(tile_col, np.int64)
+        code = trs * (1 << 20) + tcs
+        one = bool(n) and bool((code == code[0]).all())  # a stack file is mostly one tile
+        vals: dict[str, np.ndarray] = {}
+        for k in ([code[0]] if one else np.unique(code)):
+            tr, tc = int(k) >> 20, int(k) & ((1 << 20) - 1)
+            if (tr, tc) not in self.tiles:
+                continue
+            idx = None if one else np.flatnonzero(code == k)
+            data, names = _read_tile_stored(self.path(tr, tc))
+            w = self.grid.tile_window(tr, tc)
+            r = np.asarray(row if idx is None else row[idx], np.int64) - int(w.row_off)
+            c = np.asarray(col if idx is None else col[idx], np.int64) - int(w.col_off)
+            got = data.reshape(data.shape[0], -1)[:, r * data.shape[2] + c]  # (bands, cells), one gather
+            for i, name in enumerate(names):
+                if name not in CLIM_COLUMNS:
                     continue
-                idx = np.arange(n) if len(uniq) == 1 else np.flatnonzero(code == k)
-                data, names = read_tile(self.path(tr, tc))
-                w = self.grid.tile_window(tr, tc)
-                r, c = rows[idx] - int(w.row_off), cols[idx] - int(w.col_off)
-                for i, name in enumerate(names):
-                    if name in vals:
-                        vals[name][idx] = data[i, r, c]
-        return px.assign(**vals)
+                if idx is None:
+                    vals[name] = got[i].astype(np.float64)
+                else:
+                    vals.setdefault(name, np.full(n, np.nan))[idx] = got[i]
+        return {c: vals[c] if c in vals else np.full(n, np.nan) for c in CLIM_COLUMNS}
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any], grid: Grid) -> "ClimatologyStack":
@@ -183,11 +206,17 @@ class ClimatologyStack:
 
 def read_tile(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
     """A climatology tile's bands (float64, ``(bands, height, width)``) and their names."""
+    data, names = _read_tile_stored(path)
+    return data.astype("f8"), names
+
+
+def _read_tile_stored(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A climatology tile's bands as stored (float32, ``(bands, height, width)``) and their names."""
     import rasterio
 
     try:
         with rasterio.open(path) as src:
-            return src.read().astype("f8"), tuple(d or "" for d in src.descriptions)
+            return src.read(), tuple(d or "" for d in src.descriptions)
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise ClimatologyError(f"{path}: cannot read this climatology tile ({exc}); remove its folder "
                                f"{Path(path).parent} to have it rebuilt") from exc
