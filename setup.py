@@ -61,10 +61,10 @@ setup(
     extras_require={
         "spark": ["pyspark>=4.0,<4.1"],
         "ee": ["earthengine-api>=1.7"],
-        # object storage (ssm_spark.storage): s3:// with s3fs; gs:// and abfss:// with gcsfs / adlfs (untested)
+        # object storage (ssm_spark.storage): s3:// with s3fs; gs:// with gcsfs; abfss:// / az:// with adlfs
         "s3": ["s3fs>=2024.6", "fsspec>=2024.6"],
-        "gcs": ["gcsfs>=2024.6"],
-        "azure": ["adlfs>=2024.4"],
+        "gcs": ["gcsfs>=2024.6", "fsspec>=2024.6"],
+        "azure": ["adlfs>=2024.4", "fsspec>=2024.6"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytesmo>=0.18",
                  "databricks-bundles>=1.22",  # validates deploy/databricks/ offline
                  "selenium>=4.20"],  # tests/test_browser.py: Debian's chromium through chromedriver

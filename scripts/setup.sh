@@ -31,7 +31,7 @@ want=$(cat requirements/constraints.txt setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing Python packages (pinned in requirements/constraints.txt)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3" "setuptools==80.9.0" wheel
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[spark,ee,s3,test]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[spark,ee,s3,gcs,azure,test]"
   "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 2; }
   echo "$want" > "$stamp"
 fi
@@ -56,6 +56,41 @@ if [ "${SSM_SKIP_WEED:-0}" != 1 ] && [ "$(cat "$WEED_DIR/weed.version" 2>/dev/nu
   (cd "$src" && GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o "$WEED_DIR/weed.tmp" ./weed)
   mv "$WEED_DIR/weed.tmp" "$WEED_DIR/weed" && rm -rf "$src"
   echo "$WEED_VERSION" > "$WEED_DIR/weed.version"
+fi
+
+# 4b. For the tests only (--test): the tests' GCS and Azure Blob emulators (tests/test_object_storage_gcs_azure.py
+#    starts them on loopback): fake-gcs-server, built from the Go module proxy once and cached beside SeaweedFS
+#    (SSM_SKIP_FAKE_GCS=1 skips it), and Azurite (Microsoft's Blob emulator, from npm) installed once into
+#    $SSM_AZURITE_DIR (default ~/.cache/ssm-spark/azurite; SSM_SKIP_AZURITE=1 skips it). Azurite 3.35.0: the
+#    last release that runs on Node 20 (3.36 needs Node >= 21). About 2 min and 1 min the first time.
+[ "${1:-}" = --test ] || { SSM_SKIP_FAKE_GCS=1; SSM_SKIP_AZURITE=1; }
+FAKE_GCS_VERSION=v1.56.1
+if [ "${SSM_SKIP_FAKE_GCS:-0}" != 1 ] && [ "$(cat "$WEED_DIR/fake-gcs-server.version" 2>/dev/null)" != "$FAKE_GCS_VERSION" ]; then
+  command -v go >/dev/null 2>&1 || { echo "[setup] error: go (>= 1.26) is needed to build the tests' GCS emulator (fake-gcs-server); install it, or set SSM_SKIP_FAKE_GCS=1" >&2; exit 2; }
+  say "building fake-gcs-server $FAKE_GCS_VERSION (the tests' GCS emulator) into $WEED_DIR (once; a minute or two)"
+  mkdir -p "$WEED_DIR/gobin.tmp"
+  GOBIN="$WEED_DIR/gobin.tmp" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "github.com/fsouza/fake-gcs-server@$FAKE_GCS_VERSION"
+  mv "$WEED_DIR/gobin.tmp/fake-gcs-server" "$WEED_DIR/fake-gcs-server" && rm -rf "$WEED_DIR/gobin.tmp"
+  echo "$FAKE_GCS_VERSION" > "$WEED_DIR/fake-gcs-server.version"
+fi
+AZURITE_VERSION=3.35.0
+AZURITE_DIR=${SSM_AZURITE_DIR:-$HOME/.cache/ssm-spark/azurite}
+if [ "${SSM_SKIP_AZURITE:-0}" != 1 ] && [ "$(cat "$AZURITE_DIR/azurite.version" 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "installing nodejs npm with apt-get (the tests' Azure Blob emulator, Azurite)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else
+      echo "[setup] error: node and npm are needed to install the tests' Azure Blob emulator (Azurite); install them (Debian: apt-get install nodejs npm), or set SSM_SKIP_AZURITE=1" >&2
+      exit 2
+    fi
+  fi
+  say "installing Azurite $AZURITE_VERSION (the tests' Azure Blob emulator) into $AZURITE_DIR (once)"
+  rm -rf "$AZURITE_DIR.tmp" && mkdir -p "$AZURITE_DIR.tmp"
+  npm install --prefix "$AZURITE_DIR.tmp" --no-audit --no-fund --omit=dev --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
+  "$AZURITE_DIR.tmp/node_modules/.bin/azurite-blob" --version >/dev/null
+  rm -rf "$AZURITE_DIR" && mv "$AZURITE_DIR.tmp" "$AZURITE_DIR"
+  echo "$AZURITE_VERSION" > "$AZURITE_DIR/azurite.version"
 fi
 
 # 5. For the tests only (--test): headless Chromium and its driver (Debian's chromium, chromium-driver), that

@@ -1,14 +1,18 @@
-"""Object storage by URL: ``s3://`` (and by the same code ``gs://``, ``abfss://``) through fsspec.
+"""Object storage by URL: ``s3://``, ``gs://`` and ``abfss://`` (``az://``) through fsspec.
 
 Three views of one object, each for the library that reads it:
 
 - Python (listing, small reads, uploads): an fsspec filesystem (:func:`filesystem`): ``s3fs`` for
-  ``s3://`` (pinned in requirements/constraints.txt), ``gcsfs`` / ``adlfs`` for ``gs://`` /
-  ``abfss://`` when installed (``pip install gcsfs`` / ``adlfs``: optional, not pinned or tested).
+  ``s3://``, ``gcsfs`` for ``gs://``, ``adlfs`` (Azure's Blob API) for ``abfss://`` / ``az://``, all
+  pinned in requirements/constraints.txt (the extras ``[s3]``, ``[gcs]``, ``[azure]``).
 - GDAL / rasterio (the stack rasters): its virtual paths (:func:`gdal_path`): ``s3://b/k`` ->
   ``/vsis3/b/k``, ``gs://b/k`` -> ``/vsigs/b/k``, ``abfss://c@acct.dfs.core.windows.net/k`` ->
-  ``/vsiadls/c/k``; :func:`url_of` maps them back. GDAL's own settings for a non-AWS endpoint come
-  from :func:`gdal_env` (``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING``).
+  ``/vsiadls/c/k`` (Azure's DFS endpoint), or ``/vsiaz/c/k`` (its Blob API) when the connection
+  string names a ``BlobEndpoint`` (an emulator such as Azurite, which serves no DFS endpoint, or a
+  private endpoint); :func:`url_of` maps them back. GDAL's own settings for a server other than the
+  cloud's come from :func:`gdal_env`: for S3 (``AWS_S3_ENDPOINT``, ``AWS_HTTPS``,
+  ``AWS_VIRTUAL_HOSTING``) and for a GCS emulator (``CPL_GS_ENDPOINT``, ``GS_NO_SIGN_REQUEST``);
+  Azure's connection string is read by GDAL itself.
 - Spark (Hadoop's S3A): :func:`s3a_conf`.
 
 Outputs other than the product (a registry, a validation report, a matchup table, the
@@ -20,11 +24,15 @@ from the marker, download into a local cache keyed by the marker's digest (or a 
 ETag), check every file against it, and so see a whole published version or an error, never a mix;
 old versions are pruned from that cache, never one a running process holds (:mod:`ssm_spark.cache`).
 
-Credentials come from the environment only (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` for a server other than
-AWS), are read by botocore / GDAL / Hadoop themselves, and are never logged, returned in a summary
-or written to an output: nothing here holds them. A ``/Volumes/...`` path (Databricks) is a mounted
-path, not a URL: the local code serves it.
+Credentials come from the environment only and are read by the libraries themselves: S3
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL`` for a server other than AWS), GCS (Google's application default credentials,
+``GOOGLE_APPLICATION_CREDENTIALS``; ``STORAGE_EMULATOR_HOST`` for an emulator, which takes no
+credentials), Azure (``AZURE_STORAGE_CONNECTION_STRING``, read by adlfs and GDAL alike; or
+``AZURE_STORAGE_ACCOUNT_NAME`` with ``AZURE_STORAGE_ACCOUNT_KEY`` / ``AZURE_STORAGE_SAS_TOKEN`` for
+adlfs, GDAL's spellings ``AZURE_STORAGE_ACCOUNT`` / ``AZURE_STORAGE_ACCESS_KEY`` accepted too). They
+are never logged, returned in a summary or written to an output: nothing here holds them. A
+``/Volumes/...`` path (Databricks) is a mounted path, not a URL: the local code serves it.
 """
 
 from __future__ import annotations
@@ -76,36 +84,140 @@ def endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def gcs_emulator(env: Mapping[str, str] | None = None) -> str | None:
+    """The GCS emulator's URL (``STORAGE_EMULATOR_HOST``, as Google's clients and gcsfs read it), or None."""
+    host = (os.environ if env is None else env).get("STORAGE_EMULATOR_HOST") or ""
+    if host in ("", "default"):
+        return None
+    return (host if "://" in host else f"http://{host}").rstrip("/")
+
+
+def _conn_parts(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``AZURE_STORAGE_CONNECTION_STRING``'s ``key=value`` parts (keys lower-cased); {} when unset."""
+    raw = (os.environ if env is None else env).get("AZURE_STORAGE_CONNECTION_STRING") or ""
+    return {k.strip().lower(): v.strip() for k, _, v in (p.partition("=") for p in raw.split(";")) if k.strip()}
+
+
+def azure_blob_api(env: Mapping[str, str] | None = None) -> bool:
+    """Whether GDAL reads ``abfss://`` through Azure's Blob API (``/vsiaz/``) rather than the DFS
+    endpoint (``/vsiadls/``): when the connection string names a ``BlobEndpoint`` (an emulator such
+    as Azurite serves no DFS endpoint; GDAL would send its DFS calls to that Blob endpoint)."""
+    return bool(_conn_parts(env).get("blobendpoint"))
+
+
+#: The environment each scheme's client reads (endpoint and credentials): a shared instance is keyed
+#: on their digests (:func:`filesystem`)
+_ENV = {"s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN"),
+        "gcs": ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"),
+        "abfs": ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT",
+                 "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_SAS_TOKEN",
+                 "AZURE_STORAGE_CLIENT_ID", "AZURE_STORAGE_CLIENT_SECRET", "AZURE_STORAGE_TENANT_ID")}
+
+
+def _azure_account(url: str) -> str | None:
+    """The storage account an ``abfss://container@ACCOUNT.dfs.core.windows.net/...`` URL names, else None."""
+    u = urlsplit(str(url))
+    if "@" not in u.netloc:
+        return None
+    host = u.netloc.split("@", 1)[1]
+    return host.split(".", 1)[0] or None
+
+
+def _options(protocol: str, url: str) -> dict[str, Any]:
+    """The filesystem's options from the environment (credentials are left to the clients to read)."""
+    opts: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
+    if protocol == "s3":
+        if endpoint():
+            opts["endpoint_url"] = endpoint()
+    elif protocol == "gcs":
+        if gcs_emulator():  # gcsfs talks to it by itself; an emulator takes no credentials
+            opts["token"] = "anon"
+    elif protocol == "abfs":
+        env = os.environ
+        named = _azure_account(url)
+        conn = _conn_parts()
+        if conn:
+            have = conn.get("accountname")
+            if named and have and named != have:
+                raise InputError(f"{url}: names the storage account {named!r}, but AZURE_STORAGE_CONNECTION_STRING "
+                                 f"is the account {have!r}'s; write to that account, or set the other account's "
+                                 "connection string")
+        else:
+            account = named or env.get("AZURE_STORAGE_ACCOUNT_NAME") or env.get("AZURE_STORAGE_ACCOUNT")
+            if not account:
+                raise InputError(f"{url}: no Azure storage account: name it in the URL "
+                                 "(abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/...) or set "
+                                 "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME")
+            opts["account_name"] = account
+            key = env.get("AZURE_STORAGE_ACCOUNT_KEY") or env.get("AZURE_STORAGE_ACCESS_KEY")  # adlfs' or GDAL's name
+            if key:
+                opts["account_key"] = key
+    return opts
+
+
+_classes: dict[str, type] = {}
+_class_lock = __import__("threading").Lock()
+
+
+def _fs_class(protocol: str) -> type:
+    """gcsfs' / adlfs' filesystem class with fsspec's ``find(path, maxdepth, withdirs, detail)`` order.
+
+    Theirs put ``withdirs`` second (``fs.find(root, None, False, True)``, valid fsspec, is a TypeError
+    on gcsfs and adlfs); every caller here gets the one signature. gcs: ``gcsfs.core.GCSFileSystem``,
+    not the package's default class (``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT``, on by default), which asks
+    Storage Control over gRPC for each bucket's layout first: 60 s of retries against an emulator or
+    without that permission, for nothing the JSON API's object calls need.
+    """
+    with _class_lock:  # not _share_lock: filesystem() holds that one while it makes a shared instance
+        if protocol not in _classes:
+            if protocol == "gcs":
+                from gcsfs.core import GCSFileSystem as base
+            else:
+                from adlfs import AzureBlobFileSystem as base
+
+            def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
+                if maxdepth is not None:
+                    kwargs["maxdepth"] = maxdepth
+                return base.find(self, path, withdirs=withdirs, detail=detail, **kwargs)
+
+            _classes[protocol] = type(base.__name__, (base,), {"find": find, "__module__": __name__})
+        return _classes[protocol]
+
+
+def _make(protocol: str, opts: dict[str, Any]) -> Any:
+    import fsspec
+
+    if protocol in ("gcs", "abfs"):
+        return _fs_class(protocol)(**opts)
+    return fsspec.filesystem(protocol, **opts)
+
+
 def filesystem(url: str) -> Any:
     """The fsspec filesystem of ``url``'s scheme (a fresh instance: no listing cache across runs).
 
     Raises
     ------
     InputError
-        An unknown scheme, or its fsspec package not installed (named, with its ``pip install``).
+        An unknown scheme, its fsspec package not installed (named, with its ``pip install``), or an
+        ``abfss://`` URL whose storage account is not the configured one (or none is configured).
     """
-    import fsspec
-
     protocol, package, _ = SCHEMES[_scheme(str(url))]
     try:
         __import__(package)
     except ImportError as exc:
         raise InputError(f"{url}: reading or writing {protocol}:// needs the package {package} "
                          f"(pip install {package})") from exc
-    opts: dict[str, Any] = {"skip_instance_cache": True}
-    if protocol == "s3":
-        if endpoint():
-            opts["endpoint_url"] = endpoint()
-        opts["use_listings_cache"] = False
+    opts = _options(protocol, str(url))
     if not _sharing[0]:
-        return fsspec.filesystem(protocol, **opts)
+        return _make(protocol, opts)
     import hashlib
 
-    key = (protocol, endpoint(), *(hashlib.sha256((os.environ.get(k) or "").encode()).hexdigest() for k in
-                                   ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")))
+    key = (protocol, opts.get("account_name"),
+           *(hashlib.sha256((os.environ.get(k) or "").encode()).hexdigest() for k in _ENV[protocol]))
     with _share_lock:
         if key not in _shared:
-            _shared[key] = fsspec.filesystem(protocol, **opts)
+            _shared[key] = _make(protocol, opts)
         return _shared[key]
 
 
@@ -135,11 +247,18 @@ def fs_path(url: str) -> str:
 
 
 def gdal_path(url: str | os.PathLike) -> str:
-    """GDAL's virtual path of an object: ``s3://b/k`` -> ``/vsis3/b/k`` (a local path is returned as is)."""
+    """GDAL's virtual path of an object: ``s3://b/k`` -> ``/vsis3/b/k`` (a local path is returned as is).
+
+    ``abfss://`` (and ``abfs://``) -> ``/vsiadls/`` (the DFS endpoint), or ``/vsiaz/`` (the Blob API,
+    as adlfs uses) when the connection string names a ``BlobEndpoint`` (:func:`azure_blob_api`).
+    """
     s = str(url)
     if not is_remote(s) or any(s.startswith(v) for v in _VSI):
         return s
-    return SCHEMES[_scheme(s)][2] + fs_path(s)
+    vsi = SCHEMES[_scheme(s)][2]
+    if vsi == "/vsiadls/" and azure_blob_api():
+        vsi = "/vsiaz/"
+    return vsi + fs_path(s)
 
 
 def url_of(path: str | os.PathLike) -> str:
@@ -153,24 +272,34 @@ def url_of(path: str | os.PathLike) -> str:
 
 
 def gdal_env(env: dict | None = None) -> dict[str, str]:
-    """GDAL's settings for the S3 endpoint in the environment (empty for AWS itself).
+    """GDAL's settings for the endpoints in the environment (empty for the clouds themselves).
 
     ``AWS_ENDPOINT_URL_S3=http://127.0.0.1:8333`` gives ``AWS_S3_ENDPOINT=127.0.0.1:8333``,
     ``AWS_HTTPS=NO`` and ``AWS_VIRTUAL_HOSTING=FALSE`` (path-style requests: a local server has no
-    per-bucket host names). Settings already in the environment are kept.
+    per-bucket host names). ``STORAGE_EMULATOR_HOST=http://127.0.0.1:4443`` (a GCS emulator) gives
+    ``CPL_GS_ENDPOINT=http://127.0.0.1:4443/`` and ``GS_NO_SIGN_REQUEST=YES`` (an emulator takes no
+    credentials). ``AZURE_STORAGE_ACCOUNT_NAME`` (adlfs' name) gives ``AZURE_STORAGE_ACCOUNT``
+    (GDAL's); no credential is ever copied (these settings go into Spark's ``executorEnv``).
+    Settings already in the environment are kept.
     """
     env = os.environ if env is None else env
     return {k: env.get(k, v) for k, v in _gdal_settings(env).items()}
 
 
 def _gdal_settings(env: Mapping[str, str]) -> dict[str, str]:
-    """GDAL's settings derived from ``env``'s endpoint alone (what is set already not consulted)."""
+    """GDAL's settings derived from ``env``'s endpoints alone (what is set already not consulted)."""
+    out: dict[str, str] = {}
     ep = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    if not ep:
-        return {}
-    u = urlsplit(ep if "://" in ep else f"https://{ep}")
-    return {"AWS_S3_ENDPOINT": u.netloc + u.path.rstrip("/"), "AWS_HTTPS": "YES" if u.scheme == "https" else "NO",
-            "AWS_VIRTUAL_HOSTING": "FALSE"}
+    if ep:
+        u = urlsplit(ep if "://" in ep else f"https://{ep}")
+        out.update({"AWS_S3_ENDPOINT": u.netloc + u.path.rstrip("/"),
+                    "AWS_HTTPS": "YES" if u.scheme == "https" else "NO", "AWS_VIRTUAL_HOSTING": "FALSE"})
+    gs = gcs_emulator(env)
+    if gs:
+        out.update({"CPL_GS_ENDPOINT": f"{gs}/", "GS_NO_SIGN_REQUEST": "YES"})
+    if env.get("AZURE_STORAGE_ACCOUNT_NAME") and not env.get("AZURE_STORAGE_CONNECTION_STRING"):
+        out["AZURE_STORAGE_ACCOUNT"] = env["AZURE_STORAGE_ACCOUNT_NAME"]
+    return out
 
 
 #: The values :func:`apply_gdal_env` put into ``os.environ`` itself (not the user's).
@@ -181,9 +310,9 @@ def apply_gdal_env() -> dict[str, str]:
     """Put :func:`gdal_env` into ``os.environ`` (where GDAL reads them); returns them.
 
     A setting the user made is kept. One this function made itself follows the endpoint: when
-    ``AWS_ENDPOINT_URL_S3`` changes in the same process (another server), its derived settings are
-    replaced, and removed when there is no endpoint any more (AWS itself), instead of GDAL going on
-    talking to the first endpoint.
+    ``AWS_ENDPOINT_URL_S3`` (or ``STORAGE_EMULATOR_HOST``) changes in the same process (another
+    server), its derived settings are replaced, and removed when there is no endpoint any more (the
+    cloud itself), instead of GDAL going on talking to the first endpoint.
     """
     fresh = _gdal_settings(os.environ)
     with _share_lock:
@@ -221,9 +350,45 @@ def s3a_conf(env: dict | None = None) -> dict[str, str]:
 
 
 def io_error(url: str, what: str, exc: Exception) -> InputIOError:
-    hint = ("check the bucket name, the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and "
-            f"the endpoint ({endpoint() or 'AWS'})")
-    return InputIOError(f"{url}: cannot {what} ({type(exc).__name__}: {exc}); {hint}")
+    """The store's error ``exc`` named with the URL, what was being done and the likely cause (no secret in it)."""
+    try:
+        protocol = SCHEMES[_scheme(url_of(str(url)))][0]
+    except InputError:
+        protocol = "s3"
+    if protocol == "gcs":
+        hint = ("check the bucket name, the credentials (GOOGLE_APPLICATION_CREDENTIALS, or the application "
+                f"default credentials) and the endpoint ({gcs_emulator() or 'Google Cloud Storage'})")
+    elif protocol == "abfs":
+        blob = _conn_parts().get("blobendpoint")
+        hint = ("check the container and account names, the credentials (AZURE_STORAGE_CONNECTION_STRING, or "
+                "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY / AZURE_STORAGE_SAS_TOKEN) and the "
+                f"endpoint ({blob or 'Azure'})")
+    else:
+        hint = ("check the bucket name, the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and "
+                f"the endpoint ({endpoint() or 'AWS'})")
+    # one line: Azure's errors run over several, with the response's XML after "Content:"
+    text = " ".join(str(exc).split("\nContent:", 1)[0].split())
+    text = text if len(text) <= 500 else text[:500] + " ..."
+    return InputIOError(f"{url}: cannot {what} ({type(exc).__name__}: {text}); {hint}")
+
+
+def _modified(info: Mapping[str, Any]) -> float | None:
+    """An object's modification time (s since the epoch) from its fsspec info: s3fs' ``LastModified``,
+    adlfs' ``last_modified``, gcsfs' ``mtime`` (or its ``updated`` string); None when it has none."""
+    import datetime as dt
+
+    for k in ("LastModified", "last_modified", "mtime", "updated"):
+        v = info.get(k)
+        if isinstance(v, str):
+            try:
+                v = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if hasattr(v, "timestamp"):
+            return v.timestamp()
+        if isinstance(v, (int, float)) and v > 0:
+            return float(v)
+    return None
 
 
 def listdir(path: str | os.PathLike) -> list[tuple[Path, bool]]:
@@ -272,9 +437,8 @@ def stat(path: str | os.PathLike) -> tuple[int, int]:
         info = filesystem(url).info(fs_path(url))
     except Exception as exc:  # noqa: BLE001
         raise io_error(url, "read its size and time", exc) from exc
-    mod = info.get("LastModified") or info.get("mtime") or info.get("updated")
-    ns = int(mod.timestamp() * 1e9) if hasattr(mod, "timestamp") else 0
-    return int(info["size"]), ns
+    mod = _modified(info)
+    return int(info["size"]), int(mod * 1e9) if mod is not None else 0
 
 
 def read_bytes(url: str) -> bytes | None:
@@ -327,7 +491,15 @@ def _status(exc: BaseException) -> int | None:
 
 class RemoteLock:
     """The exclusive lock of an output on an object store, ``<url>/_LOCK.json``: its protocol and
-    guarantees are in :mod:`ssm_spark.product.remote` (the product's) and docs/commit.md."""
+    guarantees are in :mod:`ssm_spark.product.remote` (the product's) and docs/commit.md.
+
+    Created only if absent where the store honours it (found out by :meth:`probe`): on S3 a ``PUT``
+    with ``If-None-Match: *``, refreshed with ``If-Match`` and deleted with ``If-Match`` (its ETag);
+    on GCS and Azure a create-only write (gcsfs / adlfs ``mode="create"``: GCS's
+    ``ifGenerationMatch=0``, Azure's ``If-None-Match: *``), while refresh and release there read the
+    lock and compare its token first (no conditional rewrite through those libraries). Else
+    (``conditional=False``, or a store ignoring the condition) write-then-verify.
+    """
 
     def __init__(self, url: str, what: str = "ssm-spark produce", *, stale_after: float | None = None,
                  break_lock: bool = False, conditional: bool | None = None) -> None:
@@ -342,7 +514,7 @@ class RemoteLock:
         self.key = fs_path(self.lock_url)
         self.bucket, _, self.obj = self.key.partition("/")
         self.is_s3 = SCHEMES[_scheme(self.url)][0] == "s3"
-        self.conditional = conditional  # None: probed at acquire (s3 only; other stores: write-then-verify)
+        self.conditional = conditional  # None: probed at acquire
         self.token = uuid.uuid4().hex
         self.etag: str | None = None
         self.lost: str | None = None
@@ -375,12 +547,24 @@ class RemoteLock:
         return sync(self.fs.loop, get)
 
     def probe(self) -> bool:
-        """Whether the server refuses a conditional PUT over an object (it honours ``If-None-Match``)."""
+        """Whether the server refuses a create-only write over an object (S3: a PUT with ``If-None-Match: *``;
+        GCS: ``ifGenerationMatch=0``; Azure: ``If-None-Match: *``)."""
         import uuid
 
-        if not self.is_s3:
-            return False
         key = f"{self.obj[:-len(LOCK)]}.lock-probe-{uuid.uuid4().hex[:8]}"
+        if not self.is_s3:
+            probe_url = f"{self.url}/{posixpath.basename(key)}"
+            write_bytes(probe_url, b"")
+            try:
+                self.fs.pipe_file(f"{self.bucket}/{key}", b"", mode="create")
+                honoured = False
+            except FileExistsError:
+                honoured = True
+            except Exception as exc:  # noqa: BLE001 - the store's errors, named in ours
+                raise io_error(probe_url, "write a probe object", exc) from exc
+            finally:
+                delete(probe_url)
+            return honoured
         self._s3("put_object", "write a probe object (credentials, bucket, permission)", Key=key, Body=b"")
         try:
             self._s3("put_object", "write a probe object", Key=key, Body=b"", IfNoneMatch="*")
@@ -420,10 +604,12 @@ class RemoteLock:
             else:
                 info = self.fs.info(self.key)
                 body = self.fs.cat_file(self.key)
-                etag = str(info.get("ETag") or info.get("etag") or info.get("generation") or "")
-                mod_t = info.get("LastModified") or info.get("last_modified") or info.get("updated") or info.get("mtime")
-                mod = mod_t.timestamp() if hasattr(mod_t, "timestamp") else time.time()
+                # GCS: the generation (its etag is the content's MD5); Azure: the ETag. The age on this
+                # machine's clock (fsspec gives no server Date): a skewed clock shifts staleness by its offset
+                etag = str(info.get("generation") or info.get("ETag") or info.get("etag") or "")
+                mod = _modified(info)
                 now = time.time()
+                mod = now if mod is None else mod
         except FileNotFoundError:
             return None
         except InputIOError:
@@ -442,7 +628,7 @@ class RemoteLock:
         """Write the lock if absent; False when another run's lock is there."""
         import time
 
-        if self.conditional:
+        if self.conditional and self.is_s3:
             try:
                 self.etag = self._s3("put_object", "write it", Key=self.obj, Body=body, IfNoneMatch="*",
                                      ContentType="application/json")["ETag"]
@@ -450,6 +636,13 @@ class RemoteLock:
                 if _status(exc) in (409, 412):  # 409: a concurrent conditional write won
                     return False
                 raise
+        elif self.conditional:  # GCS ifGenerationMatch=0, Azure If-None-Match: * (FileExistsError when there)
+            try:
+                self.fs.pipe_file(self.key, body, mode="create")
+            except FileExistsError:
+                return False
+            except Exception as exc:  # noqa: BLE001
+                raise io_error(self.lock_url, "write it", exc) from exc
         else:
             if self.read() is not None:
                 return False
@@ -462,8 +655,8 @@ class RemoteLock:
         return True
 
     def _delete(self, etag: str) -> None:
-        """Remove the lock if its ETag is still ``etag`` (conditional delete; else read, compare, delete)."""
-        if self.conditional:
+        """Remove the lock if its ETag is still ``etag`` (S3: conditional delete; else read, compare, delete)."""
+        if self.conditional and self.is_s3:
             try:
                 self._s3("delete_object", "remove it", Key=self.obj, IfMatch=etag)
             except FileNotFoundError:
@@ -474,10 +667,7 @@ class RemoteLock:
             return
         got = self.read()
         if got is not None and got[2] == etag:
-            try:
-                self.fs.rm_file(self.key)
-            except FileNotFoundError:
-                pass
+            delete(self.lock_url)
 
     # -- acquire, check, refresh, release --------------------------------------------------------
     def acquire(self) -> "RemoteLock":
@@ -485,9 +675,9 @@ class RemoteLock:
 
         if self.conditional is None:
             self.conditional = self.probe()
-            if self.is_s3 and not self.conditional:
-                log.warning("%s: the server ignores conditional writes (If-None-Match): the lock is taken by "
-                            "write-then-verify, which leaves a race (see docs/commit.md)", self.url)
+            if not self.conditional:
+                log.warning("%s: the server ignores conditional writes (If-None-Match / ifGenerationMatch): the "
+                            "lock is taken by write-then-verify, which leaves a race (see docs/commit.md)", self.url)
         body = self._info()
         for _ in range(4):
             if self._create(body):
@@ -517,7 +707,8 @@ class RemoteLock:
         self._thread = threading.Thread(target=self._beat, name="remote-lock", daemon=True)
         self._thread.start()
         log.info("%s: holding %s (%s)", self.what, self.lock_url,
-                 "conditional writes" if self.conditional else "write-then-verify")
+                 "write-then-verify" if not self.conditional else "conditional writes" if self.is_s3
+                 else "create-only write, token-checked refresh")
         return self
 
     def _beat(self) -> None:
@@ -537,7 +728,7 @@ class RemoteLock:
     def refresh(self, started: str | None = None) -> None:
         """Rewrite the lock (its age restarts) if it is still this run's; else :attr:`lost` is set."""
         body = self._info(started)
-        if self.conditional:
+        if self.conditional and self.is_s3:
             try:
                 self.etag = self._s3("put_object", "refresh it", Key=self.obj, Body=body, IfMatch=self.etag,
                                      ContentType="application/json")["ETag"]
