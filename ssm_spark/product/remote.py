@@ -39,9 +39,9 @@ dead run's. Readers never list ``_staging/``: they start from ``parquet/`` and t
 
 In local mode (``local[n]``) the executors are this machine's Python workers, started with the
 Spark JVM's environment: where the store's settings (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``,
-``AZURE_STORAGE_*``) changed in the driver's environment since (a notebook, the tests), they are
-set in the workers' environment (:func:`share_environment`, ``SparkContext.environment``, what
-``spark.executorEnv.*`` sets), never logged. On a cluster the executors need them in their own
+``STORAGE_EMULATOR_HOST``, ``AZURE_STORAGE_*``, GDAL's ``GS_*``) changed in the driver's environment
+since (a notebook, the tests), they are set in the workers' environment (:func:`share_environment`,
+``SparkContext.environment``, what ``spark.executorEnv.*`` sets), never logged. On a cluster the executors need them in their own
 environment (``spark.executorEnv.*``, the cluster's configuration, an instance profile).
 
 So on the store too a date is complete exactly when its marker exists. At the start of a run the
@@ -103,7 +103,7 @@ STAGING = "_staging"
 #: Server-side copies at once while a date is published.
 COPY_THREADS = 8
 #: The environment variables of the stores' clients passed to local-mode workers (:func:`share_environment`).
-_STORE_ENV = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_")
+_STORE_ENV = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GS_", "CPL_GS_", "AZURE_STORAGE_")
 
 
 def share_environment(spark: Any) -> list[str]:
@@ -160,7 +160,7 @@ class RemoteOutput:
     def list(self) -> dict[str, int]:
         """Every object under the product (relative key -> size); kept as :attr:`sizes`."""
         try:
-            found = self._call("list it", self.fs.find, self.root, None, False, True)
+            found = self._call("list it", lambda: self.fs.find(self.root, withdirs=False, detail=True))
         except FileNotFoundError:
             found = {}
         n = len(self.root) + 1
