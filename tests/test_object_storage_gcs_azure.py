@@ -8,7 +8,8 @@ copy), a folder published marker last and read back whole (a mismatching object 
 (create-only write: one holder among racing runs, the rest refused naming it; stale and broken locks
 taken over, the old holder finding out; write-then-verify), ``produce --output`` a URL giving the local
 product's objects byte for byte and a second run skipping every date and rewriting nothing, and point
-queries reading stacks by URL through GDAL equal to the local stacks. The emulators are built by
+queries reading stacks by URL through GDAL equal to the local stacks. Long (``make test-long``): the
+``produce`` job in a process of its own, its Spark executors reading the stacks by URL. The emulators are built by
 ``scripts/setup.sh --test``; the tests skip, saying so, only when one is absent.
 """
 
@@ -31,6 +32,7 @@ from ssm_spark.errors import InputError, InputIOError
 import azurite
 import gcsserver
 
+ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "ssm-gcs-test"
 CONTAINER = "ssm-az-test"
 D1, D2 = "2024-04-01", "2024-04-07"
@@ -328,3 +330,46 @@ def test_point_reads_stacks_by_url_through_gdal(store, small):
     pb, ib = url.pixels(r, c, url.dates())
     pd.testing.assert_frame_equal(pa, pb, rtol=0, atol=1e-7)
     assert [(d, why) for d, _, why in ia] == [(d, why) for d, _, why in ib]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+@pytest.mark.long  # 50 s for both stores (a fresh JVM each) at load 3-4: not in `make test`, run by `make test-long`
+def test_produce_job_reads_stacks_from_the_store(store, small):
+    """``jobs/produce.py --stacks <url> --output <url>`` in a process of its own (its Spark executors read the
+    stacks through GDAL's /vsigs/ or /vsiaz/ with the store's settings from the environment): the local
+    product's rows and pixels."""
+    import io
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+    from rasterio.io import MemoryFile
+
+    cfg, root = small
+    base = f"{store}/job"
+    fs = storage.filesystem(base)
+    for sub in ("stacks", "static"):
+        fs.put(str(root / "sim" / sub), f"{storage.fs_path(base)}/{sub}", recursive=True)
+    out = f"{base}/product"
+    cmd = [sys.executable, str(ROOT / "jobs" / "produce.py"), *sum((["--set", o] for o in SMALL), []),
+           "--models", str(root / "models"), "--stacks", f"{base}/stacks", "--start", D1, "--end", D1,
+           "--output", out]
+    r = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["produced"] == 1 and summary["failed_files"] == []
+    got, ref = _objects(out), _files(root / "local")
+    names = sorted(k for k in ref if k.startswith((f"parquet/date={D1}/", f"cog/{D1}/")) and not k.endswith(".json"))
+    assert names and sorted(k for k in got if k.startswith((f"parquet/date={D1}/", f"cog/{D1}/"))
+                            and not k.endswith(".json")) == names
+    for k in names:  # rows and pixels (the files' tags differ: the inputs' times are the objects')
+        if k.endswith(".parquet"):
+            a, b = (pq.read_table(io.BytesIO(x)).replace_schema_metadata(None).to_pandas() for x in (got[k], ref[k]))
+            pd.testing.assert_frame_equal(a, b)
+        else:
+            with MemoryFile(got[k]) as m1, m1.open() as s1, MemoryFile(ref[k]) as m2, m2.open() as s2:
+                assert s1.read().tobytes() == s2.read().tobytes() and s1.transform == s2.transform, k
+    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+    secret = conn.split("AccountKey=", 1)[1].split(";", 1)[0] if "AccountKey=" in conn else None
+    assert secret is None or secret not in r.stdout + r.stderr
