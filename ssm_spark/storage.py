@@ -181,8 +181,21 @@ def _fs_class(protocol: str) -> type:
                     kwargs["maxdepth"] = maxdepth
                 return base.find(self, path, withdirs=withdirs, detail=detail, **kwargs)
 
-            _classes[protocol] = type(base.__name__, (base,), {"find": find, "__module__": __name__})
+            name = _CLASS_NAMES[protocol]
+            _classes[protocol] = type(name, (base,), {"find": find, "__module__": __name__, "__qualname__": name})
         return _classes[protocol]
+
+
+#: the classes' names in this module: a pickled instance (a Spark task's closure) is found again by
+#: ``ssm_spark.storage.<name>`` in any process, made there on first lookup (:func:`__getattr__`)
+_CLASS_NAMES = {"gcs": "_GCSFileSystem", "abfs": "_AzureBlobFileSystem"}
+
+
+def __getattr__(name: str) -> Any:
+    for protocol, cls_name in _CLASS_NAMES.items():
+        if name == cls_name:
+            return _fs_class(protocol)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _make(protocol: str, opts: dict[str, Any]) -> Any:

@@ -77,6 +77,26 @@ def test_urls_gdal_paths_and_settings(monkeypatch):
     assert "GS_NO_SIGN_REQUEST" not in os.environ
 
 
+def test_filesystems_pickle_into_a_fresh_process(monkeypatch):
+    """The gs / abfss filesystems storage hands out (its own subclasses) unpickle in a process that has not made
+    one yet, as a Spark task's closure does on an executor."""
+    import pickle
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=acct;AccountKey=c2VjcmV0a2V5;"
+                                                          "BlobEndpoint=http://127.0.0.1:1/acct;")
+    code = ("import pickle, sys; fs = pickle.loads(sys.stdin.buffer.read()); "
+            "print(type(fs).__module__, type(fs).__name__, fs.find.__code__.co_varnames[:5])")
+    for url, name in (("gs://b/k", "_GCSFileSystem"), ("abfss://cont@acct.dfs.core.windows.net/k", "_AzureBlobFileSystem")):
+        r = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(storage.filesystem(url)),
+                           capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        assert r.stdout.decode().split(None, 2)[:2] == ["ssm_spark.storage", name]
+        assert "'maxdepth', 'withdirs', 'detail'" in r.stdout.decode()  # fsspec's order
+
+
 # --------------------------------------------------------------------------------- the emulators
 
 @pytest.fixture(scope="module")
@@ -132,6 +152,9 @@ def test_primitives_publish_and_copy(store, tmp_path, monkeypatch):
     assert str(got[1][0]) == storage.gdal_path(f"{base}/x.bin") and storage.listdir(f"{base}/nothing") == []
     # a server-side copy (fsspec's copy: GCS rewrite, Azure Copy Blob), as the product's commit may use
     fs = storage.filesystem(base)
+    found = fs.find(storage.fs_path(base), None, False, True)  # fsspec's positional order: maxdepth, withdirs, detail
+    assert {k: v["size"] for k, v in found.items()} == {storage.fs_path(f"{base}/x.bin"): 3,
+                                                        storage.fs_path(f"{base}/sub/y.bin"): 4}
     fs.copy(storage.fs_path(f"{base}/sub/y.bin"), storage.fs_path(f"{base}/copied/y.bin"))
     assert storage.read_bytes(f"{base}/copied/y.bin") == b"defg"
     storage.delete(f"{base}/x.bin")
