@@ -227,13 +227,15 @@ def test_lock(store, monkeypatch, caplog):
     refused naming it; a stale lock is taken over, a broken one too, and the old holder finds out."""
     import socket
 
-    monkeypatch.setattr(storage, "VERIFY_WAIT_S", 0.5)
+    monkeypatch.setattr(storage, "VERIFY_WAIT_S", 30.0)  # write-then-verify's wait: a conditional acquire has none
     url = f"{store}/locked"
     lock_url = f"{url}/_LOCK.json"
     a = storage.RemoteLock(url, "produce A")
     assert a.probe() is True  # the store refuses a create-only write over an object
     assert _objects(url) == {}  # the probe object removed
+    t0 = time.monotonic()
     with a:
+        assert time.monotonic() - t0 < 15  # taken by the create-only write, not by write-then-verify
         held = json.loads(storage.read_bytes(lock_url))
         assert held["token"] == a.token and held["host"] == socket.gethostname() and a.conditional
         with pytest.raises(InputError, match=rf"{url} is in use by another produce A: pid {os.getpid()} on "
@@ -260,6 +262,7 @@ def test_lock(store, monkeypatch, caplog):
     with storage.RemoteLock(url, stale_after=1.0) as c:
         assert json.loads(storage.read_bytes(lock_url))["token"] == c.token
     assert "not refreshed for" in caplog.text and storage.read_bytes(lock_url) is None
+    monkeypatch.setattr(storage, "VERIFY_WAIT_S", 0.5)
     v = storage.RemoteLock(url, "verify A", conditional=False).acquire()  # write-then-verify
     with pytest.raises(InputError, match="in use by another verify A"):
         storage.RemoteLock(url, "verify B", conditional=False).acquire()
