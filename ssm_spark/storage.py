@@ -144,7 +144,12 @@ def _options(protocol: str, url: str) -> dict[str, Any]:
                                  f"is the account {have!r}'s; write to that account, or set the other account's "
                                  "connection string")
         else:
-            account = named or env.get("AZURE_STORAGE_ACCOUNT_NAME") or env.get("AZURE_STORAGE_ACCOUNT")
+            configured = env.get("AZURE_STORAGE_ACCOUNT_NAME") or env.get("AZURE_STORAGE_ACCOUNT")
+            if named and configured and named != configured:  # GDAL's paths carry no account: it reads the variable
+                raise InputError(f"{url}: names the storage account {named!r}, but AZURE_STORAGE_ACCOUNT_NAME / "
+                                 f"AZURE_STORAGE_ACCOUNT is {configured!r} (which GDAL reads the stacks from); "
+                                 "make them one account")
+            account = named or configured
             if not account:
                 raise InputError(f"{url}: no Azure storage account: name it in the URL "
                                  "(abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/...) or set "

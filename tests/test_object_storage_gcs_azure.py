@@ -66,6 +66,10 @@ def test_urls_gdal_paths_and_settings(monkeypatch):
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "c2VjcmV0a2V5")
     assert storage.filesystem("az://cont/k").account_name == "acct"
+    assert storage.filesystem(url).account_name == "acct"
+    with pytest.raises(InputError, match=r"names the storage account 'other', but AZURE_STORAGE_ACCOUNT_NAME / "
+                                         r"AZURE_STORAGE_ACCOUNT is 'acct'"):
+        storage.filesystem("abfss://cont@other.dfs.core.windows.net/k")
     assert storage.gdal_env() == {"AZURE_STORAGE_ACCOUNT": "acct"}  # GDAL's name for it; the key is not copied
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME")
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:4443")
