@@ -37,7 +37,7 @@ from ssm_spark.product.commit import components
 from ssm_spark.product.quicklook import render_quicklook
 from ssm_spark.product.region import Region
 from ssm_spark.product.tasks import reduce_tiles
-from ssm_spark.product.tiles import DateJob, staged_path, tile_name
+from ssm_spark.product.tiles import DateJob, staged_path, store_error_of, tile_name
 from ssm_spark.product.vrt import vrt_xml, write_vrt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,6 +124,11 @@ def aggregate_date(spark: "SparkSession", pc: "ProduceConfig", job: DateJob, tar
     spark.sparkContext.setJobDescription(f"ssm-spark produce {date}: aggregate to {', '.join(t.name for t in targets)}")
     try:
         tiles = run_aggregates(spark, ajob, fine)
+    except Exception as exc:  # an executor's read or PUT on the store refused: said as the store's error
+        err = store_error_of(exc)
+        if err is None:
+            raise
+        raise err from exc
     finally:
         spark.sparkContext.setJobDescription(None)
     if summaries is not None:

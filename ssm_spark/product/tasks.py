@@ -34,7 +34,7 @@ import pandas as pd
 from ssm_spark.grid import Grid
 from ssm_spark.product.schema import PRODUCT_FILE, TILE_SUMMARY, spark_ddl
 from ssm_spark.product.tiles import (DateJob, empty_rows, predict_rows, predict_tile, read_clipped, read_tile_columns,
-                                     write_tile)
+                                     store_error_of, write_tile)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -253,6 +253,11 @@ def compute_tiles(spark: "SparkSession", cfg: "Config", job: DateJob, files: lis
                 tiles = _run_shuffled(spark, job, len(files), bfiles, bc, pc.nthread)
             finally:
                 bfiles.destroy()
+    except Exception as exc:  # an executor's PUT refused (its credentials, the endpoint): said as the store's error
+        err = store_error_of(exc)
+        if err is None:
+            raise
+        raise err from exc
     finally:
         spark.sparkContext.setJobDescription(None)
     return tiles, fused

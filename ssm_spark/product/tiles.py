@@ -33,6 +33,7 @@ one PUT is atomic per object, and a retried or speculative task PUTs the same by
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -54,10 +55,11 @@ from ssm_spark.product.region import Region, clip_mask
 from ssm_spark.product.schema import ESTIMATES, PRODUCT_FILE, arrow_table, columns_table, empty_frame, plain_columns
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ssm_spark.errors import InputIOError
     from ssm_spark.models.registry import Registry
     from ssm_spark.sources.stacks import StackFile
 
-__all__ = ["tile_name", "staged_path", "put_files", "write_tile_parquet", "TileFiles", "DateJob", "read_clipped",
+__all__ = ["tile_name", "staged_path", "put_files", "store_error_of", "write_tile_parquet", "TileFiles", "DateJob", "read_clipped",
            "read_tile_columns", "empty_rows", "predict_rows", "predict_tile", "write_tile", "PARQUET_ZSTD_LEVEL"]
 
 _OUT_OF_RANGE = int(QC.PREDICTION_OUT_OF_RANGE)
@@ -97,6 +99,19 @@ def put_files(folder: Path, url: str, rels: Iterable[str]) -> None:
         except Exception as exc:  # noqa: BLE001 - botocore's errors, named in ours
             raise storage.io_error(f"{url.rstrip('/')}/{rel}", "write it from an executor (the store's settings and "
                                    "credentials must be in the executors' environment)", exc) from exc
+
+
+_STORE_ERROR = re.compile(r"ssm_spark\.errors\.InputIOError: (.+)")
+
+
+def store_error_of(exc: BaseException) -> "InputIOError | None":
+    """The store error an executor raised (:func:`put_files`, a staged tile's read), found in a failed Spark
+    job's error, as the driver's own :class:`~ssm_spark.errors.InputIOError` (the CLI's exit 2 and message
+    instead of the job's stack traces); None for any other failure."""
+    from ssm_spark.errors import InputIOError
+
+    found = _STORE_ERROR.findall(str(exc))
+    return InputIOError(found[-1].strip()) if found else None
 
 
 def write_tile_parquet(table: pa.Table, path: Path) -> int:
