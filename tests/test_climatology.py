@@ -150,6 +150,8 @@ def test_stack_equals_the_pandas_climatology_is_reused_and_keyed_by_window(spark
     assert meta["key"] == s1["key"] and len(meta["tiles"]) == 4 and meta["columns"] == list(CLIM_COLUMNS)
     tifs = sorted(Path(s1["folder"]).glob("*.tif"))
     mtimes = [p.stat().st_mtime_ns for p in tifs]
+    with rasterio.open(tifs[0]) as src:  # uncompressed: every product date reads its tiles' stacks again
+        assert src.compression is None and src.dtypes[0] == "float32"
 
     # the same key and inputs: reused, no file rewritten
     s2 = build_climatology(spark, cfg, stacks, None, tmp_path / "clim")
