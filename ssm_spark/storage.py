@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 __all__ = ["is_remote", "filesystem", "gdal_path", "url_of", "gdal_env", "apply_gdal_env", "s3a_conf", "listdir",
            "shared_filesystems", "exists", "stat", "read_bytes", "write_bytes", "endpoint", "fs_path", "io_error",
            "PUBLISHED", "publish",
-           "delete", "staged", "local_copy", "download", "cache_dir", "RemoteLock"]
+           "delete", "copy", "staged", "local_copy", "download", "cache_dir", "RemoteLock"]
 
 #: URL scheme -> (fsspec protocol, the package that provides it, GDAL's virtual file system prefix)
 SCHEMES = {"s3": ("s3", "s3fs", "/vsis3/"), "s3a": ("s3", "s3fs", "/vsis3/"), "gs": ("gcs", "gcsfs", "/vsigs/"),
@@ -485,6 +485,69 @@ def delete(url: str) -> None:
         pass
     except Exception as exc:  # noqa: BLE001 - botocore's errors, named in ours
         raise io_error(url, "delete it", exc) from exc
+
+
+#: how long :func:`copy` waits for Azure to finish a copy it reports pending
+COPY_TIMEOUT_S = 600.0
+
+
+def copy(src: str, dst: str) -> None:
+    """Copy one object to another key of the same store, server-side (no bytes through this machine):
+    S3's CopyObject (s3fs), GCS's rewrite (gcsfs, looped until done), Azure's Copy Blob (adlfs).
+
+    adlfs returns as soon as Azure has accepted the copy; Azure documents copies as asynchronous (a
+    copy within one account is normally complete by then, and always on Azurite), so on ``abfss://``
+    the blob's copy status is read back and waited for (``COPY_TIMEOUT_S``) until it is ``success``.
+
+    Raises
+    ------
+    InputError
+        ``src`` and ``dst`` on different stores.
+    InputIOError
+        No object at ``src``, a copy Azure reports failed or aborted (or still pending after the
+        timeout), or the store's errors (named with the likely cause).
+    """
+    src, dst = url_of(str(src)), url_of(str(dst))
+    protocol = SCHEMES[_scheme(src)][0]
+    if SCHEMES[_scheme(dst)][0] != protocol:
+        raise InputError(f"{src} -> {dst}: a server-side copy stays within one store")
+    fs = filesystem(dst)
+    try:
+        fs.copy(fs_path(src), fs_path(dst))
+    except FileNotFoundError:
+        raise InputIOError(f"{src}: no such object to copy to {dst}") from None
+    except Exception as exc:  # noqa: BLE001 - the store's errors, named in ours
+        raise io_error(dst, f"copy {src} to it", exc) from exc
+    if protocol == "abfs":
+        _azure_copied(fs, dst)
+
+
+def _azure_copied(fs: Any, url: str) -> None:
+    """Wait until Azure reports the copy into ``url`` complete (its blob's ``x-ms-copy-status``)."""
+    import time
+
+    from fsspec.asyn import sync
+
+    container, _, blob = fs_path(url).partition("/")
+
+    async def status() -> tuple[str | None, str | None]:
+        async with fs.service_client.get_blob_client(container=container, blob=blob) as bc:
+            props = await bc.get_blob_properties()
+        return props.copy.status, props.copy.status_description
+
+    t0 = time.monotonic()
+    while True:
+        try:
+            state, why = sync(fs.loop, status)
+        except Exception as exc:  # noqa: BLE001
+            raise io_error(url, "read its copy status", exc) from exc
+        if state in (None, "success"):
+            return
+        if state != "pending":
+            raise InputIOError(f"{url}: Azure's copy into it ended {state} ({why}); copy it again")
+        if time.monotonic() - t0 > COPY_TIMEOUT_S:
+            raise InputIOError(f"{url}: Azure's copy into it still pending after {COPY_TIMEOUT_S:.0f} s ({why})")
+        time.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------------------ the lock

@@ -154,13 +154,29 @@ def test_primitives_publish_and_copy(store, tmp_path, monkeypatch):
     got = storage.listdir(base)
     assert [(p.name, d) for p, d in got] == [("sub", True), ("x.bin", False)]
     assert str(got[1][0]) == storage.gdal_path(f"{base}/x.bin") and storage.listdir(f"{base}/nothing") == []
-    # a server-side copy (fsspec's copy: GCS rewrite, Azure Copy Blob), as the product's commit may use
     fs = storage.filesystem(base)
     found = fs.find(storage.fs_path(base), None, False, True)  # fsspec's positional order: maxdepth, withdirs, detail
     assert {k: v["size"] for k, v in found.items()} == {storage.fs_path(f"{base}/x.bin"): 3,
                                                         storage.fs_path(f"{base}/sub/y.bin"): 4}
-    fs.copy(storage.fs_path(f"{base}/sub/y.bin"), storage.fs_path(f"{base}/copied/y.bin"))
+    # a server-side copy (GCS's rewrite, Azure's Copy Blob, its status waited for), as the product's commit may use
+    fs.copy(storage.fs_path(f"{base}/sub/y.bin"), storage.fs_path(f"{base}/copied/y.bin"))  # fsspec's own
     assert storage.read_bytes(f"{base}/copied/y.bin") == b"defg"
+    storage.copy(storage.gdal_path(f"{base}/sub/y.bin"), f"{base}/copied/z.bin")
+    assert storage.read_bytes(f"{base}/copied/z.bin") == b"defg"
+    if store.startswith("abfss"):  # the status storage.copy read back: Azure's own record of the copy
+        from fsspec.asyn import sync
+
+        container, _, blob = storage.fs_path(f"{base}/copied/z.bin").partition("/")
+
+        async def props():
+            async with fs.service_client.get_blob_client(container=container, blob=blob) as bc:
+                return await bc.get_blob_properties()
+
+        assert sync(fs.loop, props).copy.status == "success"
+    with pytest.raises(InputIOError, match=rf"{base}/none.bin: no such object to copy to {base}/copied/n.bin"):
+        storage.copy(f"{base}/none.bin", f"{base}/copied/n.bin")
+    with pytest.raises(InputError, match="a server-side copy stays within one store"):
+        storage.copy(f"{base}/sub/y.bin", "s3://elsewhere/y.bin")
     storage.delete(f"{base}/x.bin")
     storage.delete(f"{base}/x.bin")  # not there: no error
     assert storage.read_bytes(f"{base}/x.bin") is None
