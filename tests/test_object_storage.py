@@ -679,8 +679,8 @@ def test_committed_dates_only_checked_and_cached(s3, tmp_path, monkeypatch, capl
 
 def test_simulate_to_s3_and_a_demo_into_a_url_in_use(s3, tmp_path, monkeypatch, capsys):
     """``simulate --output s3://`` publishes the files a local run writes (byte for byte: the simulator is
-    deterministic); stacks or in-situ files by URL where only a folder is read are refused by name; a demo into a
-    URL another run holds is refused before any work, naming the holder."""
+    deterministic); a demo into a URL another run holds is refused before any work, naming the holder. (Stacks and
+    in-situ files by URL: tests/test_object_storage_inputs.py.)"""
     from ssm_spark.cli import main
     from ssm_spark.config import load_config
     from ssm_spark.demo import run_demo
@@ -695,11 +695,6 @@ def test_simulate_to_s3_and_a_demo_into_a_url_in_use(s3, tmp_path, monkeypatch, 
     assert sorted(json.loads(got.pop("_PUBLISHED.json"))["files"]) == sorted(got)
     assert got == _files(tmp_path / "sim")
     assert list((tmp_path / "stage").iterdir()) == []  # the staging folder removed
-    # what is read from a local folder only is refused by name (exit 2), before any work
-    assert main(["features", "--stacks", f"s3://{BUCKET}/stacks", "--output", str(tmp_path / "f")]) == 2
-    assert main(["validate", "--product", f"s3://{BUCKET}/p", "--insitu", f"s3://{BUCKET}/insitu",
-                 "--output", str(tmp_path / "v")]) == 2
-    assert not (tmp_path / "f").exists() and not (tmp_path / "v").exists()
     busy = f"s3://{BUCKET}/busy-demo"
     with storage.RemoteLock(busy, "ssm-spark demo"):
         with pytest.raises(InputError, match=rf"{busy} is in use by another ssm-spark demo: pid {os.getpid()}"):
