@@ -367,23 +367,28 @@ def s3a_conf(env: dict | None = None) -> dict[str, str]:
     return out
 
 
-def io_error(url: str, what: str, exc: Exception) -> InputIOError:
-    """The store's error ``exc`` named with the URL, what was being done and the likely cause (no secret in it)."""
+def credentials_hint(url: str) -> str:
+    """What to check when ``url``'s store refuses or fails: its bucket, credentials and endpoint, in the
+    variables of that store (AWS_*, GOOGLE_APPLICATION_CREDENTIALS / STORAGE_EMULATOR_HOST, AZURE_STORAGE_*)."""
     try:
         protocol = SCHEMES[_scheme(url_of(str(url)))][0]
     except InputError:
         protocol = "s3"
     if protocol == "gcs":
-        hint = ("check the bucket name, the credentials (GOOGLE_APPLICATION_CREDENTIALS, or the application "
+        return ("check the bucket name, the credentials (GOOGLE_APPLICATION_CREDENTIALS, or the application "
                 f"default credentials) and the endpoint ({gcs_emulator() or 'Google Cloud Storage'})")
-    elif protocol == "abfs":
+    if protocol == "abfs":
         blob = _conn_parts().get("blobendpoint")
-        hint = ("check the container and account names, the credentials (AZURE_STORAGE_CONNECTION_STRING, or "
+        return ("check the container and account names, the credentials (AZURE_STORAGE_CONNECTION_STRING, or "
                 "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY / AZURE_STORAGE_SAS_TOKEN) and the "
                 f"endpoint ({blob or 'Azure'})")
-    else:
-        hint = ("check the bucket name, the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and "
-                f"the endpoint ({endpoint() or 'AWS'})")
+    return ("check the bucket name, the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and "
+            f"the endpoint ({endpoint() or 'AWS'})")
+
+
+def io_error(url: str, what: str, exc: Exception) -> InputIOError:
+    """The store's error ``exc`` named with the URL, what was being done and the likely cause (no secret in it)."""
+    hint = credentials_hint(url)
     # one line: Azure's errors run over several, with the response's XML after "Content:"
     text = " ".join(str(exc).split("\nContent:", 1)[0].split())
     text = text if len(text) <= 500 else text[:500] + " ..."

@@ -119,13 +119,11 @@ def store_error(url: str, what: str, exc: BaseException) -> StoreError:
     status = getattr(exc, "errno", None)
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, PermissionError) or "403" in text or "AccessDenied" in text or "signature" in text.lower():
-        hint = ("the store refused the credentials (403): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
-                "(and AWS_SESSION_TOKEN) and that they may read this bucket")
+        hint = f"the store refused the credentials (403): {storage.credentials_hint(url)}, and that they may read it"
     elif isinstance(exc, FileNotFoundError) or status == 2 or "NoSuchBucket" in text or "does not exist" in text:
         hint = "no such bucket or key: check the URL's bucket and prefix"
     else:
-        hint = (f"check the endpoint ({storage.endpoint() or 'AWS'}), the bucket name and the credentials "
-                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+        hint = storage.credentials_hint(url)
     return StoreError(f"{url}: cannot {what} ({text}); {hint}")
 
 
