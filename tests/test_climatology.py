@@ -157,6 +157,16 @@ def test_stack_equals_the_pandas_climatology_is_reused_and_keyed_by_window(spark
     s2 = build_climatology(spark, cfg, stacks, None, tmp_path / "clim")
     assert (s2["computed"], s2["reused"], s2["key"], s2["digest"]) == (0, 4, s1["key"], s1["digest"])
     assert [p.stat().st_mtime_ns for p in tifs] == mtimes
+    # ... found from the folders' listing alone (no stack header read): the same summary as the full check
+    assert s2.get("checked") == "listing" and "checked" not in s1
+    assert {k: v for k, v in s2.items() if k not in ("seconds", "checked")} == {
+        **{k: v for k, v in s1.items() if k != "seconds"}, "computed": 0, "reused": 4, "tile_seconds": 0,
+        "cells_with_climatology": None}
+    # a tile file touched since: the full check (it reuses the tile, its tags and inputs being current)
+    os.utime(tifs[0], ns=(tifs[0].stat().st_atime_ns, tifs[0].stat().st_mtime_ns + 10**9))
+    s2b = build_climatology(spark, cfg, stacks, None, tmp_path / "clim")
+    assert (s2b["computed"], s2b["reused"], s2b["digest"], "checked" in s2b) == (0, 4, s1["digest"], False)
+    mtimes = [p.stat().st_mtime_ns for p in tifs]
 
     # a region's tiles only: those reused
     tiles = s1["tiles_with_files"][:2]
@@ -177,7 +187,13 @@ def test_stack_equals_the_pandas_climatology_is_reused_and_keyed_by_window(spark
     inside = sorted((stacks / "2024-04-13").glob("*.tif"))[0]
     os.utime(inside, ns=(inside.stat().st_atime_ns, inside.stat().st_mtime_ns + 10**9))
     s3 = build_climatology(spark, wcfg, stacks, None, tmp_path / "clim")
-    assert (s3["computed"], s3["reused"]) == (1, 3) and s3["digest"] != sw["digest"]
+    assert (s3["computed"], s3["reused"]) == (1, 3) and s3["digest"] != sw["digest"] and "checked" not in s3
+    # a static layer changed: the full check too (it decides which files are quarantined)
+    static = next((root / "sim" / "static").glob("*.tif"))
+    os.utime(static, ns=(static.stat().st_atime_ns, static.stat().st_mtime_ns + 10**9))
+    s3b = build_climatology(spark, wcfg, stacks, None, tmp_path / "clim")
+    assert (s3b["computed"], s3b["digest"], "checked" in s3b) == (0, s3["digest"], False)
+    assert build_climatology(spark, wcfg, stacks, None, tmp_path / "clim").get("checked") == "listing"
 
     # fewer dates than min_dates in every tile: nothing to compute, nothing written
     few = load_config(overrides=SMALL + ["physics.change_detection.min_dates=7"])

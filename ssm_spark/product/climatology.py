@@ -130,6 +130,37 @@ def _stat(path: str, root: Path | None) -> dict:
     return {"file": rel, "bytes": size, "mtime_ns": mtime_ns}
 
 
+def _listing(root: Path, static: "str | os.PathLike | None", in_window) -> str | None:
+    """A digest of what a build's inputs can be, without opening a file: every GeoTIFF of the
+    window's date folders and of the static folder (path below ``root``, size, modification time).
+    None for stacks on an object store (one request per object: the full check is used there)."""
+    from ssm_spark import storage
+
+    if storage.is_remote(str(root)) or (static is not None and storage.is_remote(str(static))):
+        return None
+    stats = []
+    for d, is_dir in storage.listdir(root):
+        if is_dir and _is_date(d.name) and in_window(d.name):
+            stats += [_stat(str(p), root) for p, f_dir in storage.listdir(d)
+                      if not f_dir and p.suffix.lower() in (".tif", ".tiff")]
+    if static is not None:
+        stats += [{**_stat(str(p), None), "static": True} for p, f_dir in storage.listdir(static)
+                  if not f_dir and p.suffix.lower() in (".tif", ".tiff")]
+    return _sha(sorted(stats, key=lambda x: (x.get("static", False), x["file"])))
+
+
+def _tile_stamps(folder: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
+    """(size, mtime) of the stack's tile files; None when one is missing."""
+    out = {}
+    for name in names:
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            return None
+        out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 # ------------------------------------------------------------------------------------ the stack
 
 
@@ -240,6 +271,26 @@ def _tile_tags(path: Path) -> dict | None:
 # --------------------------------------------------------------------------------------- driver
 
 
+def _unchanged(folder: Path, key: str, listing: str | None, region_tiles: list | None, t0: float) -> dict | None:
+    """The last complete build's summary (``computed`` 0, every tile reused) when its listing of the
+    window's stack and static files and its region are this call's and its tile files are as it
+    left them; else None (the full check: every header read, each tile's inputs compared)."""
+    if listing is None:
+        return None
+    try:
+        meta = json.loads((folder / "climatology.json").read_text())
+    except (OSError, ValueError):
+        return None
+    last = meta.get("last") if meta.get("key") == key else None
+    if not last or last.get("listing") != listing or last.get("region_tiles") != region_tiles:
+        return None
+    if _tile_stamps(folder, last["tile_files"]) != last["tile_files"]:
+        return None
+    s = last["summary"]
+    return {**s, "folder": str(folder), "computed": 0, "reused": len(s["tiles_with_files"]), "tile_seconds": 0,
+            "cells_with_climatology": None, "checked": "listing", "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.PathLike | StackInventory",
                       tiles: Iterable[tuple[int, int]] | None, output_dir: str | os.PathLike, *,
                       static: str | os.PathLike | None = None, stacks_root: str | os.PathLike | None = None,
@@ -304,6 +355,13 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
         got = grid.tiles_for_window(Window(c0, r0, w, h))
         return [t for t in got if wanted is None or t in wanted]
 
+    def in_window(date: str) -> bool:
+        d = dt.date.fromisoformat(date)
+        return (ws is None or d >= ws) and (we is None or d <= we)
+
+    key = climatology_key(cfg, grid)
+    listing = None
+    region_tiles_key = sorted([list(t) for t in wanted]) if wanted is not None else None
     if isinstance(stacks, StackInventory):
         inv = stacks
         root = Path(stacks_root) if stacks_root else (Path(inv.files[0].path).parent.parent if inv.files else None)
@@ -311,13 +369,15 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
         root = Path(stacks)
         if static is None and (root.parent / "static").is_dir():
             static = root.parent / "static"
+        if not force and (stacks_root is None or Path(stacks_root) == root):
+            # the last complete build's summary, when no stack or static file changed since (no header read)
+            listing = _listing(root, static, in_window)
+            same = _unchanged(Path(output_dir) / key, key, listing, region_tiles_key, t0)
+            if same is not None:
+                return same
         inv = discover(root, grid, static, cfg.ingest.band_aliases, start=ws, end=we,
                        keep_window=lambda win: bool(touches(win)))
         root = Path(stacks_root) if stacks_root else root
-
-    def in_window(date: str) -> bool:
-        d = dt.date.fromisoformat(date)
-        return (ws is None or d >= ws) and (we is None or d <= we)
 
     per_tile: dict[tuple[int, int], list[tuple]] = {}
     stats: dict[tuple[int, int], list[dict]] = {}
@@ -342,7 +402,6 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
         for t in touches(win):
             if p.exists():
                 stats.setdefault(t, []).append(_stat(str(p), root))
-    key = climatology_key(cfg, grid)
     folder = ensure_writable(Path(output_dir) / key, "the climatology folder")
     inputs = {t: _sha(sorted(s, key=lambda d: d["file"])) for t, s in stats.items() if t in per_tile}
     tags = {"product": "change-detection climatology", "clim_key": key, "grid": grid.name,
@@ -380,17 +439,25 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
                                              for t in region_tiles]})
         meta = {"key": key, "settings": _settings(cfg), "grid": grid.describe(), "format": FORMAT,
                 "software": f"ssm_spark {ssm_spark.__version__}", "columns": list(CLIM_COLUMNS), "tiles": tile_meta}
+        summary = {"key": key, "folder": str(folder), "digest": digest, "settings": _settings(cfg),
+                   "window_dates": [dates[0], dates[-1]] if dates else None, "dates": len(dates),
+                   "tiles": len(region_tiles), "computed": len(results), "reused": len(reused),
+                   "without_files": len([t for t in region_tiles if t not in per_tile]),
+                   "too_few_dates": len(sparse), "tiles_with_files": sorted([list(t) for t in set(per_tile) - sparse]),
+                   "tile_seconds": round(sum(r["seconds"] for r in results), 2),
+                   "cells_with_climatology": int(sum(r["cells_with_climatology"] for r in results)) if results else None,
+                   "failed_files": failed, "quarantined_files": len(quarantined)}
+        names = [f"{grid.name}_{t[0]}_{t[1]}.tif" for t in summary["tiles_with_files"]]
+        stamps = _tile_stamps(folder, names)
+        if listing is not None and not failed and stamps is not None and all(v == "complete" or v == "too_few_dates"
+                                                                              for v in status.values()):
+            meta["last"] = {"listing": listing, "region_tiles": region_tiles_key, "tile_files": stamps,
+                            "summary": {k: v for k, v in summary.items() if k != "folder"}}
+        elif old.get("key") == key and "last" in old and listing is None:
+            meta["last"] = old["last"]  # a build from an inventory keeps the last recorded one
         if meta != old:  # a build that only reuses rewrites nothing
             write_json_atomic(meta_path, meta, default=str)
-    summary = {"key": key, "folder": str(folder), "digest": digest, "settings": _settings(cfg),
-               "window_dates": [dates[0], dates[-1]] if dates else None, "dates": len(dates),
-               "tiles": len(region_tiles), "computed": len(results), "reused": len(reused),
-               "without_files": len([t for t in region_tiles if t not in per_tile]),
-               "too_few_dates": len(sparse), "tiles_with_files": sorted([list(t) for t in set(per_tile) - sparse]),
-               "tile_seconds": round(sum(r["seconds"] for r in results), 2),
-               "cells_with_climatology": int(sum(r["cells_with_climatology"] for r in results)) if results else None,
-               "failed_files": failed, "quarantined_files": len(quarantined),
-               "seconds": round(time.perf_counter() - t0, 2)}
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
     if len(sparse) == len(per_tile):
         log.warning("climatology: no tile has %d stack date(s) in %s..%s (the window's min_dates): no "
                     "change-detection features (qc CHANGE_DETECTION_MISSING)", cdc.min_dates, ws or "any", we or "any")
