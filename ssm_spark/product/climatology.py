@@ -41,6 +41,14 @@ Tiles without any file in the window, or with fewer dates than ``min_dates`` (ev
 would be NaN), are not written (their cells get no climatology: ``CHANGE_DETECTION_MISSING``). A tile with a file that could not be read is written from the rest,
 marked incomplete, and recomputed by the next build.
 
+Checking reuse reads every stack header of the window (which tile each file touches); a produce
+run does it each time (1.6 CPU-ms a file here: the demo's 124 files 0.2 s, a window of 31 dates over
+a national region's ~150 tiles some 7 s by that rate). So a complete build records, in
+``climatology.json`` (``last``), a digest of the window's stack and static GeoTIFFs as listed (path,
+size, modification time: no file opened), its region and its tile files' size and time; a later
+build with the same listing, region and tile files returns that build's summary (``checked:
+listing``) without the headers. Anything else, or stacks on an object store, takes the full check.
+
 The stack's :attr:`ClimatologyStack.digest` (key + every tile's inputs digest and status) enters
 the product hash, so a changed climatology recomputes the product's dates, and an unchanged one
 (e.g. a new date outside a closed window) does not. With an open window (the default: every date
