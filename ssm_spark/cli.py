@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -174,10 +175,11 @@ def _run_features(args: argparse.Namespace, cfg: Config) -> int:
     from ssm_spark.pipeline import features_run
     from ssm_spark.spark import session
 
-    with storage.staged(args.output, "feature table") as out:  # a URL: written locally, then published
-        summary = features_run(session(cfg.spark), cfg, _stacks_arg(args.stacks), out,
-                               _stacks_arg(args.static) if args.static else None)
-    print(json.dumps(_published(summary, out, args.output), indent=2, default=str))
+    # a URL: the executors stage the dataset's files on the store, the driver publishes them (remote_dataset)
+    out = storage.url_of(args.output).rstrip("/") if storage.is_remote(args.output) else Path(args.output)
+    summary = features_run(session(cfg.spark), cfg, _stacks_arg(args.stacks), out,
+                           _stacks_arg(args.static) if args.static else None)
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -200,8 +202,11 @@ def _run_matchups(args: argparse.Namespace, cfg: Config) -> int:
 
     if not args.table and not args.insitu:
         raise ConfigError(f"matchups --{'source ee' if args.source == 'ee' else 'stacks'} needs --insitu (an ISMN download)")
-    # an s3:// (gs://, abfss://) --output: written locally, then published (storage.staged)
-    with storage.staged(args.output, "matchup table") as out:
+    # an s3:// (gs://, abfss://) --output: a Spark dataset is staged on the store by the executors and published
+    # (remote_dataset); a user's table (pandas, one file) is written locally, then published (storage.staged)
+    direct = storage.is_remote(args.output) and not args.table
+    with (nullcontext(storage.url_of(args.output).rstrip("/")) if direct
+          else storage.staged(args.output, "matchup table")) as out:
         if args.table:  # a URL: the published table (or one object) from the read cache
             summary = table_matchups_run(cfg, storage.local_copy(args.table, "matchup table"), out)
         elif args.source == "ee":  # ssm_spark.sources.earthengine.matchups (point extraction, then the stack path's steps)

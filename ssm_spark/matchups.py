@@ -128,11 +128,23 @@ def build_matchups(spark: "SparkSession", pixels: "DataFrame", insitu_daily: pd.
 
 
 
+def climatology_coverage(table, min_dates: int) -> dict:
+    """A matchup file's rows and stations with fewer than ``min_dates`` climatology dates (``clim_n`` null or
+    below), on the executors (:mod:`ssm_spark.remote_dataset`): the counts the local run takes from the
+    written table."""
+    import pyarrow.compute as pc
+
+    short = table.filter(pc.or_kleene(pc.is_null(table["clim_n"]), pc.less(table["clim_n"], min_dates)))
+    return {"rows_without_climatology": short.num_rows,
+            "stations_without_climatology": sorted(set(short["station_id"].to_pylist()))}
+
+
 def write_station_matchups(spark: "SparkSession", cfg, pixels: "DataFrame", daily: pd.DataFrame, grid: Grid,
                            output, params=None, dates_word: str = "stack dates") -> tuple[int, dict, dict | None]:
     """The common end of both matchup paths (stacks, Earth Engine): the station cells' pixels get
     their climatology (each cell's own dates, backscatter only) and the coupled physics features,
-    are joined with the in-situ daily means, and the table is written atomically to ``output``.
+    are joined with the in-situ daily means, and the table is written atomically to ``output`` (a URL: staged
+    on the store by the executors and published, :mod:`ssm_spark.remote_dataset`).
 
     Returns
     -------
@@ -140,6 +152,7 @@ def write_station_matchups(spark: "SparkSession", cfg, pixels: "DataFrame", dail
         The coverage counts the rows and stations with fewer than ``min_dates`` ``dates_word`` (no
         change-detection features, QC 4096; warned about when any); None without change detection.
     """
+    from ssm_spark import storage
     from ssm_spark.environments import MASK_BITS
     from ssm_spark.parquet import write_parquet_atomic
     from ssm_spark.transforms import add_cell_climatology, add_coupled_features
@@ -150,14 +163,27 @@ def write_station_matchups(spark: "SparkSession", cfg, pixels: "DataFrame", dail
     pixels = add_coupled_features(pixels, params)
     m, report = build_matchups(spark, pixels, daily, grid, window_days=cfg.matchups.window_days,
                                tolerance_m=cfg.matchups.tolerance_m, usable_qc_mask=MASK_BITS)
-    write_parquet_atomic(m, output)
-    written = spark.read.parquet(str(output))
-    n = written.count()
-    if not cdc.enabled:
-        return n, report, None
-    short = written.filter(f"clim_n IS NULL OR clim_n < {int(cdc.min_dates)}")
-    cov = {"min_dates": cdc.min_dates, "rows_without_climatology": short.count(),
-           "stations_without_climatology": short.select("station_id").distinct().count()}
+    if storage.is_remote(output):  # staged on the store by the executors, published; counted by the tasks
+        from functools import partial
+
+        from ssm_spark.remote_dataset import write_dataset
+
+        res = write_dataset(m, output, what="matchup table",
+                            stats=partial(climatology_coverage, min_dates=int(cdc.min_dates)) if cdc.enabled else None)
+        n = res["rows"]
+        if not cdc.enabled:
+            return n, report, None
+        cov = {"min_dates": cdc.min_dates, "rows_without_climatology": res["stats"].get("rows_without_climatology", 0),
+               "stations_without_climatology": len(res["stats"].get("stations_without_climatology", []))}
+    else:
+        write_parquet_atomic(m, output)
+        written = spark.read.parquet(str(output))
+        n = written.count()
+        if not cdc.enabled:
+            return n, report, None
+        short = written.filter(f"clim_n IS NULL OR clim_n < {int(cdc.min_dates)}")
+        cov = {"min_dates": cdc.min_dates, "rows_without_climatology": short.count(),
+               "stations_without_climatology": short.select("station_id").distinct().count()}
     if cov["rows_without_climatology"]:
         log.warning("matchups: %d rows of %d stations have fewer than %d %s: no change-detection features "
                     "(QC 4096)", cov["rows_without_climatology"], cov["stations_without_climatology"],

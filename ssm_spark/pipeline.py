@@ -45,6 +45,7 @@ def features_run(spark: "SparkSession", cfg: Config, stacks: Path, output: Path,
     """
     from pyspark.sql import functions as F
 
+    from ssm_spark import storage
     from ssm_spark.environments import MASK_BITS
     from ssm_spark.sources.stacks import discover, inventory_summary, pixel_schema, read_pixels
     from ssm_spark.transforms import features_fn
@@ -54,15 +55,22 @@ def features_run(spark: "SparkSession", cfg: Config, stacks: Path, output: Path,
     inv = discover(stacks, grid, static or _static_dir_for(stacks), cfg.ingest.band_aliases)
     fn, ddl = features_fn(pixel_schema(grid), params)
     feats = read_pixels(spark, inv, grid, cfg.ingest.max_slope_deg, then=fn, schema=ddl)  # one Python stage
-    write_parquet_atomic(feats, output, ["date"])
-    if not any(Path(output).rglob("*.parquet")):  # every file failed to read (e.g. a store the executors cannot reach)
-        _no_pixels(inv, output)
-    written = spark.read.parquet(str(output))
-    counts = written.agg(
-        F.count(F.lit(1)).alias("pixels"),
-        F.sum((F.col("qc").bitwiseAND(F.lit(MASK_BITS)) != 0).cast("long")).alias("masked"),
-        F.sum(F.col("mv_wcm").isNotNull().cast("long")).alias("with_mv_wcm"),
-    ).first().asDict()
+    if storage.is_remote(output):  # staged on the store by the executors, published (no folder shared with them)
+        from ssm_spark.remote_dataset import write_dataset
+
+        res = write_dataset(feats, output, ["date"], what="feature table", stats=feature_counts,
+                            check=lambda r: r["rows"] or _no_pixels(inv, output))
+        counts = {k: res["stats"].get(k, 0) for k in ("pixels", "masked", "with_mv_wcm")}  # the tasks' own counts
+    else:
+        write_parquet_atomic(feats, output, ["date"])
+        if not any(Path(output).rglob("*.parquet")):  # every file failed to read (e.g. a store the executors cannot reach)
+            _no_pixels(inv, output)
+        written = spark.read.parquet(str(output))
+        counts = written.agg(
+            F.count(F.lit(1)).alias("pixels"),
+            F.sum((F.col("qc").bitwiseAND(F.lit(MASK_BITS)) != 0).cast("long")).alias("masked"),
+            F.sum(F.col("mv_wcm").isNotNull().cast("long")).alias("with_mv_wcm"),
+        ).first().asDict()
     secs = time.perf_counter() - t0
     summary = {"stacks": inventory_summary(inv), **{k: int(v or 0) for k, v in counts.items()},
                "output": str(output), "seconds": round(secs, 1),
@@ -71,15 +79,31 @@ def features_run(spark: "SparkSession", cfg: Config, stacks: Path, output: Path,
     return summary
 
 
+def feature_counts(table) -> dict[str, int]:
+    """A feature file's counts for the run's summary (Arrow, on the executors; :mod:`ssm_spark.remote_dataset`):
+    pixels, masked (a ``MASK_BITS`` QC bit set), with a WCM retrieval (``mv_wcm`` not null), as the local run
+    counts them on the written dataset."""
+    import pyarrow.compute as pc
+
+    from ssm_spark.environments import MASK_BITS
+
+    masked = pc.sum(pc.not_equal(pc.bit_wise_and(table["qc"], MASK_BITS), 0).cast("int64")).as_py()
+    return {"pixels": table.num_rows, "masked": int(masked or 0),
+            "with_mv_wcm": table.num_rows - table["mv_wcm"].null_count}
+
+
 def _no_pixels(inv, output: Path) -> None:
-    """Refuse a feature run that read no pixel at all, naming why (the written, empty folder removed)."""
+    """Refuse a feature run that read no pixel at all, naming why (the written, empty folder removed; on a
+    store nothing was published)."""
     import shutil
 
+    from ssm_spark import storage
     from ssm_spark.errors import InputIOError
     from ssm_spark.sources.stacks import inventory_summary
 
     bad = inventory_summary(inv)["quarantined"]
-    shutil.rmtree(output, ignore_errors=True)
+    if not storage.is_remote(output):
+        shutil.rmtree(output, ignore_errors=True)
     first = f"; first: {bad[0]['reason']}" if bad else ""  # the reason names its file
     raise InputIOError(f"features: no pixel read from {len(inv.files)} stack file(s), {len(bad)} unreadable{first}. "
                        "(Files on an object store are read by the executors: they need the store's endpoint and "
