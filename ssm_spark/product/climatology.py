@@ -379,7 +379,10 @@ def build_climatology(spark: "SparkSession", cfg: "Config", stacks: "str | os.Pa
             static = root.parent / "static"
         if not force and (stacks_root is None or Path(stacks_root) == root):
             # the last complete build's summary, when no stack or static file changed since (no header read)
-            listing = _listing(root, static, in_window)
+            try:
+                listing = _listing(root, static, in_window)
+            except OSError:  # a file gone between the listing and its stat: the full check says what is there
+                listing = None
             same = _unchanged(Path(output_dir) / key, key, listing, region_tiles_key, t0)
             if same is not None:
                 return same
