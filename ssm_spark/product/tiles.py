@@ -255,9 +255,7 @@ def read_tile_columns(f: "StackFile", job: DateJob, empty: list | None = None) -
             idx = np.flatnonzero(keep)
             px = {k: (v.take(idx) if hasattr(v, "uniques") else v[idx]) for k, v in px.items()}
     if job.climatology is not None:  # the cells' change-detection climatology (ClimatologyError if unreadable)
-        cells = pd.DataFrame({k: px[k] for k in ("tile_row", "tile_col", "row", "col")})
-        got = job.climatology.attach(cells)
-        px.update({c: got[c].to_numpy() for c in got.columns if c not in cells.columns})
+        px.update(job.climatology.values(px["tile_row"], px["tile_col"], px["row"], px["col"]))
     px["grid"] = job.grid.name
     return px, rejected
 
