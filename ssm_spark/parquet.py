@@ -8,7 +8,8 @@ removed on an error):
 - :func:`write_table_atomic`: a pandas DataFrame as one file (small driver-side tables: out-of-fold
   predictions, validation pairs, a user's matchups);
 - :func:`write_parquet_atomic`: a Spark DataFrame as a dataset folder (features, matchups), renamed
-  into place when Spark has committed every task.
+  into place when Spark has committed every task; to a URL (``s3://...``) the executors stage the
+  files on the store and the driver publishes them (:mod:`ssm_spark.remote_dataset`).
 """
 
 from __future__ import annotations
@@ -51,8 +52,17 @@ def write_parquet_atomic(df: "DataFrame", path: str | os.PathLike, partition_by:
     """Write a Spark DataFrame as a zstd Parquet dataset folder at ``path`` (local or mounted paths).
 
     The dataset is written beside ``path`` under a temporary name and renamed over it when Spark
-    has committed every task; a previous dataset at ``path`` is removed only after that.
+    has committed every task; a previous dataset at ``path`` is removed only after that. A URL
+    (``s3://``, ``gs://``, ``abfss://``): written by the executors to the store and published, marker
+    last (:func:`ssm_spark.remote_dataset.write_dataset`; no folder shared with them).
     """
+    from ssm_spark import storage
+
+    if storage.is_remote(path):
+        from ssm_spark.remote_dataset import write_dataset
+
+        write_dataset(df, str(path), partition_by)
+        return
     path = Path(path).resolve()  # the executors write it: no path relative to the driver's folder
     with atomic_dir(path) as tmp:
         writer = df.write.mode("overwrite").option("compression", "zstd")

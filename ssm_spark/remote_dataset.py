@@ -35,7 +35,9 @@ the product's tiles (:mod:`ssm_spark.product.remote`), and Hadoop's S3A is not n
   raised on the driver as the store's :class:`~ssm_spark.errors.InputIOError` naming the object.
 
 The partition is held in memory (as Arrow) while its files are written: one Spark partition, as a
-Python stage holds its batch.
+Python stage holds its batch. Column types are Arrow's from Spark's (the features and matchups
+have none else): a timestamp column would be written as int64 microseconds (Spark's own writer
+writes INT96 by default).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ runs' tables (rows, columns, dtypes, row order), no dataset file ever under the 
 rewrites nothing, executors whose PUT the store refuses fail the run by the object's name and leave the
 published version and no ``_staging/``.
 
+The jobs' test (four runs, ~40 s) is marked long; ``make test`` runs the CLI paths against local runs in
+tests/test_object_storage.py (``features --output s3://``, ``matchups --output s3://`` then ``train`` from it).
 The suite's Spark session predates this module's server: its local-mode workers get the server's settings
 from :func:`ssm_spark.product.remote.share_environment`, as a run's do.
 """
@@ -11,7 +13,6 @@ from :func:`ssm_spark.product.remote.share_environment`, as a run's do.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -27,7 +28,7 @@ BUCKET = "ssm-datasets"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with s3server.serving(tmp_path_factory.mktemp("seaweedfs"), BUCKET) as srv:
+    with s3server.serving(tmp_path_factory.mktemp("seaweedfs"), BUCKET, kill=True) as srv:  # its data not kept
         yield srv
 
 
@@ -69,11 +70,10 @@ def _check_published(url: str) -> None:
     assert not any(k.startswith("_staging/") or k == "_LOCK.json" for k in objs)
 
 
+@pytest.mark.long  # ~40 s (four runs); in CI the same CLI paths run in tests/test_object_storage.py
 @pytest.mark.spark
 def test_features_and_matchups_published_by_the_executors(spark, s3, sim, tmp_path, monkeypatch, capsys):
     from ssm_spark.cli import main
-    from ssm_spark.errors import InputIOError
-    from ssm_spark.product import remote
 
     staging = tmp_path / "staging"
     staging.mkdir()
@@ -100,22 +100,54 @@ def test_features_and_matchups_published_by_the_executors(spark, s3, sim, tmp_pa
     assert all(k.startswith("date=") and k.endswith(".parquet") for k in _objects(furl) if k != storage.PUBLISHED)
 
     # what readers get (storage.local_copy, as train --matchups s3:// and validate read them): the local tables,
-    # rows in the same order, the same columns and dtypes (the date partition a category in both)
+    # the same columns and dtypes (the date partition a category in both); the features' rows in the same order
     fcopy, mcopy = storage.local_copy(furl, "feature table"), storage.local_copy(murl, "matchup table")
     ref = pd.read_parquet(tmp_path / "features")
     assert len(ref) == loc["pixels"]
     pd.testing.assert_frame_equal(pd.read_parquet(fcopy), ref)
-    pd.testing.assert_frame_equal(pd.read_parquet(mcopy), pd.read_parquet(tmp_path / "matchups.parquet"))
-    pd.testing.assert_frame_equal(spark.read.parquet(str(mcopy)).toPandas(),
-                                  spark.read.parquet(str(tmp_path / "matchups.parquet")).toPandas())
+    # the matchups come out of a shuffle, whose row order within a partition Spark does not promise (nor for its
+    # own writer): compared in the key's order
+    key = ["station_id", "date"]
+    for read in (pd.read_parquet, lambda p: spark.read.parquet(str(p)).toPandas()):
+        pd.testing.assert_frame_equal(read(mcopy).sort_values(key).reset_index(drop=True),
+                                      read(tmp_path / "matchups.parquet").sort_values(key).reset_index(drop=True))
 
-    # a repeat publishes the same files: not one object rewritten (same ETags and LastModified)
-    before = _objects(furl)
-    again = _run(main, capsys, ["features", *sets, *stacks, "--output", furl])
-    assert again["pixels"] == got["pixels"] and _objects(furl) == before
 
-    # executors whose secret the store refuses (a cluster without the store's settings): the run fails naming the
-    # object, the published version stays as it was, no staging prefix left
+
+@pytest.mark.spark
+def test_a_dataset_repeated_and_failed(spark, s3, tmp_path, monkeypatch):
+    """:func:`write_dataset` on a small DataFrame of several partitions and dates: the table Spark's own writer
+    gives (rows in order, dtypes), a repeat rewrites nothing, a refused check or executor PUT publishes nothing
+    and leaves the published version, no staging."""
+    import datetime as dt
+
+    from ssm_spark.errors import InputIOError
+    from ssm_spark.parquet import write_parquet_atomic
+    from ssm_spark.product import remote
+    from ssm_spark.remote_dataset import write_dataset
+
+    rows = [(i, f"s{i % 3}", dt.date(2024, 4, 1 + i % 4), float(i) / 7 if i % 5 else None, i % 2 == 0)
+            for i in range(40)]
+    df = spark.createDataFrame(rows, "id int, station string, date date, v double, ok boolean").repartition(3, "id")
+    url = f"s3://{BUCKET}/small"
+    res = write_dataset(df, url, ["date"], what="small table",
+                        stats=lambda t: {"rows": t.num_rows, "stations": t["station"].to_pylist()})
+    assert res["rows"] == 40 and res["stats"] == {"rows": 40, "stations": ["s0", "s1", "s2"]}
+    write_parquet_atomic(df, tmp_path / "local", ["date"])
+    # Spark's own files: part-<index>-<job uuid>.c000.zstd.parquet, one per task and date: the same tasks and dates
+    spark_files = sorted(f"{p.parent.name}/{p.name[:10]}.parquet" for p in (tmp_path / "local").glob("date=*/*.parquet"))
+    assert sorted(res["files"]) == spark_files and len(spark_files) > 4
+    copy = storage.local_copy(url, "small table")
+    pd.testing.assert_frame_equal(pd.read_parquet(copy), pd.read_parquet(tmp_path / "local"))
+    _check_published(url)
+    before = _objects(url)
+    write_parquet_atomic(df, url, ["date"])  # a URL: write_dataset's
+    assert _objects(url) == before  # the same files: not one object rewritten
+    # a check refusing the result: nothing published, the staged objects deleted
+    with pytest.raises(ValueError, match="refused"):
+        write_dataset(df.filter("id < 10"), url, ["date"], check=lambda r: (_ for _ in ()).throw(ValueError("refused")))
+    assert _objects(url) == before
+    # executors whose secret the store refuses (a cluster without the store's settings): the object named
     share = remote.share_environment
 
     def wrong_secret(spark_):
@@ -124,18 +156,13 @@ def test_features_and_matchups_published_by_the_executors(spark, s3, sim, tmp_pa
 
     monkeypatch.setattr(remote, "share_environment", wrong_secret)
     try:
-        with pytest.raises(InputIOError, match=rf"{murl}/_staging/[0-9a-f]{{8}}/part-\d{{5}}\.parquet: cannot write it "
-                                               r"from an executor \(the store's settings and credentials must be in "
-                                               r"the executors' environment\)") as exc:
-            from ssm_spark.config import load_config
-            from ssm_spark.pipeline import matchups_run
-
-            matchups_run(spark, load_config(overrides=SMALL), sim / "stacks", sim / "insitu", murl)
+        with pytest.raises(InputIOError, match=rf"{url}/_staging/[0-9a-f]{{8}}/date=2024-04-0\d/part-\d{{5}}\.parquet: "
+                                               r"cannot write it from an executor \(the store's settings and "
+                                               r"credentials must be in the executors' environment\)") as exc:
+            write_dataset(df, url, ["date"])
         assert s3.secret_key not in str(exc.value)
     finally:
         monkeypatch.setattr(remote, "share_environment", share)
         remote.share_environment(spark)  # the workers' environment the driver's again
-    after = _objects(murl)
-    _check_published(murl)
-    assert after and storage.local_copy(murl, "matchup table") == mcopy  # the same published version
-    assert not _objects(f"s3://{BUCKET}/run/matchups.parquet/_staging")
+    assert _objects(url) == before and storage.local_copy(url, "small table") == copy
+    assert not _objects(f"{url}/_staging")
