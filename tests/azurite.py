@@ -14,13 +14,13 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import socket
 import subprocess
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import emulator
 
 HOME = Path(os.environ.get("SSM_AZURITE_DIR", Path.home() / ".cache" / "ssm-spark" / "azurite"))
 BINARY = HOME / "node_modules" / ".bin" / "azurite-blob"
@@ -43,18 +43,7 @@ class AzuriteServer:
         return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        emulator.stop(self.proc)
 
 
 def start(folder: Path, timeout: float = 60.0) -> AzuriteServer:
@@ -62,7 +51,7 @@ def start(folder: Path, timeout: float = 60.0) -> AzuriteServer:
     if not BINARY.is_file():
         raise FileNotFoundError(f"{BINARY}: Azurite is missing; run bash scripts/setup.sh --test (it installs it)")
     folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = emulator.free_port()
     account = "ssm" + secrets.token_hex(4)
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     log = folder / "azurite.log"
@@ -72,17 +61,8 @@ def start(folder: Path, timeout: float = 60.0) -> AzuriteServer:
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=folder,
                             env={**os.environ, "AZURITE_ACCOUNTS": f"{account}:{key}"})
     srv = AzuriteServer(proc, f"http://127.0.0.1:{port}/{account}", account, key, log)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"azurite-blob exited with {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return srv
-        except OSError:
-            time.sleep(0.1)
-    srv.stop()
-    raise RuntimeError(f"azurite-blob did not listen on {port} within {timeout:.0f} s: {log.read_text()[-3000:]}")
+    emulator.wait_listening(proc, port, log, "azurite-blob", timeout)
+    return srv
 
 
 @contextmanager
@@ -92,17 +72,11 @@ def serving(folder: Path, container: str) -> Iterator[AzuriteServer]:
     from ssm_spark import storage
 
     srv = start(folder)
-    saved = {k: os.environ.get(k) for k in srv.env()}
-    os.environ.update(srv.env())
     try:
-        storage.filesystem(f"az://{container}").mkdir(container)
-        yield srv
+        with emulator.environ(srv.env()):
+            storage.filesystem(f"az://{container}").mkdir(container)
+            yield srv
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         srv.stop()
 
 

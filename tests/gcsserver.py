@@ -9,13 +9,13 @@ port, points ``STORAGE_EMULATOR_HOST`` (gcsfs) and GDAL's ``CPL_GS_ENDPOINT`` at
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import emulator
 
 BINARY = Path(os.environ.get("SSM_FAKE_GCS", Path.home() / ".cache" / "ssm-spark" / "go" / "fake-gcs-server"))
 
@@ -34,18 +34,7 @@ class GCSServer:
         return {**base, **gdal_env(base)}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        emulator.stop(self.proc)
 
 
 def start(folder: Path, timeout: float = 30.0) -> GCSServer:
@@ -54,24 +43,15 @@ def start(folder: Path, timeout: float = 30.0) -> GCSServer:
         raise FileNotFoundError(f"{BINARY}: the fake-gcs-server binary is missing; run bash scripts/setup.sh --test "
                                 "(it builds it)")
     folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = emulator.free_port()
     log = folder / "fake-gcs-server.log"
     cmd = [str(BINARY), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
            "-public-host", f"127.0.0.1:{port}", "-external-url", f"http://127.0.0.1:{port}",
            "-backend", "memory", "-log-level", "warn"]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=folder)
     srv = GCSServer(proc, f"http://127.0.0.1:{port}", log)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fake-gcs-server exited with {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return srv
-        except OSError:
-            time.sleep(0.1)
-    srv.stop()
-    raise RuntimeError(f"fake-gcs-server did not listen on {port} within {timeout:.0f} s: {log.read_text()[-3000:]}")
+    emulator.wait_listening(proc, port, log, "fake-gcs-server", timeout)
+    return srv
 
 
 @contextmanager
@@ -81,17 +61,11 @@ def serving(folder: Path, bucket: str) -> Iterator[GCSServer]:
     from ssm_spark import storage
 
     srv = start(folder)
-    saved = {k: os.environ.get(k) for k in srv.env()}
-    os.environ.update(srv.env())
     try:
-        storage.filesystem(f"gs://{bucket}").mkdir(bucket)
-        yield srv
+        with emulator.environ(srv.env()):
+            storage.filesystem(f"gs://{bucket}").mkdir(bucket)
+            yield srv
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         srv.stop()
 
 

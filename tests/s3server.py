@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import emulator
+
 WEED = Path(os.environ.get("SSM_WEED", Path.home() / ".cache" / "ssm-spark" / "go" / "weed"))
 
 
@@ -41,12 +43,7 @@ class S3Server:
         return {**base, **gdal_env(base)}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)  # its graceful stop can take 20 s; the data folder is thrown away anyway
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        emulator.stop(self.proc)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -84,18 +81,8 @@ def start(folder: Path, timeout: float = 60.0) -> S3Server:
            f"-master.port={master}", "-master.volumeSizeLimitMB=64", f"-volume.port={volume}", "-volume.max=20",
            "-filer", f"-filer.port={filer}", "-s3", f"-s3.port={s3}", f"-s3.config={cfg}"]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=folder)
-    srv = S3Server(proc, f"http://127.0.0.1:{s3}", ak, sk, log)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"weed exited with {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", s3), timeout=1):
-                return srv
-        except OSError:
-            time.sleep(0.3)
-    srv.stop()
-    raise RuntimeError(f"the S3 gateway did not listen on {s3} within {timeout:.0f} s: {log.read_text()[-3000:]}")
+    emulator.wait_listening(proc, s3, log, "weed (the S3 gateway)", timeout, poll=0.3)
+    return S3Server(proc, f"http://127.0.0.1:{s3}", ak, sk, log)
 
 
 @contextmanager
@@ -105,30 +92,27 @@ def serving(folder: Path, bucket: str, *, kill: bool = False) -> Iterator[S3Serv
     from ssm_spark import storage
 
     srv = start(folder)
-    saved = {k: os.environ.get(k) for k in srv.env()}
-    os.environ.update(srv.env())
     try:
-        fs = storage.filesystem(f"s3://{bucket}")
-        for attempt in range(60):  # the gateway listens before the filer behind it is ready
-            try:
-                fs.mkdir(bucket)
-                break
-            except Exception:  # noqa: BLE001 - retried, the last one raised
-                if attempt == 59:
-                    raise
-                time.sleep(0.5)
-        yield srv
+        with emulator.environ(srv.env()):
+            _make_bucket(storage.filesystem(f"s3://{bucket}"), bucket)
+            yield srv
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if kill:  # no graceful stop (5 s and more)
             srv.proc.kill()
             srv.proc.wait(10)
         else:
             srv.stop()
+
+
+def _make_bucket(fs, bucket: str) -> None:
+    for attempt in range(60):  # the gateway listens before the filer behind it is ready
+        try:
+            fs.mkdir(bucket)
+            return
+        except Exception:  # noqa: BLE001 - retried, the last one raised
+            if attempt == 59:
+                raise
+            time.sleep(0.5)
 
 
 def available() -> bool:
