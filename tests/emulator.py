@@ -1,6 +1,6 @@
 """What the tests' store servers share (SeaweedFS ``s3server``, fake-gcs-server ``gcsserver``, Azurite
 ``azurite``): a free loopback port, waiting for a started process to listen, stopping it, and its
-settings in ``os.environ`` for the length of a block."""
+settings in ``os.environ`` for the length of a block; and runs racing for a store's lock."""
 
 from __future__ import annotations
 
@@ -58,3 +58,26 @@ def environ(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def race_lock(url: str, n: int, conditional: bool) -> list:
+    """``n`` runs taking the lock of ``url`` at once: the ones that got it (the others refused, naming it)."""
+    import concurrent.futures as cf
+    import threading
+
+    from ssm_spark.errors import InputError
+    from ssm_spark.storage import RemoteLock
+
+    barrier = threading.Barrier(n)
+
+    def take(i):
+        lk = RemoteLock(url, f"run {i}", conditional=conditional)
+        barrier.wait()
+        try:
+            return lk.acquire()
+        except InputError as exc:
+            assert "is in use by another run" in str(exc)
+            return None
+
+    with cf.ThreadPoolExecutor(n) as ex:
+        return [g for g in ex.map(take, range(n)) if g is not None]

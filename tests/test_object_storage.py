@@ -23,14 +23,12 @@ every date and rewrites none of the product's or the simulation's objects.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -38,6 +36,7 @@ import pytest
 from ssm_spark import storage
 from ssm_spark.errors import InputError, InputIOError
 
+import emulator
 import s3server
 from regions import trained_region
 
@@ -157,23 +156,7 @@ def test_wrong_credentials_are_named_not_shown(s3, monkeypatch):
     assert s3.secret_key[:6] not in str(exc.value)
 
 
-def _race(url: str, n: int, conditional: bool) -> list:
-    """``n`` runs taking the lock of ``url`` at once: the ones that got it (the others refused, naming it)."""
-    from ssm_spark.product.remote import RemoteLock
-
-    barrier = threading.Barrier(n)
-
-    def take(i):
-        lk = RemoteLock(url, f"run {i}", conditional=conditional)
-        barrier.wait()
-        try:
-            return lk.acquire()
-        except InputError as exc:
-            assert "is in use by another run" in str(exc)
-            return None
-
-    with cf.ThreadPoolExecutor(n) as ex:
-        return [g for g in ex.map(take, range(n)) if g is not None]
+_race = emulator.race_lock
 
 
 def test_delete_one_object(s3):

@@ -15,11 +15,9 @@ queries reading stacks by URL through GDAL equal to the local stacks. Long (``ma
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from ssm_spark import storage
 from ssm_spark.errors import InputError, InputIOError
 
 import azurite
+import emulator
 import gcsserver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,20 +225,7 @@ def test_errors_name_the_url_and_the_cause(store, monkeypatch):
     assert key not in str(exc.value) and wrong not in str(exc.value)
 
 
-def _race(url: str, n: int, conditional: bool) -> list:
-    barrier = threading.Barrier(n)
-
-    def take(i):
-        lk = storage.RemoteLock(url, f"run {i}", conditional=conditional)
-        barrier.wait()
-        try:
-            return lk.acquire()
-        except InputError as exc:
-            assert "is in use by another run" in str(exc)
-            return None
-
-    with cf.ThreadPoolExecutor(n) as ex:
-        return [g for g in ex.map(take, range(n)) if g is not None]
+_race = emulator.race_lock
 
 
 def test_lock(store, monkeypatch, caplog):
