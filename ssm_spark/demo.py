@@ -39,16 +39,17 @@ def holdout_stations(station_ids, fraction: float) -> list[str]:
     return out
 
 
-def _oof_vs_truth(output: Path, grid) -> dict:
+def _oof_vs_truth(output: Path, grid, matchups: Path | None = None) -> dict:
     """Cross-validated estimates at the stations against the simulated truth of their cells (and the
-    stations' own in-situ readings against that truth: the floor set by representativeness error)."""
+    stations' own in-situ readings against that truth: the floor set by representativeness error).
+    ``matchups``: the matchup table (default ``output/matchups.parquet``)."""
     import pandas as pd
 
     from ssm_spark.sources.simulate import truth_table
     from ssm_spark.validation import metrics
 
     oof = pd.read_parquet(output / "models" / "oof_predictions.parquet")
-    cells = pd.read_parquet(output / "matchups.parquet", columns=["station_id", "date", "row", "col"])
+    cells = pd.read_parquet(matchups or output / "matchups.parquet", columns=["station_id", "date", "row", "col"])
     truth = truth_table(output / "sim", grid, cells=set(zip(cells["row"], cells["col"])))
     if not {"row", "col"} <= set(oof.columns):
         oof = oof.merge(cells, on=["station_id", "date"])
@@ -96,7 +97,12 @@ def _run_demo_remote(cfg: Config, url: str, hook) -> dict:
 
     - ``sim/`` (stacks, static, insitu, truth, simulation.json): published whole after simulating
       (:func:`ssm_spark.storage.publish`: files PUT, leftovers deleted, ``_PUBLISHED.json`` last);
-    - ``features/``, ``matchups.parquet``, ``models/``: each published when its job is done;
+    - ``features/``, ``matchups.parquet``: Spark datasets written by the executors straight to the store
+      (their stacks read there, ``<url>/sim/stacks``), staged under each one's ``_staging/`` prefix and
+      published by the driver, marker last (:mod:`ssm_spark.remote_dataset`): nothing of them in the
+      staging folder; training reads the published matchups through the read cache
+      (:func:`ssm_spark.storage.local_copy`);
+    - ``models/``: published when trained;
     - ``product/``: :func:`~ssm_spark.product.produce.produce` with ``output=<url>/product``, its
       stacks read from the store (``<url>/sim/stacks``, GDAL ``/vsis3/``) and its registry from
       ``<url>/models``: each date published with its marker last under the product's own lock, the
@@ -108,9 +114,9 @@ def _run_demo_remote(cfg: Config, url: str, hook) -> dict:
 
     A re-run recomputes every part but the product in its staging folder (all deterministic) and
     publishes it again: a part whose files are byte-identical to the published ones is not rewritten
-    (``sim/``: the simulator's files are), one whose bytes differ only by names or times is replaced
-    by the same content (``features/`` and ``matchups.parquet``: Spark's part-file names carry a job
-    id; ``models/``: ``manifest.json``'s ``created_utc`` and ``report.html``; the validation reports).
+    (``sim/``: the simulator's files are; ``features/`` and ``matchups.parquet``: their files' names
+    and bytes are deterministic), one whose bytes differ only by times is replaced by the same
+    content (``models/``: ``manifest.json``'s ``created_utc`` and ``report.html``; the validation reports).
     The product's dates are skipped (the same manifest id, product hash and input objects: the stacks
     were not rewritten, so their ``LastModified`` times are those the markers hold), so a re-run does
     not change the product; a run interrupted in ``produce`` resumes it from its first date without a
@@ -191,17 +197,23 @@ def _run_demo(cfg: Config, output: Path, store: "_Store | None", hook) -> dict:
         "sedona_check": sedona_selfcheck(spark, grid, tiles),
         "simulate": {"seconds": round(t_sim, 1), **sim.to_dict()},
     }
-    stacks, insitu = output / "sim" / "stacks", output / "sim" / "insitu"
-    summary["features"] = features_run(spark, cfg, stacks, output / "features")
-    if store:
-        store.publish(output / "features", "feature table")
-    summary["matchups"] = matchups_run(spark, cfg, stacks, insitu, output / "matchups.parquet")
-    if store:
-        store.publish(output / "matchups.parquet", "matchup table")
-    ids = pd.read_parquet(output / "matchups.parquet", columns=["station_id"])["station_id"].unique()
+    stacks, insitu, matchups = output / "sim" / "stacks", output / "sim" / "insitu", output / "matchups.parquet"
+    if store:  # no folder shared with the executors: they read the stacks from the store and stage both datasets
+        # there (ssm_spark.remote_dataset: published, marker last); training reads the published matchups' copy
+        store.lock.check()
+        summary["features"] = features_run(spark, cfg, store.url_of(stacks), store.url_of(output / "features"))
+        store.lock.check()
+        summary["matchups"] = matchups_run(spark, cfg, store.url_of(stacks), insitu, store.url_of(matchups))
+        from ssm_spark import storage
+
+        matchups = storage.local_copy(store.url_of(matchups), "matchup table")  # the read cache, checked
+    else:
+        summary["features"] = features_run(spark, cfg, stacks, output / "features")
+        summary["matchups"] = matchups_run(spark, cfg, stacks, insitu, matchups)
+    ids = pd.read_parquet(matchups, columns=["station_id"])["station_id"].unique()
     held = holdout_stations(ids, cfg.demo.holdout_stations)
-    summary["train"] = train_run(spark, cfg, output / "matchups.parquet", output / "models", exclude_stations=held)
-    summary["train"]["vs_truth"] = _oof_vs_truth(output, grid)
+    summary["train"] = train_run(spark, cfg, matchups, output / "models", exclude_stations=held)
+    summary["train"]["vs_truth"] = _oof_vs_truth(output, grid, matchups)
     if store:
         store.publish(output / "models", "model registry")
     if cfg.demo.produce:
