@@ -29,7 +29,8 @@ the product's tiles (:mod:`ssm_spark.product.remote`), and Hadoop's S3A is not n
   files, a dead run's ``_staging/``), the marker PUT last, in :func:`ssm_spark.storage.publish`'s
   format (every file's size and MD5, the MD5s the tasks'), so :func:`ssm_spark.storage.local_copy`
   and :func:`ssm_spark.storage.download` read it as any published folder. Then the staging prefix
-  is deleted. A version whose files (sizes and MD5s) equal the published marker's rewrites nothing.
+  is deleted. A version whose files (sizes and MD5s) equal the published marker's rewrites nothing
+  (the ``_staging/`` prefixes, its own and a killed run's, are deleted all the same).
 - **a failure** before publishing (a task's PUT refused, a check failing, the job failing) deletes
   the staging prefix and leaves the published version as it was; an executor's store error is
   raised on the driver as the store's :class:`~ssm_spark.errors.InputIOError` naming the object.
@@ -248,6 +249,7 @@ def _publish(url: str, staging: str, files: dict[str, dict], lock: "storage.Remo
     raw = storage.read_bytes(f"{url}/{storage.PUBLISHED}")
     if raw is not None and json.loads(raw).get("files") == marker["files"]:
         log.info("%s: the published %s has the same files: nothing rewritten", url, what)
+        _drop(f"{url}/{STAGING}")  # ours and a killed run's (this run holds the lock: no other is live)
         return json.loads(raw)
     lock.check()
     storage.delete(f"{url}/{storage.PUBLISHED}")

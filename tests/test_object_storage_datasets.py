@@ -141,8 +141,9 @@ def test_a_dataset_repeated_and_failed(spark, s3, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(pd.read_parquet(copy), pd.read_parquet(tmp_path / "local"))
     _check_published(url)
     before = _objects(url)
+    storage.write_bytes(f"{url}/_staging/0badc0de/date=2024-04-01/part-00000.parquet", b"a killed run's")
     write_parquet_atomic(df, url, ["date"])  # a URL: write_dataset's
-    assert _objects(url) == before  # the same files: not one object rewritten
+    assert _objects(url) == before  # the same files: not one object rewritten, the killed run's staging deleted
     # a check refusing the result: nothing published, the staged objects deleted
     with pytest.raises(ValueError, match="refused"):
         write_dataset(df.filter("id < 10"), url, ["date"], check=lambda r: (_ for _ in ()).throw(ValueError("refused")))
