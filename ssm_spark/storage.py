@@ -496,9 +496,11 @@ def delete(url: str) -> None:
 COPY_TIMEOUT_S = 600.0
 
 
-def copy(src: str, dst: str) -> None:
+def copy(src: str, dst: str, fs: Any = None) -> None:
     """Copy one object to another key of the same store, server-side (no bytes through this machine):
-    S3's CopyObject (s3fs), GCS's rewrite (gcsfs, looped until done), Azure's Copy Blob (adlfs).
+    S3's CopyObject (one request: s3fs's ``copy`` would HEAD the source first; objects up to 5 GB),
+    GCS's rewrite (gcsfs, looped until done), Azure's Copy Blob (adlfs). ``fs``: the store's
+    filesystem when the caller holds one (else :func:`filesystem`).
 
     adlfs returns as soon as Azure has accepted the copy; Azure documents copies as asynchronous (a
     copy within one account is normally complete by then, and always on Azurite), so on ``abfss://``
@@ -516,9 +518,14 @@ def copy(src: str, dst: str) -> None:
     protocol = SCHEMES[_scheme(src)][0]
     if SCHEMES[_scheme(dst)][0] != protocol:
         raise InputError(f"{src} -> {dst}: a server-side copy stays within one store")
-    fs = filesystem(dst)
+    fs = fs if fs is not None else filesystem(dst)
     try:
-        fs.copy(fs_path(src), fs_path(dst))
+        if protocol == "s3":
+            sb, sk = fs_path(src).split("/", 1)
+            db, dk = fs_path(dst).split("/", 1)
+            fs.call_s3("copy_object", Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk})
+        else:
+            fs.copy(fs_path(src), fs_path(dst))
     except FileNotFoundError:
         raise InputIOError(f"{src}: no such object to copy to {dst}") from None
     except Exception as exc:  # noqa: BLE001 - the store's errors, named in ours

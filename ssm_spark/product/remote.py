@@ -122,7 +122,7 @@ def share_environment(spark: Any) -> list[str]:
         sc.environment.pop(k)  # unset since: back to the JVM's own
         names.append(k)
     if names:
-        log.info("produce: local mode: the store's settings %s passed to the Python workers' environment",
+        log.info("local mode: the store's settings %s passed to the Python workers' environment",
                  ", ".join(names))
     return names
 
@@ -305,18 +305,10 @@ class RemoteOutput:
                 p.unlink()
 
     def _copy(self, src: str, rel: str) -> None:
-        """A server-side copy of the object ``src`` (``bucket/key``) to ``rel``'s key: on S3 one
-        ``CopyObject`` (s3fs's ``copy`` would HEAD the source first; objects up to 5 GB), elsewhere
-        :func:`ssm_spark.storage.copy` (GCS's rewrite; Azure's Copy Blob, waited for until Azure reports
-        it complete: adlfs returns once the copy is accepted, and a marker must not land before it)."""
-        dst = self._key(rel)
-        if hasattr(self.fs, "call_s3"):
-            sb, sk = src.split("/", 1)
-            db, dk = dst.split("/", 1)
-            self._call(f"copy {rel}", lambda: self.fs.call_s3("copy_object", Bucket=db, Key=dk,
-                                                               CopySource={"Bucket": sb, "Key": sk}))
-        else:  # src is under this product's root: its URL is the product's URL with the same tail
-            storage.copy(self.url + src[len(self.root):], f"{self.url}/{rel}")
+        """A server-side copy of the object ``src`` (``bucket/key``, under this product's root) to ``rel``'s
+        key (:func:`ssm_spark.storage.copy`: S3's CopyObject; GCS's rewrite; Azure's Copy Blob, waited for
+        until Azure reports it complete, so that no marker lands before it)."""
+        storage.copy(self.url + src[len(self.root):], f"{self.url}/{rel}", self.fs)
 
     def _old_agg(self, date: str, aggregates: Sequence[str]) -> list[str]:
         """The date's component prefixes of aggregate grids on the store but no longer configured."""
