@@ -94,7 +94,7 @@ def test_gdal_settings_follow_the_endpoint_but_keep_the_users(monkeypatch):
     must not go on talking to the first one); a setting the user made stays."""
     for k in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setattr(storage, "_applied_gdal", {})
+    monkeypatch.setattr(storage.settings, "_applied_gdal", {})
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:8333")
     assert storage.apply_gdal_env()["AWS_S3_ENDPOINT"] == "127.0.0.1:8333"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://minio.example:9000")
@@ -178,7 +178,7 @@ def test_lock_on_the_store(s3, caplog, monkeypatch):
     from ssm_spark import storage as S
     from ssm_spark.product.remote import RemoteLock
 
-    monkeypatch.setattr(S, "VERIFY_WAIT_S", 1.0)  # write-then-verify's wait (2 s): the racing writes are ms apart
+    monkeypatch.setattr(S.lock, "VERIFY_WAIT_S", 1.0)  # write-then-verify's wait (2 s): the racing writes are ms apart
     url = f"s3://{BUCKET}/locked"
     lock_url = f"{url}/_LOCK.json"
     a = RemoteLock(url, "produce A")

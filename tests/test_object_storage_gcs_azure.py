@@ -48,7 +48,7 @@ def test_urls_gdal_paths_and_settings(monkeypatch):
               "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "STORAGE_EMULATOR_HOST", "CPL_GS_ENDPOINT",
               "GS_NO_SIGN_REQUEST", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setattr(storage, "_applied_gdal", {})
+    monkeypatch.setattr(storage.settings, "_applied_gdal", {})
     url = "abfss://cont@acct.dfs.core.windows.net/k/x.tif"
     assert storage.gdal_path("gs://b/k/x.tif") == "/vsigs/b/k/x.tif" and storage.url_of("/vsigs/b/k") == "gs://b/k"
     assert storage.gdal_path(url) == "/vsiadls/cont/k/x.tif" and storage.gdal_path("az://cont/k") == "/vsiaz/cont/k"
@@ -233,7 +233,7 @@ def test_lock(store, monkeypatch, caplog):
     refused naming it; a stale lock is taken over, a broken one too, and the old holder finds out."""
     import socket
 
-    monkeypatch.setattr(storage, "VERIFY_WAIT_S", 30.0)  # write-then-verify's wait: a conditional acquire has none
+    monkeypatch.setattr(storage.lock, "VERIFY_WAIT_S", 30.0)  # write-then-verify's wait: a conditional acquire has none
     url = f"{store}/locked"
     lock_url = f"{url}/_LOCK.json"
     a = storage.RemoteLock(url, "produce A")
@@ -268,7 +268,7 @@ def test_lock(store, monkeypatch, caplog):
     with storage.RemoteLock(url, stale_after=1.0) as c:
         assert json.loads(storage.read_bytes(lock_url))["token"] == c.token
     assert "not refreshed for" in caplog.text and storage.read_bytes(lock_url) is None
-    monkeypatch.setattr(storage, "VERIFY_WAIT_S", 0.5)
+    monkeypatch.setattr(storage.lock, "VERIFY_WAIT_S", 0.5)
     v = storage.RemoteLock(url, "verify A", conditional=False).acquire()  # write-then-verify
     with pytest.raises(InputError, match="in use by another verify A"):
         storage.RemoteLock(url, "verify B", conditional=False).acquire()
