@@ -1,6 +1,7 @@
 """What the tests' store servers share (SeaweedFS ``s3server``, fake-gcs-server ``gcsserver``, Azurite
 ``azurite``): a free loopback port, waiting for a started process to listen, stopping it, and its
-settings in ``os.environ`` for the length of a block; and runs racing for a store's lock."""
+settings in ``os.environ`` for the length of a block; runs racing for a store's lock; and executors
+given a secret the store refuses."""
 
 from __future__ import annotations
 
@@ -81,3 +82,23 @@ def race_lock(url: str, n: int, conditional: bool) -> list:
 
     with cf.ThreadPoolExecutor(n) as ex:
         return [g for g in ex.map(take, range(n)) if g is not None]
+
+
+@contextmanager
+def executors_with_a_wrong_secret(spark, monkeypatch) -> Iterator[None]:
+    """While the block runs, the local Python workers get the store's settings with a secret it refuses
+    (a cluster whose executors lack the store's credentials); after it, the driver's settings again."""
+    from ssm_spark.product import remote
+
+    share = remote.share_environment
+
+    def wrong_secret(spark_):
+        share(spark_)
+        spark_.sparkContext.environment["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+
+    monkeypatch.setattr(remote, "share_environment", wrong_secret)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(remote, "share_environment", share)
+        share(spark)  # the workers' environment the driver's again

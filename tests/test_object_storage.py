@@ -447,24 +447,12 @@ def test_tiles_staged_on_the_store_not_in_the_drivers_folder(spark, s3, small, t
         produce(spark, cfg, models, root / "sim" / "stacks", None, D1, D1, url, force=True)
     assert _listing(url) == before  # the committed date as it was, its staging prefix deleted
     # executors whose credentials the store refuses (a cluster without them): the store's error, by name
-    from ssm_spark.product import remote
-
-    share = remote.share_environment
-
-    def wrong_secret(spark_):
-        share(spark_)
-        spark_.sparkContext.environment["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
-
-    monkeypatch.setattr(remote, "share_environment", wrong_secret)
-    try:
+    with emulator.executors_with_a_wrong_secret(spark, monkeypatch):
         with pytest.raises(InputIOError, match=rf"{url}/_staging/{D1}\.[0-9a-f]{{8}}/parquet/date={D1}/ease2_1km_\d+_\d+"
                                                r"\.parquet: cannot write it from an executor \(the store's settings "
                                                r"and credentials must be in the executors' environment\)") as exc:
             produce(*args, force=True)
         assert s3.secret_key not in str(exc.value)
-    finally:
-        monkeypatch.undo()
-        remote.share_environment(spark)  # the workers' environment the driver's again
     assert _listing(url) == before
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from ssm_spark import storage
 
+import emulator
 import s3server
 
 SMALL = ["region.size_km=[32, 32]", "grid.tile_size=16", "simulate.n_stations=6", "simulate.end=2024-04-14",
@@ -123,7 +124,6 @@ def test_a_dataset_repeated_and_failed(spark, s3, tmp_path, monkeypatch):
 
     from ssm_spark.errors import InputIOError
     from ssm_spark.parquet import write_parquet_atomic
-    from ssm_spark.product import remote
     from ssm_spark.remote_dataset import write_dataset
 
     rows = [(i, f"s{i % 3}", dt.date(2024, 4, 1 + i % 4), float(i) / 7 if i % 5 else None, i % 2 == 0)
@@ -149,21 +149,11 @@ def test_a_dataset_repeated_and_failed(spark, s3, tmp_path, monkeypatch):
         write_dataset(df.filter("id < 10"), url, ["date"], check=lambda r: (_ for _ in ()).throw(ValueError("refused")))
     assert _objects(url) == before
     # executors whose secret the store refuses (a cluster without the store's settings): the object named
-    share = remote.share_environment
-
-    def wrong_secret(spark_):
-        share(spark_)
-        spark_.sparkContext.environment["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
-
-    monkeypatch.setattr(remote, "share_environment", wrong_secret)
-    try:
+    with emulator.executors_with_a_wrong_secret(spark, monkeypatch):
         with pytest.raises(InputIOError, match=rf"{url}/_staging/[0-9a-f]{{8}}/date=2024-04-0\d/part-\d{{5}}\.parquet: "
                                                r"cannot write it from an executor \(the store's settings and "
                                                r"credentials must be in the executors' environment\)") as exc:
             write_dataset(df, url, ["date"])
         assert s3.secret_key not in str(exc.value)
-    finally:
-        monkeypatch.setattr(remote, "share_environment", share)
-        remote.share_environment(spark)  # the workers' environment the driver's again
     assert _objects(url) == before and storage.local_copy(url, "small table") == copy
     assert not _objects(f"{url}/_staging")
