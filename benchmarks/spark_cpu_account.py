@@ -48,6 +48,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench_produce_memory import _cmdline  # a process's command line from /proc, as the memory benchmark reads it
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -89,14 +91,6 @@ def _children(pid: int) -> list[int]:
     except OSError:
         pass
     return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 class Tree:
