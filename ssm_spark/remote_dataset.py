@@ -15,7 +15,7 @@ the product's tiles (:mod:`ssm_spark.product.remote`), and Hadoop's S3A is not n
   columns left out of the files and named by the folders. Each file is PUT under the run's
   *staging prefix* ``<url>/_staging/<8 hex>/`` with :func:`ssm_spark.storage.filesystem` and the
   executor's own environment (nothing of the credentials in a task's closure; in local mode the
-  driver's store settings are passed to the workers, :func:`ssm_spark.product.remote.share_environment`).
+  driver's store settings are passed to the workers, :func:`ssm_spark.spark.share_store_environment`).
   One PUT is atomic per object, and a retried task PUTs the same rows to the same key. Each task
   returns one summary per file: key, size, rows, MD5 of its bytes, and optional counts
   (``stats``: a picklable function of the file's Arrow table giving ints, summed on the driver, or
@@ -316,11 +316,11 @@ def write_dataset(df: "DataFrame", url: str, partition_by: Sequence[str] | None 
     InputError
         The URL is held by another run (:class:`ssm_spark.storage.RemoteLock`).
     """
-    from ssm_spark.product.remote import share_environment
+    from ssm_spark.spark import share_store_environment
 
     url = storage.url_of(str(url)).rstrip("/")
     partition_by = list(partition_by or [])
-    share_environment(df.sparkSession)  # local mode: the workers get this environment's store settings
+    share_store_environment(df.sparkSession)  # local mode: the workers get this environment's store settings
     staging = f"{url}/{STAGING}/{secrets.token_hex(4)}"
     t0 = time.perf_counter()
     with storage.RemoteLock(url, f"writing the {what}") as lock:

@@ -232,3 +232,28 @@ def sedona_selfcheck(spark: "SparkSession", grid, tiles: list[tuple[int, int]]) 
     if own != len(rows) or len(hits) != len(rows) or result["rasters_match"] != len(rows):
         raise SparkSetupError(f"Sedona self-check disagrees with grid {grid.name}: {result}")
     return result
+
+
+#: The environment variables of the stores' clients passed to local-mode workers (:func:`share_store_environment`).
+_STORE_ENV = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GS_", "CPL_GS_", "AZURE_STORAGE_")
+
+
+def share_store_environment(spark: "SparkSession") -> list[str]:
+    """In local mode, the store's settings of the driver's environment into the Python workers' (see the
+    docs/commit.md section 8: a store written by the executors); returns the names set (their values are never logged). Elsewhere: nothing."""
+    sc = spark.sparkContext
+    if not str(sc.master).startswith("local"):
+        return []
+    jvm = sc._jvm.System.getenv()  # what the workers start with
+    names = []
+    for k, v in sorted(os.environ.items()):
+        if k.startswith(_STORE_ENV) and v != (sc.environment.get(k) or jvm.get(k)):
+            sc.environment[k] = v
+            names.append(k)
+    for k in [k for k in sc.environment if k.startswith(_STORE_ENV) and k not in os.environ]:
+        sc.environment.pop(k)  # unset since: back to the JVM's own
+        names.append(k)
+    if names:
+        log.info("local mode: the store's settings %s passed to the Python workers' environment",
+                 ", ".join(names))
+    return names

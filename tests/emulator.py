@@ -88,17 +88,17 @@ def race_lock(url: str, n: int, conditional: bool) -> list:
 def executors_with_a_wrong_secret(spark, monkeypatch) -> Iterator[None]:
     """While the block runs, the local Python workers get the store's settings with a secret it refuses
     (a cluster whose executors lack the store's credentials); after it, the driver's settings again."""
-    from ssm_spark.product import remote
+    from ssm_spark import spark as S
 
-    share = remote.share_environment
+    share = S.share_store_environment
 
     def wrong_secret(spark_):
         share(spark_)
         spark_.sparkContext.environment["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
 
-    monkeypatch.setattr(remote, "share_environment", wrong_secret)
+    monkeypatch.setattr(S, "share_store_environment", wrong_secret)
     try:
         yield
     finally:
-        monkeypatch.setattr(remote, "share_environment", share)
+        monkeypatch.setattr(S, "share_store_environment", share)
         share(spark)  # the workers' environment the driver's again

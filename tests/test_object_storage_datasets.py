@@ -7,7 +7,7 @@ published version and no ``_staging/``.
 The jobs' test (four runs, ~40 s) is marked long; ``make test`` runs the CLI paths against local runs in
 tests/test_object_storage.py (``features --output s3://``, ``matchups --output s3://`` then ``train`` from it).
 The suite's Spark session predates this module's server: its local-mode workers get the server's settings
-from :func:`ssm_spark.product.remote.share_environment`, as a run's do.
+from :func:`ssm_spark.spark.share_store_environment`, as a run's do.
 """
 
 from __future__ import annotations

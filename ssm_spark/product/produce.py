@@ -183,10 +183,11 @@ def _produce_remote(spark: "SparkSession", cfg: "Config", models, stacks, region
     import tempfile
 
     from ssm_spark.product.files import OutputLock, ensure_writable
-    from ssm_spark.product.remote import RemoteLock, RemoteOutput, share_environment
+    from ssm_spark.product.remote import RemoteLock, RemoteOutput
+    from ssm_spark.spark import share_store_environment
 
     remote = RemoteOutput(url, Path("."))
-    share_environment(spark)  # local mode: the workers see the store's settings of this environment
+    share_store_environment(spark)  # local mode: the workers see the store's settings of this environment
     base = staging_dir or os.environ.get("SSM_STAGING_DIR")
     tmp = None if base else tempfile.mkdtemp(prefix="ssm-produce-")
     try:

@@ -40,7 +40,7 @@ dead run's. Readers never list ``_staging/``: they start from ``parquet/`` and t
 In local mode (``local[n]``) the executors are this machine's Python workers, started with the
 Spark JVM's environment: where the store's settings (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``,
 ``STORAGE_EMULATOR_HOST``, ``AZURE_STORAGE_*``, GDAL's ``GS_*``) changed in the driver's environment
-since (a notebook, the tests), they are set in the workers' environment (:func:`share_environment`,
+since (a notebook, the tests), they are set in the workers' environment (:func:`ssm_spark.spark.share_store_environment`,
 ``SparkContext.environment``, what ``spark.executorEnv.*`` sets), never logged. On a cluster the executors need them in their own
 environment (``spark.executorEnv.*``, the cluster's configuration, an instance profile).
 
@@ -80,7 +80,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,38 +94,13 @@ from ssm_spark.storage import RemoteLock  # noqa: F401 - the product's lock live
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RemoteOutput", "RemoteLock", "STAGING", "share_environment"]
+__all__ = ["RemoteOutput", "RemoteLock", "STAGING"]
 
 _STAC = "stac"
 #: The run's staging prefixes on the store: ``<url>/_staging/<date>.<8 hex>/`` (never read as product data).
 STAGING = "_staging"
 #: Server-side copies at once while a date is published.
 COPY_THREADS = 8
-#: The environment variables of the stores' clients passed to local-mode workers (:func:`share_environment`).
-_STORE_ENV = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GS_", "CPL_GS_", "AZURE_STORAGE_")
-
-
-def share_environment(spark: Any) -> list[str]:
-    """In local mode, the store's settings of the driver's environment into the Python workers' (see the
-    module docstring); returns the names set (their values are never logged). Elsewhere: nothing."""
-    sc = spark.sparkContext
-    if not str(sc.master).startswith("local"):
-        return []
-    jvm = sc._jvm.System.getenv()  # what the workers start with
-    names = []
-    for k, v in sorted(os.environ.items()):
-        if k.startswith(_STORE_ENV) and v != (sc.environment.get(k) or jvm.get(k)):
-            sc.environment[k] = v
-            names.append(k)
-    for k in [k for k in sc.environment if k.startswith(_STORE_ENV) and k not in os.environ]:
-        sc.environment.pop(k)  # unset since: back to the JVM's own
-        names.append(k)
-    if names:
-        log.info("local mode: the store's settings %s passed to the Python workers' environment",
-                 ", ".join(names))
-    return names
-
-
 @dataclass
 class RemoteOutput:
     """The store side of a product run (see the module docstring)."""
