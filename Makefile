@@ -13,7 +13,7 @@ demo: setup
 # the tests also need their S3 server (SeaweedFS, built once with go): setup.sh --test
 test:
 	@bash scripts/setup.sh --test
-	$(PY) -m pytest -m "not long"
+	$(PY) -m pytest -m "not long" --durations=25
 
 # the tests that take minutes each (pytest.ini: long), left out of `make test`
 test-long:

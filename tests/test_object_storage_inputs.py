@@ -79,6 +79,7 @@ def _child(runs: list[list[str]], s3) -> None:
 
 
 @pytest.mark.spark
+@pytest.mark.long  # a child JVM, 60-100 s on 2 cores: `make test-long`
 def test_features_and_matchups_read_stacks_and_insitu_by_url(spark, s3, sim, tmp_path, monkeypatch, capsys):
     from ssm_spark.cli import main
 

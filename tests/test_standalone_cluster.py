@@ -178,6 +178,7 @@ def test_produce_on_the_cluster_equals_local_mode(cluster, region, url):
     print(f"cluster run {time.perf_counter() - t0:.1f} s")
 
 
+@pytest.mark.long  # ~45-60 s on 2 cores: `make test-long`; the suite's CI time (docs/pipeline.md)
 def test_a_worker_then_the_driver_killed_mid_run_and_the_resumed_output_is_identical(cluster, region, url):
     """Two faults in one run: a node lost (worker 1 and its executor, SIGKILL) while the first date's
     tiles are being staged: the job goes on with the other worker and commits the date; then the
@@ -251,6 +252,7 @@ def test_a_stack_file_corrupted_mid_run_is_recorded_and_everything_else_complete
     assert all(D2 in k and (k.endswith(".vrt") or k.endswith(".png")) for k in differ), differ
 
 
+@pytest.mark.long  # ~45-60 s on 2 cores: `make test-long`; the suite's CI time (docs/pipeline.md)
 def test_two_runs_into_one_output_at_once_never_mix(cluster, region, url):
     """Two ``produce`` runs started together into the same folder: the output lock lets one in; the
     other finishes first (then the second skips every date) or is refused with exit 2 naming the
