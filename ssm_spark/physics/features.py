@@ -163,7 +163,9 @@ ratio_col, qc_col : str
                 f"coupled_features: incidence column {incidence_col!r} is missing; pass "
                 "nominal_incidence_deg to use a nominal angle"
             )
-        theta = np.full(n, float(nominal_incidence_deg))
+        # one value, broadcast against the rows by the kernels: their angle terms (cosines, the Oh
+        # angular factor) are then computed once, not once per row (the same values)
+        theta = np.full(1, float(nominal_incidence_deg))
     if is_frame:
         envs = data[env_col].to_numpy(dtype=object) if env_col in data.columns else None
     elif env_col in data:  # keys already factorized (EnvKeys) are used as they are

@@ -161,19 +161,27 @@ def inverse(
     vv = _f(vv_db)
     vh = _f(vh_db)
     t = _f(theta_deg)
-    vv, vh, t = np.broadcast_arrays(vv, vh, t)
-    missing = ~(np.isfinite(vv) & np.isfinite(vh) & np.isfinite(t))
+    lo, hi = INCIDENCE_VALID_DEG
+    # the terms of the angle alone are computed on the angle as given, then broadcast: a nominal
+    # angle (one value for every row) costs one sine and one cosine, not one per row (the same
+    # values: the functions are element-wise)
     ok_theta = (t > 0) & (t < 90)
     th = np.deg2rad(np.where(ok_theta, t, 45.0))
+    q_angle = _q_angle(th)
+    cos_term = 0.11 * np.cos(th) ** 2.2
+    incidence_bits = flag_where(np.isfinite(t) & ~((t >= lo) & (t <= hi)), QC.INCIDENCE_OUT_OF_RANGE)
+    vv, vh, t, ok_theta, q_angle, cos_term, incidence_bits = np.broadcast_arrays(
+        vv, vh, t, ok_theta, q_angle, cos_term, incidence_bits)
+    missing = ~(np.isfinite(vv) & np.isfinite(vh) & np.isfinite(t))
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         q = np.power(10.0, (vh - vv) / 10.0)
-        r = q / _q_angle(th)
+        r = q / q_angle
         solvable = ~missing & ok_theta & (r > 0) & (r < 1)
         r_ = np.where(solvable, r, 0.5)
         ks = (-np.log1p(-r_) / 1.3) ** (1.0 / 0.9)
         rough = 1.0 - np.exp(-0.32 * ks**1.8)
         sig_vh = np.power(10.0, np.where(solvable, vh, 0.0) / 10.0)
-        mv = (sig_vh / (0.11 * np.cos(th) ** 2.2 * rough)) ** (1.0 / 0.7)
+        mv = (sig_vh / (cos_term * rough)) ** (1.0 / 0.7)
         # rough underflows to 0 only for ks ~ 0 (q ~ 0): no finite answer then either.
         solvable &= np.isfinite(mv) & np.isfinite(ks)
         mv = np.where(solvable, mv, np.nan)
@@ -182,10 +190,9 @@ def inverse(
     outside = solvable & ~(
         (ks > KS_VALID[0]) & (ks < KS_VALID[1]) & (mv > MV_VALID[0]) & (mv < MV_VALID[1])
     )
-    lo, hi = INCIDENCE_VALID_DEG
     flags = (
         flag_where(missing, QC.MISSING_INPUT)
-        | flag_where(np.isfinite(t) & ~((t >= lo) & (t <= hi)), QC.INCIDENCE_OUT_OF_RANGE)
+        | incidence_bits
         | flag_where(outside, QC.OH_OUT_OF_RANGE)
         | flag_where(no_solution, QC.OH_OUT_OF_RANGE | QC.OH_NO_SOLUTION)
     )

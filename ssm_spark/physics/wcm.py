@@ -113,17 +113,25 @@ def linear_to_db(lin: npt.ArrayLike) -> np.ndarray | np.floating:
 
 def _check_params(A: np.ndarray, B: np.ndarray) -> None:
     for name, val in (("A", A), ("B", B)):
-        if np.any(val[np.isfinite(val)] < 0):
+        # NaN is never < 0: only an array with a value below 0 needs the finite ones picked out
+        # (-inf, not finite, is let through as before)
+        if np.any(val < 0) and np.any(val[np.isfinite(val)] < 0):
             raise InputError(
                 f"wcm: parameter '{name}' must be >= 0 (got min {np.nanmin(val):g}); "
                 "a negative value is unphysical (A is linear power, not dB)"
             )
 
 
-def _geometry(v: np.ndarray, theta_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """cos(theta) and the validity mask of (v, theta); invalid cos set to NaN."""
+def _angle_terms(theta_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos(theta) (NaN outside (0, 90) deg) and the validity mask of theta, in theta's own shape."""
     ok_theta = (theta_deg > 0.0) & (theta_deg < 90.0)
     cos_t = np.where(ok_theta, np.cos(np.deg2rad(np.where(ok_theta, theta_deg, 0.0))), np.nan)
+    return cos_t, ok_theta
+
+
+def _geometry(v: np.ndarray, theta_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cos(theta) and the validity mask of (v, theta); invalid cos set to NaN."""
+    cos_t, ok_theta = _angle_terms(theta_deg)
     ok_v = v >= 0.0
     return cos_t, ok_theta, ok_v
 
@@ -273,10 +281,16 @@ def inverse(
     a_ = _f(A)
     b_ = _f(B)
     _check_params(a_, b_)
-    s_, v_, t_, a_, b_ = np.broadcast_arrays(s_, v_, t_, a_, b_)
-    missing = ~(np.isfinite(s_) & np.isfinite(v_) & np.isfinite(t_) & np.isfinite(a_) & np.isfinite(b_))
-    cos_t, ok_theta, ok_v = _geometry(v_, t_)
     lo, hi = INCIDENCE_VALID_DEG
+    # what depends on the angle alone is computed on the angle as given, then broadcast: a nominal
+    # angle (one value for every row) costs one cosine, not one per row (the same values: the
+    # functions are element-wise)
+    cos_t, ok_theta = _angle_terms(t_)
+    incidence_bits = flag_where(np.isfinite(t_) & ~((t_ >= lo) & (t_ <= hi)), QC.INCIDENCE_OUT_OF_RANGE)
+    s_, v_, t_, a_, b_, cos_t, ok_theta, incidence_bits = np.broadcast_arrays(
+        s_, v_, t_, a_, b_, cos_t, ok_theta, incidence_bits)
+    ok_v = v_ >= 0.0
+    missing = ~(np.isfinite(s_) & np.isfinite(v_) & np.isfinite(t_) & np.isfinite(a_) & np.isfinite(b_))
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         t2 = np.where(ok_v & ok_theta, np.exp(-2.0 * b_ * v_ / cos_t), np.nan)
         veg = a_ * v_ * cos_t * (1.0 - t2)
@@ -286,7 +300,7 @@ def inverse(
         flags = (
             flag_where(missing, QC.MISSING_INPUT)
             | flag_where(~missing & ~ok_v, QC.VEGETATION_OUT_OF_RANGE)
-            | flag_where(np.isfinite(t_) & ~((t_ >= lo) & (t_ <= hi)), QC.INCIDENCE_OUT_OF_RANGE)
+            | incidence_bits
             | flag_where(dominated, QC.VEGETATION_DOMINATED)
         )
     return _out(np.asarray(soil_db)), _out(t2), flags.astype(QC_DTYPE)
