@@ -24,7 +24,7 @@ import pandas as pd
 from ssm_spark.grid import Grid
 from ssm_spark.io import atomic_path
 
-__all__ = ["BAND_UNITS", "blocksize_for", "tile_arrays", "write_tile_cog"]
+__all__ = ["BAND_UNITS", "blocksize_for", "cog_overview_factors", "tile_arrays", "write_tile_cog"]
 
 #: Units recorded in the band metadata.
 BAND_UNITS = {"ssm": "m3/m3", "ssm_p05": "m3/m3", "ssm_p95": "m3/m3",
@@ -106,18 +106,23 @@ def write_tile_cog(path: str | os.PathLike, data: np.ndarray, grid: Grid, tile_r
         GDAL resampling of the overviews (one for every band).
     """
     import rasterio
+    from rasterio.enums import Resampling
 
     path = Path(path)
     w = grid.tile_window(tile_row, tile_col)
     if data.shape != (len(bands), int(w.height), int(w.width)):
         raise ValueError(f"data shape {data.shape} != ({len(bands)}, {w.height}, {w.width}) of tile "
                          f"({tile_row}, {tile_col})")
-    opts = {"BLOCKSIZE": blocksize or blocksize_for(grid.tile_size), "OVERVIEW_RESAMPLING": overview_resampling.upper(),
-            "NUM_THREADS": "1", "BIGTIFF": "IF_SAFER"}
+    block = blocksize or blocksize_for(grid.tile_size)
+    opts = {"BLOCKSIZE": block, "OVERVIEW_RESAMPLING": overview_resampling.upper(), "NUM_THREADS": "1",
+            "BIGTIFF": "IF_SAFER"}
     if compress != "none":
         opts.update(COMPRESS=compress.upper(), PREDICTOR="3")
     else:
         opts["COMPRESS"] = "NONE"
+    factors = _own_overviews(int(w.width), int(w.height), block, overview_resampling)
+    if factors:
+        opts["OVERVIEWS"] = "FORCE_USE_EXISTING"
     with atomic_path(path) as tmp, rasterio.Env(GDAL_NUM_THREADS="1"):
         with rasterio.open(tmp, "w", driver="COG", width=int(w.width), height=int(w.height), count=len(bands),
                            dtype="float32", crs=grid.crs, transform=grid.tile_transform(tile_row, tile_col),
@@ -127,4 +132,39 @@ def write_tile_cog(path: str | os.PathLike, data: np.ndarray, grid: Grid, tile_r
                 dst.set_band_description(i, b)
                 dst.update_tags(i, name=b, units=BAND_UNITS.get(b, ""))
             dst.update_tags(**{k: str(v) for k, v in (tags or {}).items()})
+            if factors:
+                dst.build_overviews(factors, Resampling[overview_resampling.lower()])
     return path.stat().st_size
+
+
+def cog_overview_factors(width: int, height: int, blocksize: int) -> list[int]:
+    """The overview levels GDAL's COG driver builds by itself (``OVERVIEWS=AUTO``): halve the size
+    (rounding down) while it is larger than a block; each level's decimation factor."""
+    out, f = [], 1
+    while width > blocksize or height > blocksize:
+        width, height, f = max(width // 2, 1), max(height // 2, 1), f * 2
+        out.append(f)
+    return out
+
+
+def _own_overviews(width: int, height: int, blocksize: int, resampling: str) -> list[int]:
+    """The overview factors :func:`write_tile_cog` builds in the dataset it hands to the COG driver
+    (in memory: the driver would otherwise write them into a compressed temporary GeoTIFF beside
+    the target and read them back, ~30 % of a 256 x 256 tile's COG); empty where the driver's own
+    overviews could differ, so that it builds them as before. The same bytes either way
+    (tests/test_cog_overviews.py): the sizes agree when every factor divides the tile (the
+    driver's halving rounds down, a factor's size rounds up), and the values with one level of a
+    resampling in :data:`_SAME_ONE_LEVEL`, or ``nearest`` at any depth (the two build deeper
+    ``average`` levels differently).
+    """
+    factors = cog_overview_factors(width, height, blocksize)
+    if not factors or any(width % f or height % f for f in factors):
+        return []
+    if resampling.lower() not in _SAME_ONE_LEVEL or (len(factors) > 1 and resampling.lower() != "nearest"):
+        return []
+    return factors
+
+
+#: Resamplings whose overview of one level rasterio's ``build_overviews`` computes as the COG driver
+#: does (byte for byte: tests/test_cog_overviews.py); the config's choices (``produce.overview_resampling``).
+_SAME_ONE_LEVEL = ("nearest", "average", "mode")
