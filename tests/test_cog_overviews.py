@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from ssm_spark.grid import Grid
-from ssm_spark.product.cog import _own_overviews, blocksize_for, cog_overview_factors, write_tile_cog
+from ssm_spark.product.cog import COG_DEFLATE_LEVEL, _own_overviews, blocksize_for, cog_overview_factors, write_tile_cog
 
 
 def _driver_cog(path: Path, data: np.ndarray, grid: Grid, tr: int, tc: int, bands, tags, blocksize: int,
@@ -17,7 +17,7 @@ def _driver_cog(path: Path, data: np.ndarray, grid: Grid, tr: int, tc: int, band
     """The tile as GDAL's COG driver writes it with its own overviews (OVERVIEWS=AUTO): the reference."""
     w = grid.tile_window(tr, tc)
     opts = {"BLOCKSIZE": blocksize, "OVERVIEW_RESAMPLING": resampling.upper(), "NUM_THREADS": "1",
-            "BIGTIFF": "IF_SAFER", "COMPRESS": compress.upper(), "PREDICTOR": "3"}
+            "BIGTIFF": "IF_SAFER", "COMPRESS": compress.upper(), "PREDICTOR": "3", "LEVEL": str(COG_DEFLATE_LEVEL)}
     with rasterio.Env(GDAL_NUM_THREADS="1"):
         with rasterio.open(path, "w", driver="COG", width=int(w.width), height=int(w.height), count=len(bands),
                            dtype="float32", crs=grid.crs, transform=grid.tile_transform(tr, tc),
