@@ -68,22 +68,24 @@ def tile_arrays(rows: "pd.DataFrame | Mapping[str, np.ndarray]", grid: Grid, til
         If a row lies outside the tile.
     """
     w = grid.tile_window(tile_row, tile_col)
-    out = np.full((len(bands), int(w.height), int(w.width)), np.nan, dtype=np.float32)
+    height, width = int(w.height), int(w.width)
+    out = np.full((len(bands), height, width), np.nan, dtype=np.float32)
     frame = isinstance(rows, pd.DataFrame)
     n = len(rows) if frame else len(rows["row"])
     if n == 0:
         return out
-
-    def col(name: str, **kw) -> np.ndarray:
-        return rows[name].to_numpy(**kw) if frame else np.asarray(rows[name]).astype(kw.get("dtype"), copy=False)
-
-    r = col("row", dtype=np.int64) - int(w.row_off)
-    c = col("col", dtype=np.int64) - int(w.col_off)
-    if r.min() < 0 or c.min() < 0 or r.max() >= w.height or c.max() >= w.width:
+    r = (rows["row"].to_numpy(np.int64) if frame else np.asarray(rows["row"], dtype=np.int64)) - int(w.row_off)
+    c = (rows["col"].to_numpy(np.int64) if frame else np.asarray(rows["col"], dtype=np.int64)) - int(w.col_off)
+    if r.min() < 0 or c.min() < 0 or r.max() >= height or c.max() >= width:
         raise ValueError(f"rows outside tile ({tile_row}, {tile_col}) of grid {grid.name}")
+    cells = r * width + c
+    flat = out.reshape(len(bands), -1)
     for i, b in enumerate(bands):
-        v = col(b, dtype=np.float64, na_value=np.nan) if b != "qc" and frame else col(b, dtype=np.float64)
-        out[i, r, c] = v.astype(np.float32)
+        if frame:  # nullable columns: NaN for a missing value
+            v = rows[b].to_numpy(dtype=np.float64, na_value=np.nan) if b != "qc" else rows[b].to_numpy(np.float64)
+        else:  # float32 estimates, int32 bits: cast once, by the assignment (exact for both)
+            v = np.asarray(rows[b])
+        flat[i, cells] = v
     return out
 
 
