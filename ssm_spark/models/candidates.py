@@ -263,24 +263,31 @@ def feature_matrix(df: pd.DataFrame, features: Sequence[str], rows: Optional[np.
     return np.clip(x, -_F32_MAX, _F32_MAX, out=x)   # the same values as clipping in float64 first
 
 
-def offset(name: str, df: pd.DataFrame, base_fallback: Optional[float] = None) -> np.ndarray:
+def offset(name: str, df: "pd.DataFrame | Mapping[str, Any]", base_fallback: Optional[float] = None) -> np.ndarray:
     """The physics offset a candidate's trees correct (zero for the direct candidates).
 
     ``physics``: ``mv_wcm`` (NaN where missing); ``xgb_residual``: ``clip(mv_wcm, MV_PLAUSIBLE)``,
-    ``base_fallback`` where ``mv_wcm`` is NaN; others: 0.
+    ``base_fallback`` where ``mv_wcm`` is NaN; others: 0. ``df``: a DataFrame, or a non-empty
+    mapping of column arrays of one length (the product's column path: no frame built).
     """
-    n = len(df)
+    frame = isinstance(df, pd.DataFrame)
+    names = df.columns if frame else df
+    n = len(df) if frame else len(next(iter(df.values())))
+
+    def col(c: str) -> np.ndarray:
+        return df[c].to_numpy(dtype=float) if frame else np.asarray(df[c], dtype=float)
+
     if name == "change_detection":
-        if "mv_change_detection" not in df.columns:
+        if "mv_change_detection" not in names:
             return np.full(n, np.nan)
-        return df["mv_change_detection"].to_numpy(dtype=float)
+        return col("mv_change_detection")
     if name not in ("physics", "xgb_residual"):
         return np.zeros(n)
-    if name == "physics" and "mv_physics" in df.columns:
-        return df["mv_physics"].to_numpy(dtype=float)
-    if "mv_wcm" not in df.columns:
+    if name == "physics" and "mv_physics" in names:
+        return col("mv_physics")
+    if "mv_wcm" not in names:
         raise InputError(f"candidate {name!r} needs the physics feature 'mv_wcm' (run add_physics first)")
-    mv = df["mv_wcm"].to_numpy(dtype=float)
+    mv = col("mv_wcm")
     if name == "physics":
         return mv
     fill = np.nan if base_fallback is None else float(base_fallback)

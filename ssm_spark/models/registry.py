@@ -85,7 +85,12 @@ def physical_upper_bound(df: pd.DataFrame) -> np.ndarray:
     n = len(df)
     if "bulk_density" not in df.columns:
         return np.full(n, DEFAULT_POROSITY)
-    p = 1.0 - pd.to_numeric(df["bulk_density"], errors="coerce").to_numpy("f8") / 2.65
+    return _upper_bound(pd.to_numeric(df["bulk_density"], errors="coerce").to_numpy("f8"))
+
+
+def _upper_bound(bulk_density: np.ndarray) -> np.ndarray:
+    """:func:`physical_upper_bound` of a float64 array of bulk densities."""
+    p = 1.0 - bulk_density / 2.65
     return np.where(np.isfinite(p) & (p > 0.2) & (p < 0.9), p, DEFAULT_POROSITY)
 
 
@@ -163,6 +168,7 @@ class Registry:
         self.wcm_params = self.manifest["physics"]["wcm"]
         self.nominal_incidence_deg = self.manifest["physics"].get("nominal_incidence_deg")
         self._route_cache: dict[Any, str] = {}
+        self._enc_cache: dict[tuple, dict[str, np.ndarray]] = {}
         self._warned_missing: set[tuple[str, ...]] = set()
         self._checked: set[tuple[str, ...]] = set()
 
@@ -281,7 +287,7 @@ class Registry:
                                                                *self.serving[u]["quantile_features"])))
         return feature_matrix(feats, names, rows), {f: j for j, f in enumerate(names)}
 
-    def _predict_unit(self, unit: str, offsets: pd.DataFrame, x_all: np.ndarray, col: dict[str, int],
+    def _predict_unit(self, unit: str, offsets: "pd.DataFrame | Mapping[str, Any]", x_all: np.ndarray, col: dict[str, int],
                       idx: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Point estimate and (low, high) quantiles of one unit's own models for the rows ``idx``
         (rows ``pos[idx]`` of ``x_all``): one contiguous ``inplace_predict`` per model."""
@@ -308,7 +314,14 @@ class Registry:
 
     def _env_encoding(self, env: EnvKeys) -> dict[str, np.ndarray]:
         """:func:`candidates.env_encoding` of the rows, computed once per distinct key."""
-        table = candidates.env_encoding(np.array([*env.uniques, None], dtype=object))
+        key = tuple(env.uniques)   # a file's few distinct keys: the same on every date of a tile
+        table = self._enc_cache.get(key)
+        if table is None:
+            table = candidates.env_encoding(np.array([*env.uniques, None], dtype=object))
+            with self._lock:
+                if len(self._enc_cache) >= 256:   # bounded: memory does not grow with the region
+                    self._enc_cache.pop(next(iter(self._enc_cache)))
+                self._enc_cache[key] = table
         idx = np.where(env.codes < 0, len(env.uniques), env.codes)
         return {name: v[idx] for name, v in table.items()}
 
@@ -332,12 +345,13 @@ class Registry:
         out.update(self._env_encoding(env if isinstance(env, EnvKeys) else EnvKeys(np.full(_rows(cols), -1), [])))
         return out
 
-    def _serve(self, feats: Mapping[str, Any], offsets: pd.DataFrame, env: EnvKeys, upper: np.ndarray
+    def _serve(self, feats: Mapping[str, Any], offsets: "pd.DataFrame | Mapping[str, Any]", env: EnvKeys,
+               upper: np.ndarray
                ) -> dict[str, Any]:
         """Route, evaluate and bound (the part of :meth:`predict` after the physics).
 
-        ``feats``: the physics features and ``qc`` as arrays; ``offsets``: a frame with the columns
-        :func:`candidates.offset` reads. Returns ``ssm, ssm_p05, ssm_p95`` (float64), ``qc`` (the
+        ``feats``: the physics features and ``qc`` as arrays; ``offsets``: a frame (or a mapping of
+        arrays) with the columns :func:`candidates.offset` reads. Returns ``ssm, ssm_p05, ssm_p95`` (float64), ``qc`` (the
         physics' QC with the out-of-range bit), ``unit`` (per row, an index into ``model_ids``).
         """
         n = len(env)
@@ -504,9 +518,15 @@ class Registry:
         env = EnvKeys.of(cols[env_col]) if env_col in cols else EnvKeys(np.full(n, -1), [])
         feats = self._physics_columns({**cols, env_col: env} if env_col in cols else cols, env_col)
         used = [c for c in ("mv_wcm", "mv_physics", "mv_change_detection") if c in feats]
-        offsets = pd.DataFrame({c: feats[c] for c in used}) if used else pd.DataFrame(index=pd.RangeIndex(n))
+        # the offsets' columns as arrays (candidates.offset takes a mapping), a frame only without any
+        offsets = {c: feats[c] for c in used} if used else pd.DataFrame(index=pd.RangeIndex(n))
         bd = cols.get("bulk_density")
-        upper = physical_upper_bound(pd.DataFrame({"bulk_density": bd}) if bd is not None else pd.DataFrame(index=range(n)))
+        if bd is None:
+            upper = np.full(n, DEFAULT_POROSITY)
+        elif np.asarray(bd).dtype.kind in "fiub":   # numeric: what pd.to_numeric would return, as float64
+            upper = _upper_bound(np.asarray(bd, dtype="f8"))
+        else:
+            upper = physical_upper_bound(pd.DataFrame({"bulk_density": bd}))
         res = self._serve(feats, offsets, env, upper)
         res["env"] = env
         res["features"] = feats
