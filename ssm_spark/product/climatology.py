@@ -228,7 +228,10 @@ class ClimatologyStack:
             w = self.grid.tile_window(tr, tc)
             r = np.asarray(row if idx is None else row[idx], np.int64) - int(w.row_off)
             c = np.asarray(col if idx is None else col[idx], np.int64) - int(w.col_off)
-            got = data.reshape(data.shape[0], -1)[:, r * data.shape[2] + c]  # (bands, cells), one gather
+            lin = r * data.shape[2] + c
+            got = data.reshape(data.shape[0], -1)
+            if not (len(lin) == got.shape[1] and np.array_equal(lin, np.arange(got.shape[1]))):
+                got = got[:, lin]  # (bands, cells), one gather (none when the cells are the whole tile, in order)
             for i, name in enumerate(names):
                 if name not in CLIM_COLUMNS:
                     continue

@@ -443,13 +443,18 @@ def _read_cells(f: StackFile, grid: Grid, max_slope_deg: float | None, cells: np
     for name in DYNAMIC_BANDS + STATIC_BANDS:
         lo, hi = VALID_RANGES.get(name, (-np.inf, np.inf))
         a = cols[name]
-        inf = np.isinf(a)
-        bad = inf | (np.isfinite(a) & ((a < lo) | (a > hi)))
-        n_bad = int(bad.sum())
+        if math.isfinite(lo) and math.isfinite(hi):
+            # with finite bounds, (a < lo) | (a > hi) holds for +-inf as well and never for NaN: the
+            # values out of range and the infinite ones, in two comparisons
+            bad = (a < lo) | (a > hi)
+        else:
+            bad = np.isinf(a) | (np.isfinite(a) & ((a < lo) | (a > hi)))
+        n_bad = int(np.count_nonzero(bad))
         if n_bad:
+            n_inf = int(np.count_nonzero(np.isinf(a)))
             a[bad] = np.nan
             if rejected is not None:
-                rejected.append({"file": f.path, "band": name, "n": n_bad, "n_infinite": int(inf.sum()),
+                rejected.append({"file": f.path, "band": name, "n": n_bad, "n_infinite": n_inf,
                                  "range": [lo, hi] if name in VALID_RANGES else None})
     valid = np.isfinite(cols["vv_db"]) | np.isfinite(cols["vh_db"])
     if cells is not None:
@@ -459,16 +464,31 @@ def _read_cells(f: StackFile, grid: Grid, max_slope_deg: float | None, cells: np
         wanted[r[inside], c[inside]] = True
         valid &= wanted
     flat = np.flatnonzero(valid)  # row-major: the (row, col) order
-    rr, cc = np.divmod(flat, w)
-    rows, colsg = rr + f.row_off, cc + f.col_off
     lon, lat = _lonlat(grid, f.row_off, f.col_off, h, w)
-    out = {
-        "tile_row": (rows // grid.tile_size).astype("i4"), "tile_col": (colsg // grid.tile_size).astype("i4"),
-        "row": rows.astype("i4"), "col": colsg.astype("i4"), "lon": lon[flat], "lat": lat[flat],
-    }
+    ts = grid.tile_size
+    if len(flat) == h * w:
+        # every cell of the window (a file inside the swath): the rows are the window in row-major
+        # order, so the address columns repeat the window's rows and columns and each band is its
+        # array as read (owned here), without a gather
+        r1 = np.arange(h, dtype=np.int64) + f.row_off
+        c1 = np.arange(w, dtype=np.int64) + f.col_off
+        out = {"tile_row": np.repeat((r1 // ts).astype("i4"), w), "tile_col": np.tile((c1 // ts).astype("i4"), h),
+               "row": np.repeat(r1.astype("i4"), w), "col": np.tile(c1.astype("i4"), h),
+               "lon": lon.copy(), "lat": lat.copy()}   # copies: the lon/lat cache is shared
+
+        def take(a: np.ndarray) -> np.ndarray:
+            return a.ravel()
+    else:
+        rr, cc = np.divmod(flat, w)
+        rows, colsg = rr + f.row_off, cc + f.col_off
+        out = {"tile_row": (rows // ts).astype("i4"), "tile_col": (colsg // ts).astype("i4"),
+               "row": rows.astype("i4"), "col": colsg.astype("i4"), "lon": lon[flat], "lat": lat[flat]}
+
+        def take(a: np.ndarray) -> np.ndarray:
+            return a.ravel()[flat]
     for name in DYNAMIC_BANDS + STATIC_BANDS:
-        out[name] = cols[name].ravel()[flat]
-    lc, cl = cols["landcover"].ravel()[flat].astype("i4"), cols["climate"].ravel()[flat].astype("i4")
+        out[name] = take(cols[name])
+    lc, cl = take(cols["landcover"]).astype("i4"), take(cols["climate"]).astype("i4")
     out["landcover"], out["climate"] = lc, cl
     out["qc"] = mask_bits(lc, out["lst_k"], out["slope_deg"], max_slope_deg).astype("i4")
     return out, bool(np.any(cl > 0))
