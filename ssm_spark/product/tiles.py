@@ -117,17 +117,33 @@ def store_error_of(exc: BaseException) -> "InputIOError | None":
 def write_tile_parquet(table: pa.Table, path: Path) -> int:
     """One tile's table as a zstd Parquet file (temporary name, then rename); its size in bytes.
 
-    The estimates (:func:`~ssm_spark.product.schema.plain_columns`) without a dictionary: a tile's
-    float32 estimates are nearly all distinct, and zstd packs them into ~3.3 bytes each plain
-    against ~5.2 through a dictionary. The other columns keep the dictionary (a few distinct values
-    a tile). zstd at :data:`PARQUET_ZSTD_LEVEL`.
+    ``table``: :func:`~ssm_spark.product.schema.arrow_table`'s or
+    :func:`~ssm_spark.product.schema.columns_table`'s (either form of its string columns, plain or
+    ``dictionary=True``: the same bytes). The string columns are written from a dictionary array
+    (a plain one is encoded first), so the writer does not hash every row's string; the file's
+    schema is the declared one (strings, read back as strings) with the table's key-value metadata.
+    :func:`~ssm_spark.product.schema.plain_columns` (the float32 estimates, the cell centres, row and
+    col: nearly all distinct in a tile, or repeating in a way zstd finds) are written without a
+    dictionary: a tile's estimates pack into ~3.3 bytes each plain against ~5.2 through one. The
+    other columns (strings, tile, qc) keep it. zstd at :data:`PARQUET_ZSTD_LEVEL`, with statistics.
     """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     plain = plain_columns(table.schema)
+    for i, f in enumerate(table.schema):
+        if pa.types.is_string(f.type):
+            table = table.set_column(i, f.name, pc.dictionary_encode(table.column(i)))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", compression_level=PARQUET_ZSTD_LEVEL, write_statistics=True,
-                       use_dictionary=[c for c in table.column_names if c not in plain])
+        # store_schema=False: Arrow's own copy of the schema would say dictionary<string> and turn the
+        # strings into dictionaries (pandas categoricals) for pyarrow readers; the Parquet schema alone
+        # reads back as the declared types, and the metadata is added as the file's key-value pairs.
+        with pq.ParquetWriter(tmp, table.schema, compression="zstd", compression_level=PARQUET_ZSTD_LEVEL,
+                              write_statistics=True, use_dictionary=[c for c in table.column_names if c not in plain],
+                              store_schema=False) as writer:
+            writer.write_table(table)
+            if table.schema.metadata:
+                writer.add_key_value_metadata(table.schema.metadata)
     return path.stat().st_size
 
 
@@ -180,7 +196,8 @@ class TileFiles:
     def _write_into(self, base: Path, rels: list[str], rows: "pd.DataFrame | Mapping[str, Any]", tile_row: int,
                     tile_col: int) -> dict[str, int]:
         meta = {**self.tags, "tile_row": tile_row, "tile_col": tile_col}
-        table = (arrow_table if isinstance(rows, pd.DataFrame) else columns_table)(rows, self.schema, meta)
+        table = (arrow_table(rows, self.schema, meta) if isinstance(rows, pd.DataFrame)
+                 else columns_table(rows, self.schema, meta, dictionary=True))
         sizes = {rels[0]: write_tile_parquet(table, base / rels[0])}
         if self.bands:
             data = tile_arrays(rows, self.grid, tile_row, tile_col, self.bands)
