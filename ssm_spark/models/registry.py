@@ -322,7 +322,7 @@ class Registry:
                 if len(self._enc_cache) >= 256:   # bounded: memory does not grow with the region
                     self._enc_cache.pop(next(iter(self._enc_cache)))
                 self._enc_cache[key] = table
-        idx = np.where(env.codes < 0, len(env.uniques), env.codes)
+        idx = env.dense()
         return {name: v[idx] for name, v in table.items()}
 
     def _physics_columns(self, cols: Mapping[str, Any], env_col: str) -> dict[str, Any]:
@@ -357,7 +357,7 @@ class Registry:
         n = len(env)
         uniq = env.uniques
         unit_of_code = [self.route(u) for u in uniq] + [self.route(None)]
-        env_code = np.where(env.codes < 0, len(uniq), env.codes)
+        env_code = env.dense()
         order = list(dict.fromkeys(unit_of_code[c] for c in pd.unique(env_code)))  # units, first seen first
         ucode = np.array([order.index(u) if u in order else -1 for u in unit_of_code], dtype=np.int64)[env_code]
         ssm = np.full(n, np.nan)

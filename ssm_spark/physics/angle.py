@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from ssm_spark.physics.wcm_params import env_codes
+from ssm_spark.physics.wcm_params import EnvKeys
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +167,14 @@ def slope_arrays(angle: Mapping[str, Any] | None, envs: np.ndarray | None, pol: 
     default = slopes.get(GLOBAL_KEY, {}).get(pol, {}).get("slope", DEFAULT_SLOPES.get(pol, DEFAULT_SLOPES["vv"]))
     if envs is None:
         return np.full(n, float(default))
-    codes, uniq = env_codes(envs)
+    keys = EnvKeys.of(envs)
+    uniq = keys.uniques
     table = np.empty(len(uniq) + 1)
     for i, e in enumerate(uniq):
         hit = slopes.get(str(e)) or slopes.get(group_of(e) or "") or {}
         table[i] = float(hit.get(pol, {}).get("slope", default))
     table[-1] = float(default)
-    return table[np.where(codes < 0, len(uniq), codes)]
+    return table[keys.dense()]
 
 
 def reference_backscatter(df: "pd.DataFrame | Mapping[str, Any]", angle: Mapping[str, Any], theta: np.ndarray,

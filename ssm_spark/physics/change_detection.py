@@ -42,7 +42,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from ssm_spark.physics.angle import DEFAULT_SLOPES, SLOPE_BOUNDS
-from ssm_spark.physics.wcm_params import env_codes
+from ssm_spark.physics.wcm_params import EnvKeys
 
 __all__ = ["CLIM_COLUMNS", "CD_FEATURES", "climatology", "climatology_frame", "cd_features", "calibrate_cd",
            "cd_arrays", "porosity"]
@@ -343,12 +343,13 @@ def cd_arrays(cd: Mapping[str, Any] | None, envs: np.ndarray | None, n: int) -> 
         return np.full(n, np.nan), np.full(n, np.nan)
     if envs is None:
         return np.full(n, glob["a"]), np.full(n, glob["b"])
-    codes, uniq = env_codes(envs)
+    keys = EnvKeys.of(envs)
+    uniq = keys.uniques
     a = np.empty(len(uniq) + 1)
     b = np.empty(len(uniq) + 1)
     for i, e in enumerate(uniq):
         hit = entries.get(str(e)) or entries.get(group_of(e) or "") or glob
         a[i], b[i] = hit["a"], hit["b"]
     a[-1], b[-1] = glob["a"], glob["b"]
-    idx = np.where(codes < 0, len(uniq), codes)
+    idx = keys.dense()
     return a[idx], b[idx]

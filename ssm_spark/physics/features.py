@@ -22,7 +22,7 @@ from ssm_spark.physics import oh, wcm
 from ssm_spark.physics.calibrate import param_arrays
 from ssm_spark.physics.qc import QC, QC_DTYPE, flag_where
 from ssm_spark.physics.wcm import DEFAULT_WCM_PARAMS
-from ssm_spark.physics.wcm_params import EnvKeys
+from ssm_spark.physics.wcm_params import EnvKeys, _normalise
 
 __all__ = ["DEFAULT_WCM_PARAMS", "MV_PLAUSIBLE", "coupled_features", "FEATURE_COLUMNS"]
 
@@ -183,6 +183,7 @@ ratio_col, qc_col : str
     out: dict[str, np.ndarray] = {}
     mv_by_pol: dict[str, np.ndarray] = {}
     soil_by_pol: dict[str, np.ndarray] = {}
+    params = _normalise(params)   # once for both polarisations
     for pol, obs, soil_col, tau_col in (
         ("vv", vv, soil_vv_col, tau2_vv_col),
         ("vh", vh, soil_vh_col, tau2_vh_col),

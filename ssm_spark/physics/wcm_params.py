@@ -77,11 +77,20 @@ class EnvKeys:
     column path passes one (:meth:`ssm_spark.models.registry.Registry.predict_columns`).
     """
 
-    __slots__ = ("codes", "uniques")
+    __slots__ = ("codes", "uniques", "_dense")
 
     def __init__(self, codes: np.ndarray, uniques: Sequence[Any]) -> None:
         self.codes = np.asarray(codes, dtype=np.intp)
         self.uniques = list(uniques)
+        self._dense: np.ndarray | None = None
+
+    def dense(self) -> np.ndarray:
+        """The codes with a missing key as ``len(uniques)``: each row's index into a table of the
+        uniques followed by one entry for the missing key (what every per-row lookup takes);
+        computed once (the keys are not changed after they are made)."""
+        if self._dense is None:
+            self._dense = np.where(self.codes < 0, len(self.uniques), self.codes)
+        return self._dense
 
     @classmethod
     def of(cls, envs: Any) -> "EnvKeys":
@@ -220,9 +229,9 @@ def param_arrays(params: Any, envs: npt.ArrayLike | EnvKeys | None, pol: str, n:
         codes = np.zeros(int(n or 0), dtype=np.intp)
         uniques: list[Any] = [None]
     else:
-        codes, uniq = env_codes(envs)
-        uniques = list(uniq) + [None]  # code -1 (NaN/None) -> last entry -> global
-        codes = np.where(codes < 0, len(uniques) - 1, codes)
+        keys = EnvKeys.of(envs)
+        uniques = list(keys.uniques) + [None]  # code -1 (NaN/None) -> last entry -> global
+        codes = keys.dense()
     found = [lookup(table, u, pol) for u in uniques]
     out: dict[str, np.ndarray] = {
         k: np.array([f[k] for f in found], dtype=float)[codes] for k in PARAM_NAMES
