@@ -454,3 +454,16 @@ def test_training_units_on_spark_equal_the_single_process_training(spark):
         assert on_spark.units[k].point_model == whole.units[k].point_model, k
     fw_s, fw_w = on_spark.cv_metrics["overall"]["framework"], whole.cv_metrics["overall"]["framework"]
     assert fw_s == pytest.approx(fw_w, rel=1e-12)
+
+
+def test_offset_of_a_mapping_is_the_offset_of_its_frame():
+    """candidates.offset takes the columns as arrays (the product's column path) with the same result."""
+    mv = np.array([0.1, np.nan, 0.9, -0.2, 0.3])
+    frame = pd.DataFrame({"mv_wcm": mv, "mv_physics": np.clip(mv, 0, 0.5), "mv_change_detection": mv[::-1]})
+    for cols in (list(frame.columns), ["mv_wcm"]):
+        for name in candidates.CANDIDATES:
+            want = candidates.offset(name, frame[cols], 0.25)
+            got = candidates.offset(name, {c: frame[c].to_numpy() for c in cols}, 0.25)
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {cols}")
+    with pytest.raises(InputError, match="mv_wcm"):
+        candidates.offset("physics", {"mv_cd": mv}, None)

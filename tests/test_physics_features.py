@@ -162,3 +162,38 @@ def test_physics_has_no_spark_import():
     for path in pkg.glob("*.py"):
         text = path.read_text()
         assert "import pyspark" not in text and "from pyspark" not in text, path.name
+
+
+def test_a_nominal_angle_gives_the_bits_of_a_constant_incidence_column():
+    """Without an incidence column the kernels take the nominal angle as one value broadcast against
+    the rows (its cosines and the Oh angular factor computed once): the same bits, QC included, as a
+    column holding that angle at every row; and the same for the WCM and Oh kernels given a scalar
+    angle, also at angles outside the valid range and at NaN."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    df = pd.DataFrame({"vv_db": rng.uniform(-25, -3, n), "vh_db": rng.uniform(-32, -10, n),
+                       "ndvi": rng.uniform(-0.1, 0.95, n), "env": rng.choice(["cropland_C", "grass_B", None], n)})
+    df.loc[::97, "vv_db"] = np.nan
+    for theta in (38.0, 5.0, 80.0, 95.0):
+        nominal = coupled_features(df, nominal_incidence_deg=theta)
+        column = coupled_features(df.assign(incidence_deg=theta)).drop(columns="incidence_deg")
+        pd.testing.assert_frame_equal(nominal, column, check_exact=True)
+    s, v = df["vv_db"].to_numpy(), df["ndvi"].to_numpy()
+    a, b = np.full(n, 0.1), np.full(n, 0.4)
+    for theta in (38.0, 9.0, 75.0, 90.0, np.nan):
+        for x, y in zip(wcm.inverse(s, v, theta, a, b), wcm.inverse(s, v, np.full(n, theta), a, b)):
+            np.testing.assert_array_equal(x, y)
+        for x, y in zip(oh.inverse(s, df["vh_db"].to_numpy(), theta), oh.inverse(s, df["vh_db"].to_numpy(), np.full(n, theta))):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_flag_where_is_the_flag_where_true():
+    from ssm_spark.physics.qc import QC_DTYPE, flag_where
+
+    cond = np.array([[True, False, True], [False, False, True]])
+    for flag in (QC.VEGETATION_DOMINATED, QC.PREDICTION_OUT_OF_RANGE, QC.OH_OUT_OF_RANGE | QC.OH_NO_SOLUTION):
+        got = flag_where(cond, flag)
+        assert got.dtype == QC_DTYPE and got.shape == cond.shape
+        np.testing.assert_array_equal(got, np.where(cond, int(flag), 0))
+    zero_d = flag_where(True, QC.STEEP_SLOPE)
+    assert isinstance(zero_d, np.ndarray) and zero_d.shape == () and int(zero_d) == int(QC.STEEP_SLOPE)

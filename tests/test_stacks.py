@@ -253,3 +253,47 @@ def test_a_stack_with_its_own_land_cover_needs_no_companions(spark, tmp_path):
     pix = read_pixels(spark, inv, GRID).toPandas().set_index(["row", "col"])
     w = GRID.tile_window(tr, tc)
     assert pix.loc[(w.row_off, w.col_off), "qc"] & 8 and pix.loc[(w.row_off, w.col_off + 1), "env"] == "cropland"
+
+
+def test_full_and_partial_files_read_the_same_cells_alike(stack_dir):
+    """A file with an acquisition at every cell (its bands taken as read, the address columns from
+    the window) and the same file with one cell missing (a gather of the acquired cells) give the
+    same values at the cells both have; infinite and out-of-range values are counted either way."""
+    from ssm_spark.physics.wcm_params import EnvKeys
+    from ssm_spark.sources.stacks import read_file_columns
+
+    root, truth = stack_dir
+    tr, tc = TILES[0]
+    dyn, _ = truth[("2024-05-01", tr, tc)]
+    full = dyn.copy()
+    full[:, 7, 7] = full[:, 7, 6]          # the missing cell acquired
+    full[0, 2, 2] = np.inf                 # vv_db +inf: rejected (and counted as infinite)
+    full[3, 2, 3] = -1.5                   # ndvi below -1: rejected
+    _write(root / "stacks" / "2024-05-01" / f"t_{tr}_{tc}.tif", full, DYNAMIC_BANDS, (tr, tc))
+    part = full.copy()
+    part[0, 7, 7] = part[1, 7, 7] = np.nan  # no acquisition there
+    _write(root / "stacks" / "2024-05-07" / f"t_{tr}_{tc}.tif", part, DYNAMIC_BANDS, (tr, tc))
+    inv = discover(root / "stacks", GRID, root / "static")
+    w = GRID.tile_window(tr, tc)
+    f_full, f_part = (next(f for f in inv.files if f.date == d and f.col_off == w.col_off)
+                      for d in ("2024-05-01", "2024-05-07"))
+    rej_full: list = []
+    rej_part: list = []
+    a = read_file_columns(f_full, GRID, rejected=rej_full)
+    b = read_file_columns(f_part, GRID, rejected=rej_part)
+    rr, cc = np.divmod(np.arange(64), 8)
+    np.testing.assert_array_equal(a["row"], rr + w.row_off)
+    np.testing.assert_array_equal(a["col"], cc + w.col_off)
+    assert a["row"].dtype == a["tile_row"].dtype == np.int32 and set(a["tile_row"]) == {tr} and set(a["tile_col"]) == {tc}
+    keep = np.flatnonzero(~((rr == 7) & (cc == 7)))
+    assert len(b["row"]) == 63
+    for k, v in a.items():
+        if isinstance(v, EnvKeys):
+            assert [v.uniques[i] for i in v.codes[keep]] == [b[k].uniques[i] for i in b[k].codes]
+            continue
+        got, want = np.asarray(b[k]), np.asarray(v)[keep]
+        assert got.dtype == want.dtype, k
+        np.testing.assert_array_equal(got, want, err_msg=k)   # NaN where both are NaN
+    assert np.isnan(a["vv_db"][2 * 8 + 2]) and np.isnan(a["ndvi"][2 * 8 + 3])
+    for rej in (rej_full, rej_part):
+        assert sorted((r["band"], r["n"], r["n_infinite"]) for r in rej) == [("ndvi", 1, 0), ("vv_db", 1, 1)]
