@@ -67,6 +67,16 @@ VARIANTS = {
     "no_static": [f"train.exclude_features=[{', '.join(STATIC)}]"],
     "no_static_terrain": ["train.exclude_features=[elevation_m, slope_deg]"],
     "regularised": ["train.xgb.min_child_weight=30", "train.xgb.reg_lambda=10", "train.xgb.colsample_bytree=0.5"],
+    # cheaper served trees (issue 15, benchmarks/bench_trees.py): fewer, shallower point trees at the
+    # same total step (rounds x learning rate = 15); and also shallower quantile trees
+    "trees_p150d5": ["train.xgb.max_depth=5"],
+    "trees_p150d5_q40d3": ["train.xgb.max_depth=5", "train.xgb.quantile_max_depth=3"],
+    "trees_p100d5": ["train.xgb.n_estimators=100", "train.xgb.max_depth=5", "train.xgb.learning_rate=0.15"],
+    "trees_p100d5_q40d3": ["train.xgb.n_estimators=100", "train.xgb.max_depth=5", "train.xgb.learning_rate=0.15",
+                           "train.xgb.quantile_max_depth=3"],
+    # the defaults before the cheaper trees (150 x depth 6 x 0.1 point, 40 x depth 4 quantile models)
+    "trees_p150d6_q40d4": ["train.xgb.n_estimators=150", "train.xgb.max_depth=6", "train.xgb.learning_rate=0.1",
+                           "train.xgb.quantile_n_estimators=40", "train.xgb.quantile_max_depth=4"],
 }
 
 
@@ -135,10 +145,13 @@ def run(name: str, variant: str, args) -> dict:
           f"{res.ctx.k} folds by {cfg.train.cv_group}, trained in {secs:.0f} s")
     for k, v in rows.items():
         print(f"  {k:17s} {fmt(v)}")
-    print(f"  coverage 5-95 %: {o['coverage_p05_p95']:.3f} (raw quantiles {o['coverage_p05_p95_raw']:.3f})")
+    width = float(np.nanmean(oof["hi"].to_numpy(float) - oof["lo"].to_numpy(float)))
+    print(f"  coverage 5-95 %: {o['coverage_p05_p95']:.3f} (raw quantiles {o['coverage_p05_p95_raw']:.3f}), "
+          f"mean width {width:.4f}")
     print(f"  selected: {sel}")
     return {"table": name, "variant": variant, "rows": rows, "selected": sel, "seconds": secs,
-            "coverage_p05_p95": o["coverage_p05_p95"], "n": int(len(oof))}
+            "coverage_p05_p95": o["coverage_p05_p95"], "width_p05_p95": width, "n": int(len(oof)),
+            "overrides": VARIANTS[variant] + list(args.set or [])}
 
 
 def main(argv=None) -> int:
