@@ -147,8 +147,9 @@ def write_tile_parquet(table: pa.Table, path: Path) -> int:
     return path.stat().st_size
 
 
-#: zstd level of the Parquet files: 3 (zstd's own default) packs the demo product into 8.1 bytes per
-#: cell against 8.8 at pyarrow's level 1, for ~5 ms more per 256 x 256 tile (docs/performance.md).
+#: zstd level of the Parquet files: 3 (zstd's own default) packs the demo product into 8.38 bytes per
+#: cell against 9.1 at pyarrow's level 1 (8.57 at 2), for ~6 CPU-ms more per 256 x 256 tile than
+#: level 1 (~3.5 more than 2; docs/outputs.md, docs/performance.md).
 PARQUET_ZSTD_LEVEL = 3
 
 
