@@ -145,14 +145,14 @@ def _coded_strings(codes: np.ndarray, uniques, type_: pa.DataType) -> pa.Diction
     decoded strings: only the values used, in the order of their first row."""
     null = codes < 0
     k = len(uniques)
-    valid = codes[~null]
-    starts = np.flatnonzero(np.r_[True, valid[1:] != valid[:-1]]) if len(valid) else np.zeros(0, np.intp)
     # a value's first row starts a run of it: the few run starts hold every first row
-    values, first = np.unique(valid[starts], return_index=True)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.intp)
+    at = codes[starts]
+    values, first = np.unique(at[at >= 0], return_index=True)
     used = values[np.argsort(first, kind="stable")]
-    remap = np.zeros(max(k, 1), np.int32)
+    remap = np.zeros(k + 1, np.int32)  # remap[-1]: the null rows' (unused) index
     remap[used] = np.arange(len(used), dtype=np.int32)
-    idx = pa.array(remap[np.where(null, 0, codes)], mask=null if null.any() else None)
+    idx = pa.array(remap.take(codes), mask=null if null.any() else None)
     return pa.DictionaryArray.from_arrays(idx, pa.array([str(uniques[i]) for i in used], type=type_))
 
 
