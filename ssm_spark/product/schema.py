@@ -38,8 +38,8 @@ __all__ = ["PRODUCT", "PRODUCT_FILE", "PRODUCT_COLUMNS", "FILE_COLUMNS", "AGGREG
 METADATA_KEY = "ssm_spark"
 
 #: The estimates are float32 (7 significant digits for a quantity known to +-0.04 m3/m3, the COG's
-#: type too; half the bytes); the cell centres stay float64 (dictionary-encoded in the files, a
-#: tile's 256 distinct values cost < 0.1 byte per cell, and readers join or filter on them exactly).
+#: type too; half the bytes); the cell centres stay float64 (written plain, zstd packs a tile's
+#: repeating lon/lat into ~0.04 byte per cell each, and readers join or filter on them exactly).
 ESTIMATES = ("ssm", "ssm_p05", "ssm_p95")
 _CELL = [("grid", pa.string()), ("tile_row", pa.int32()), ("tile_col", pa.int32()), ("row", pa.int32()),
          ("col", pa.int32()), ("lon", pa.float64()), ("lat", pa.float64()), ("date", pa.date32()),
