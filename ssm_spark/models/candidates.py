@@ -477,7 +477,14 @@ def predict_quantile_matrix(model: FittedModel, x: np.ndarray, off: np.ndarray) 
     if len(x) == 0:
         return np.empty(0), np.empty(0)
     q = np.asarray(model.booster.inplace_predict(x), dtype=np.float64).reshape(len(x), -1)
-    return off + np.min(q, axis=1), off + np.max(q, axis=1)
+    # the row-wise min and max as element-wise minimum/maximum of the columns, left to right: what
+    # np.min/np.max(q, axis=1) return (the same NaN and signed-zero results), without their
+    # reduction along a 2-element axis (~2.7 ms each for a 256 x 256 tile, against ~0.05)
+    lo, hi = q[:, 0].copy(), q[:, 0].copy()
+    for j in range(1, q.shape[1]):
+        np.minimum(lo, q[:, j], out=lo)
+        np.maximum(hi, q[:, j], out=hi)
+    return off + lo, off + hi
 
 
 def blend(own: np.ndarray, glob: np.ndarray, weight: float) -> np.ndarray:

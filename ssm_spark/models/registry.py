@@ -550,7 +550,9 @@ def feature_matrix(cols: Mapping[str, Any], features: list[str], rows: np.ndarra
                 xt[j] = np.nan
                 continue
             c = np.asarray(c)
-            xt[j] = (c if c.dtype == np.float64 else c.astype(np.float64))[rows]
+            # float32 columns (the environment encoding) gathered as they are: float32 -> float64 ->
+            # float32 is exact, so the values are those of casting to float64 first
+            xt[j] = (c if c.dtype in (np.float64, np.float32) else c.astype(np.float64))[rows]
     x = np.ascontiguousarray(xt.T)
     return np.clip(x, -_F32_MAX, _F32_MAX, out=x)
 
