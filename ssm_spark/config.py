@@ -231,9 +231,12 @@ class TableConfig(_Strict):
 class XGBConfig(_Strict):
     """XGBoost hyper-parameters shared by the tree candidates (native Booster, ``hist``)."""
 
-    n_estimators: int = Field(150, ge=1, description="boosting rounds of the point models")
-    max_depth: int = Field(6, ge=1, le=16)
-    learning_rate: float = Field(0.1, gt=0, le=1)
+    n_estimators: int = Field(100, ge=1, description="boosting rounds of the point models (100 x depth 5 x "
+                              "0.15: as accurate as 150 x 6 x 0.1 under station-grouped CV on the demo, Hawaii "
+                              "and Poland at 0.56x the node visits; docs/physics.md section 7, "
+                              "benchmarks/bench_trees.py)")
+    max_depth: int = Field(5, ge=1, le=16)
+    learning_rate: float = Field(0.15, gt=0, le=1)
     quantile_n_estimators: Optional[int] = Field(
         40, ge=1, description="boosting rounds of the 5/95 % quantile models (two trees per round); null: "
         "half of n_estimators (rounded up). Their learning rate is learning_rate * n_estimators / "

@@ -107,3 +107,20 @@ def test_a_section_check_blames_the_override_that_broke_it():
     with pytest.raises(ConfigError) as err:
         load_config([DEFAULT_CONFIG], overrides=["region.bbox=[3, 44, 2, 45]"])
     assert "--set region.bbox=[3, 44, 2, 45]: region:" in str(err.value) and "default.yaml" not in str(err.value)
+
+
+def test_tree_defaults_are_the_measured_ones_in_code_and_file():
+    """train.xgb's served-tree sizes: the code's defaults and conf/default.yaml agree, and are the
+    settings measured in docs/physics.md section 7 (benchmarks/bench_trees.py, bench_accuracy.py)."""
+    from ssm_spark.config import XGBConfig
+
+    code = XGBConfig().model_dump()
+    file = yaml.safe_load(DEFAULT_CONFIG.read_text())["train"]["xgb"]
+    keys = ("n_estimators", "max_depth", "learning_rate", "quantile_n_estimators", "quantile_max_depth",
+            "quantile_multi_strategy")
+    assert {k: file[k] for k in keys} == {k: code[k] for k in keys}
+    assert {k: code[k] for k in keys} == {"n_estimators": 100, "max_depth": 5, "learning_rate": 0.15,
+                                         "quantile_n_estimators": 40, "quantile_max_depth": 4,
+                                         "quantile_multi_strategy": "one_output_per_tree"}
+    # the quantile models keep the step they were measured at: learning_rate x n_estimators / 40
+    assert code["learning_rate"] * code["n_estimators"] / code["quantile_n_estimators"] == pytest.approx(0.375)
