@@ -68,7 +68,8 @@ VARIANTS = {
     "no_static_terrain": ["train.exclude_features=[elevation_m, slope_deg]"],
     "regularised": ["train.xgb.min_child_weight=30", "train.xgb.reg_lambda=10", "train.xgb.colsample_bytree=0.5"],
     # cheaper served trees (issue 15, benchmarks/bench_trees.py): fewer, shallower point trees at the
-    # same total step (rounds x learning rate = 15); and also shallower quantile trees
+    # same total step (rounds x learning rate = 15); and also shallower quantile trees. trees_p100d5 is
+    # the defaults since 2026-12-02 (= after); trees_p150d6_q40d4 the defaults before
     "trees_p150d5": ["train.xgb.max_depth=5"],
     "trees_p150d5_q40d3": ["train.xgb.max_depth=5", "train.xgb.quantile_max_depth=3"],
     "trees_p100d5": ["train.xgb.n_estimators=100", "train.xgb.max_depth=5", "train.xgb.learning_rate=0.15"],
