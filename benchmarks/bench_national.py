@@ -21,6 +21,9 @@ less than on a national date; this script measures the national date itself:
    interleaved rounds (``bench_produce.Served``). Printed per run: wall, pixels/s, the date's tile
    phase (the Spark job) and finish phase (the driver: reduce, VRT, quicklook, STAC, commit), CPU
    of the process tree and its peak memory.
+4. Beside them (``--runs``, default all four), on the same date with Parquet only: the loop and the
+   pool of 2 of ``bench_produce.py`` and ``produce`` on local[1] and local[2]: goal 1 at the scale
+   where a task holds many tiles (156 tiles over 4 x cores tasks) rather than one.
 
 From the two core counts: the measured 1 -> 2 core speed-up of the tile phase, and a model of n cores
 built only from measured parts (the finish phase and the run's setup are serial: one driver; the tile
@@ -73,7 +76,10 @@ def main() -> None:
     ap.add_argument("--size-km", type=int, nargs=2, default=[3328, 3072])
     ap.add_argument("--dates", type=int, default=11)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--cores", type=int, nargs="+", default=[1, 2], help="Spark local[n] runs")
+    ap.add_argument("--runs", default="ref,pool,p1,p2", help="also time, on the same date and Parquet only, the "
+                    "loop, the pool of 2 (bench_produce's) and Spark local[1], local[2] (goal 1 at this scale; '' for "
+                    "none)")
     a = ap.parse_args()
     work = Path(a.work).resolve()
     region, extra = overrides(tuple(a.size_km), a.dates)
@@ -92,32 +98,53 @@ def main() -> None:
         Path(ns.clim).write_text(json.dumps(built["summary"]))
         print(f"climatology: {built['summary']['key']} over {built['summary']['dates']} dates, "
               f"{built['seconds']} s (built once; reused by every run)", flush=True)
-    runs: dict[int, bp.Served] = {}
+    kinds = {"ref": ("--mode", "ref"), "pool": ("--mode", "pool", "--cores", "2"),
+             "p1": ("--mode", "spark", "--cores", "1"), "p2": ("--mode", "spark", "--cores", "2"),
+             **{f"s{n}": ("--mode", "spark", "--cores", str(n), "--full") for n in a.cores}}
+    wanted = [k for k in a.runs.split(",") if k] + [f"s{n}" for n in a.cores]
+    runs: dict[str, bp.Served] = {}
     try:
-        for n in a.cores:
-            runs[n] = bp.Served(ns, "--mode", "spark", "--cores", str(n), "--full")
+        for k in dict.fromkeys(wanted):
+            runs[k] = bp.Served(ns, *kinds[k])
         keys = list(runs)
         for r in range(a.repeats):
-            for n in keys[r % len(keys):] + keys[:r % len(keys)]:
-                runs[n].run()
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                runs[k].run()
     finally:
         for v in runs.values():
             v.close()
     load = os.getloadavg()
     print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    names = {"ref": "loop, 1 process, Parquet only", "pool": "pool of 2, Parquet only",
+             "p1": "local[1], Parquet only", "p2": "local[2], Parquet only",
+             **{f"s{n}": f"local[{n}], every output" for n in a.cores}}
     med: dict[int, dict] = {}
-    for n, v in runs.items():
-        m = {k: statistics.median(r[k] for r in v.runs) for k in ("wall", "rate", "cpu_tree_s")}
-        m.update({k: statistics.median(r["phases"][k] for r in v.runs) for k in v.runs[0]["phases"]})
-        med[n] = m
-        print(f"local[{n}]  {m['wall']:6.1f} s  {m['rate']:>9,.0f} px/s  (runs "
-              f"{', '.join(format(r['wall'], '.1f') for r in v.runs)} s)  tiles {m['tiles_seconds']:.1f} s, finish "
-              f"{m['finish_seconds']:.1f} s, setup {m['setup_seconds']:.1f} s;  CPU {m['cpu_tree_s']:.1f} s, "
-              f"peak RSS {max(r['peak_rss_tree_mib'] for r in v.runs):,} MiB")
-    if 1 in med and 2 in med:
-        sp = [x["phases"]["tiles_seconds"] / y["phases"]["tiles_seconds"] for x, y in zip(runs[1].runs, runs[2].runs)]
+    for k, v in runs.items():
+        walls = [r.get("wall", r["pixels"] / r["rate"]) for r in v.runs]
+        line = (f"{names[k]:<31} {statistics.median(walls):6.1f} s {statistics.median(v.rates()):>9,.0f} px/s  (runs "
+                f"{', '.join(format(w, '.1f') for w in walls)} s)")
+        if "phases" in v.runs[0]:
+            m = {k2: statistics.median(r["phases"][k2] for r in v.runs) for k2 in v.runs[0]["phases"]}
+            m.update(wall=statistics.median(walls), cpu_tree_s=statistics.median(r["cpu_tree_s"] for r in v.runs))
+            if k[0] == "s":
+                med[int(k[1:])] = m
+            line += f"  tiles {m['tiles_seconds']:.1f} s, finish {m['finish_seconds']:.1f} s, setup {m['setup_seconds']:.1f} s"
+        line += (f";  CPU {statistics.median(r['cpu_tree_s'] for r in v.runs):.1f} s, peak RSS "
+                 f"{max(r['peak_rss_tree_mib'] for r in v.runs):,} MiB")
+        print(line)
+
+    def per_round(num: str, den: str) -> str:
+        rs = [x["rate"] / y["rate"] for x, y in zip(runs[num].runs, runs[den].runs)]
+        return f"{statistics.median(rs):.2f} (rounds {', '.join(f'{q:.2f}' for q in rs)})"
+
+    if "ref" in runs and "p1" in runs:
+        print(f"goal 1 at this scale: local[1] / the loop, Parquet only = {per_round('p1', 'ref')}")
+    if "pool" in runs and "p2" in runs:
+        print(f"goal 1 at this scale: local[2] / the pool of 2, Parquet only = {per_round('p2', 'pool')}")
+    if "s1" in runs and "s2" in runs:
+        sp = [x["phases"]["tiles_seconds"] / y["phases"]["tiles_seconds"] for x, y in zip(runs["s1"].runs, runs["s2"].runs)]
         print(f"tile phase, local[1] / local[2]: {statistics.median(sp):.2f} (rounds "
-              f"{', '.join(f'{s:.2f}' for s in sp)}; 2.00 = perfect on 2 cores)")
+              f"{', '.join(f'{q:.2f}' for q in sp)}; 2.00 = perfect on 2 cores)")
     top = med[max(med)]
     n0 = max(med)
     serial = top["finish_seconds"] + top["setup_seconds"]
