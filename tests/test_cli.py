@@ -67,6 +67,7 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~60 s; spark-submit is also run by test_deploy_scripts and the standalone cluster's tests
 def test_demo_job_through_spark_submit(tmp_path: Path):
     """``deploy/submit.sh demo`` (spark-submit jobs/demo.py, jars on the command line, the library as
     --py-files) runs the same job as ``ssm-spark demo``, in its own JVM."""

@@ -366,6 +366,7 @@ def _utc(t: float) -> str:
 
 @pytest.mark.spark
 @pytest.mark.slow
+@pytest.mark.long  # the S3A listing in a child JVM, ~40 s on 2 cores: `make test-long`
 def test_watch_job_lists_stacks_on_s3_through_s3a(s3, watched, tmp_path):
     """``ssm-spark watch --stacks s3://... --output s3://... --once``: the stream lists the bucket through S3A,
     produce reads it through /vsis3/; the local watcher's rows and pixels; latency on the store's clock."""
