@@ -59,13 +59,22 @@ def overrides(size_km: tuple[int, int], dates: int) -> tuple[list[str], list[str
 
 
 def simulate(sim: Path, region: list[str], extra: list[str]) -> dict:
-    """The region's stacks (simulated once; reused when ``sim/simulation.json`` is there)."""
-    manifest = sim / "simulation.json"
-    if not manifest.exists():
-        cmd = [sys.executable, "-m", "ssm_spark.cli", "simulate", "--output", str(sim), "-q",
-               *(x for kv in [*region, *extra] for x in ("--set", kv))]
-        print("simulating:", " ".join(cmd[3:]), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
+    """The region's stacks, simulated once: reused when ``sim/simulation.json`` is there and
+    ``sim/bench_overrides.json`` records the same settings; a simulation of other settings (or of
+    unrecorded ones) is refused by name, never timed as if it were the one asked for."""
+    manifest, recorded = sim / "simulation.json", sim / "bench_overrides.json"
+    wanted = [*region, *extra]
+    if manifest.exists():
+        got = json.loads(recorded.read_text()) if recorded.exists() else None
+        if got != wanted:
+            raise SystemExit(f"bench_national: {sim} holds a simulation of other settings ({got or 'not recorded'}) "
+                             f"than asked ({wanted}): give another --work, or remove {sim}")
+        return json.loads(manifest.read_text())
+    cmd = [sys.executable, "-m", "ssm_spark.cli", "simulate", "--output", str(sim), "-q",
+           *(x for kv in wanted for x in ("--set", kv))]
+    print("simulating:", " ".join(cmd[3:]), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    recorded.write_text(json.dumps(wanted))
     return json.loads(manifest.read_text())
 
 
