@@ -315,8 +315,8 @@ class TrainConfig(_Strict):
 class ProduceConfig(_Strict):
     """Regional products (``ssm-spark produce``): named regions, COG/VRT/quicklook settings.
 
-    Every setting here except ``nthread``, ``tile_grouping``, ``dates_in_flight`` and ``regions``
-    changes the product's bytes, so it enters the product hash that decides whether a finished date is skipped on re-run.
+    Every setting here except ``nthread``, ``tile_grouping``, ``min_files_per_task``,
+    ``keep_tile_memory``, ``dates_in_flight`` and ``regions`` changes the product's bytes, so it enters the product hash that decides whether a finished date is skipped on re-run.
     ``aggregate`` and ``aggregate_min_fraction`` are left out of the dump (so of both hashes) while
     ``aggregate`` is empty: configurations from before multi-scale products hash as they did.
     """
@@ -342,6 +342,13 @@ class ProduceConfig(_Strict):
         "auto", description="auto: when every stack file lies in one grid tile (one file per tile and date), "
         "read, predict and write a tile in one task; shuffle: always regroup the rows by tile")
     nthread: int = Field(0, ge=0, description="XGBoost threads per task; 0: the task's cores (spark.task.cpus)")
+    min_files_per_task: int = Field(4, ge=1, le=64, description="stack files a Spark task takes at least, while "
+                                    "every core still gets a task (at most 4 tasks a core): fewer, longer tasks "
+                                    "on dates of few tiles (each task costs Spark ~13 ms); 1: one file a task "
+                                    "where the date has up to 4 per core")
+    keep_tile_memory: bool = Field(True, description="the Python workers' C heap (glibc malloc) kept between "
+                                   "tiles instead of faulted in again for each (ssm_spark.allocator): ~5-14 "
+                                   "CPU-ms less a 256 x 256 tile; false: the allocator's defaults")
     dates_in_flight: int = Field(2, ge=1, le=8, description="dates whose Spark jobs run at once (the next date "
                                  "fills cores the older one leaves idle) while the driver finishes the previous "
                                  "one (VRT, quicklook, aggregates, commit); commits stay in date order; 1: one "

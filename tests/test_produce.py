@@ -191,7 +191,8 @@ def test_product_hash_follows_the_product_not_the_resources():
     grid = cfg.grid.build()
     region = resolve_region(None, cfg, grid)
     h = product_hash(cfg, region, "m1")
-    same = load_config(overrides=SMALL + ["spark.master=local[1]", "produce.nthread=3", "produce.tile_grouping=shuffle"])
+    same = load_config(overrides=SMALL + ["spark.master=local[1]", "produce.nthread=3", "produce.tile_grouping=shuffle",
+                                          "produce.min_files_per_task=1", "produce.keep_tile_memory=false"])
     assert product_hash(same, region, "m1") == h and same.hash() != cfg.hash()
     other = load_config(overrides=SMALL + ["produce.cog_bands=[ssm, ssm_p05, ssm_p95, qc]"])
     assert product_hash(other, region, "m1") != h and product_hash(cfg, region, "m2") != h
@@ -418,7 +419,9 @@ def test_shuffle_grouping_same_bytes_and_changed_settings_recompute(spark, small
     _, ref = clean
     out = root / "regrouped"
     shutil.copytree(ref, out)
-    shuffled = load_config(overrides=SMALL + ["produce.tile_grouping=shuffle", "produce.dates_in_flight=1"])
+    # one file a task (4 tasks, not 2) and the allocator's defaults in the workers: the same rows too
+    shuffled = load_config(overrides=SMALL + ["produce.tile_grouping=shuffle", "produce.dates_in_flight=1",
+                                              "produce.min_files_per_task=1", "produce.keep_tile_memory=false"])
     s = P.produce(spark, shuffled, root / "models", root / "sim" / "stacks", None, D1, D1, out, force=True)
     assert s["dates"][D1]["grouping"] == "shuffle by tile"
     # rows regrouped by Spark: the same rows and pixels (the files differ only in the recorded config hash)

@@ -14,7 +14,7 @@ present; any other date is recomputed and replaces the old one. A date's leftove
 
 The product hash (:func:`product_hash`) covers what decides the product's bytes: the package
 version, the ``grid``, ``ingest`` and ``produce`` sections (except ``nthread``, ``tile_grouping``,
-``dates_in_flight``, ``regions`` and ``climatology_dir``; the ``aggregate*`` keys only when
+``min_files_per_task``, ``keep_tile_memory``, ``dates_in_flight``, ``regions`` and ``climatology_dir``; the ``aggregate*`` keys only when
 aggregation is on, so products made without it keep their hash), the resolved region, the
 manifest id, and with change detection the digest of the climatology stack the rows get.
 """
@@ -51,7 +51,8 @@ def product_hash(cfg: "Config", region: Region, manifest_id: str, climatology: s
     blob = {"package": ssm_spark.__version__, "grid": cfg.grid.model_dump(mode="json"),
             "ingest": cfg.ingest.model_dump(mode="json"),
             "produce": cfg.produce.model_dump(mode="json", exclude={"nthread", "tile_grouping", "regions",
-                                                                      "dates_in_flight", "climatology_dir"}),
+                                                                      "dates_in_flight", "climatology_dir",
+                                                                      "min_files_per_task", "keep_tile_memory"}),
             "region": region.key(), "manifest_id": manifest_id}
     if climatology is not None:
         blob["climatology"] = climatology

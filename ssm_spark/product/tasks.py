@@ -5,7 +5,8 @@
     stack files of the date touching the region's tiles
       -> Spark tasks over the files (an RDD of the files in contiguous slices when each file is a
          tile, else mapInPandas over the file indices with the list broadcast; neighbouring files
-         share a task, at most 4 tasks per core): read a file -> masks and environment -> clip to the
+         share a task: at most 4 tasks per core, at least 4 files a task while every core still
+         gets one, :func:`task_count`): read a file -> masks and environment -> clip to the
          region -> Registry.predict_columns (Boosters built once per Python worker from the
          manifest + UBJ bytes broadcast once per run, nthread = the task's cores) -> product rows
          (column arrays in the fused path: read_tile_columns -> predict_tile -> write_tile)
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ssm_spark.models.registry import Registry
     from ssm_spark.sources.stacks import StackFile
 
-__all__ = ["MAX_OUT_OF_RANGE_FRACTION", "DateTiles", "compute_tiles", "reduce_tiles"]
+__all__ = ["MAX_OUT_OF_RANGE_FRACTION", "DateTiles", "compute_tiles", "reduce_tiles", "task_count"]
 
 #: A tile with more than this fraction of its unmasked cells out of the physical range fails the run
 #: (a broken or misapplied model, not a few odd cells); below it they are masked and counted.
@@ -63,12 +64,19 @@ def _read_errors() -> tuple:
     return _READ_ERRORS
 
 
-def _worker_registry(bc, nthread: int) -> "Registry":
+def _worker_registry(bc, nthread: int, keep_memory: bool = True) -> "Registry":
     """The Registry of this Python worker (built once from the broadcast), nthread = task cores;
-    the worker's objects frozen out of the garbage collector's reach the first time (:func:`_freeze`)."""
+    the worker's objects frozen out of the garbage collector's reach the first time (:func:`_freeze`);
+    with ``keep_memory`` (``produce.keep_tile_memory``), its C heap kept between tiles
+    (:func:`ssm_spark.allocator.keep_tile_memory`, once per process)."""
     from pyspark import TaskContext
 
     from ssm_spark.models.registry import cached_registry
+
+    if keep_memory:
+        from ssm_spark.allocator import keep_tile_memory
+
+        keep_tile_memory()
 
     if not nthread:
         ctx = TaskContext.get()
@@ -121,11 +129,23 @@ def _fusable(files: Sequence["StackFile"], grid: Grid) -> bool:
     return True
 
 
-def _file_ids(spark: "SparkSession", n: int):
-    """File indices 0..n-1 as a DataFrame (``id``) in contiguous slices, at most 4 per core: the task
+def task_count(n: int, slots: int, min_files: int = 4) -> int:
+    """How many tasks a date's ``n`` stack files are split into (contiguous slices): at most 4 per
+    task slot (``slots``: Spark's default parallelism), so that uneven tiles (sea, the region's
+    edge) balance; at least ``min_files`` a task where that still leaves every slot one
+    (``produce.min_files_per_task``): a task costs Spark ~13 ms of scheduling and launch on this
+    project's machine (docs/performance.md), against ~0.2-0.3 CPU-s a tile, and the other date in
+    flight fills a slot a short date leaves idle. 4 files on 1 slot: 1 task; on 2 slots: 2; 156 on
+    2: 8."""
+    if n <= 0:
+        return 1
+    return max(1, min(n, 4 * slots, max(slots, -(-n // max(1, min_files)))))
+
+
+def _file_ids(spark: "SparkSession", n: int, min_files: int = 4):
+    """File indices 0..n-1 as a DataFrame (``id``) in contiguous slices (:func:`task_count`): the task
     list of a date (neighbouring tiles share a task; no Python stage to build it)."""
-    parts = max(1, min(n, 4 * spark.sparkContext.defaultParallelism))
-    return spark.range(0, n, 1, parts)
+    return spark.range(0, n, 1, task_count(n, spark.sparkContext.defaultParallelism, min_files))
 
 
 def _task_files(batches: Iterator[pd.DataFrame], bfiles) -> Iterator["StackFile"]:
@@ -142,21 +162,22 @@ def _read_failure(f: "StackFile", exc: Exception) -> dict:
     return read_failure(f.path, exc)  # GDAL's own cause included
 
 
-def _run_fused(spark: "SparkSession", job: DateJob, files: list, bc, nthread: int) -> list[dict]:
+def _run_fused(spark: "SparkSession", job: DateJob, files: list, bc, nthread: int, keep_memory: bool = True,
+               min_files: int = 4) -> list[dict]:
     """One task per stack file: read, clip, predict and write its tile; returns the tile summaries.
 
     An RDD job (``parallelize(...).mapPartitions``), not a DataFrame's ``mapInPandas``: nothing of
     it needs SQL, and the DataFrame job cost the driver's JVM about 0.5 CPU-s per date in planning
     and Arrow set-up against 0.15 (docs/performance.md), on the same cores as the tasks. The file
     files are the job's data, split into contiguous slices as :func:`_file_ids` does (neighbouring
-    tiles share a task, at most 4 tasks per core; each slice pickled once, no broadcast to create
+    tiles share a task, :func:`task_count` tasks; each slice pickled once, no broadcast to create
     and destroy per date); the summaries come back as plain dicts.
     """
     read_errors = _read_errors()
     grid = job.grid
 
     def _task(part: Iterator["StackFile"]) -> Iterator[dict]:
-        reg = _worker_registry(bc, nthread)
+        reg = _worker_registry(bc, nthread, keep_memory)
         for f in part:
             tr, tc = _tile_of_file(f, grid)
             empty: list = []
@@ -173,12 +194,12 @@ def _run_fused(spark: "SparkSession", job: DateJob, files: list, bc, nthread: in
             yield s
 
     sc = spark.sparkContext
-    parts = max(1, min(len(files), 4 * sc.defaultParallelism))
+    parts = task_count(len(files), sc.defaultParallelism, min_files)
     return sc.parallelize(files, parts).mapPartitions(_task).collect()
 
 
 def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc, nthread: int,
-                  chunk_rows: int = 200_000) -> list[dict]:
+                  chunk_rows: int = 200_000, keep_memory: bool = True, min_files: int = 4) -> list[dict]:
     """Files of any shape: read, clip and predict per file, regroup the rows by tile, write per tile."""
     read_errors = _read_errors()
     sc = spark.sparkContext
@@ -189,7 +210,7 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc,
     empties = sc.accumulator([], ListParam())
 
     def _rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        reg = _worker_registry(bc, nthread)
+        reg = _worker_registry(bc, nthread, keep_memory)
         for f in _task_files(batches, bfiles):
             empty: list = []
             try:
@@ -207,7 +228,7 @@ def _run_shuffled(spark: "SparkSession", job: DateJob, n_files: int, bfiles, bc,
     def _write(key, pdf: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame([write_tile(pdf, int(key[0]), int(key[1]), job)])
 
-    rows = _file_ids(spark, n_files).mapInPandas(_rows, _ROWS_DDL)
+    rows = _file_ids(spark, n_files, min_files).mapInPandas(_rows, _ROWS_DDL)
     out = [r.asDict() for r in rows.groupBy("tile_row", "tile_col").applyInPandas(_write, _SUMMARY_DDL).collect()]
     seen = set()
     blank = {"tile_row": None, "tile_col": None, "pixels": 0, "retrieved": 0, "masked": 0, "out_of_range": 0,
@@ -246,11 +267,12 @@ def compute_tiles(spark: "SparkSession", cfg: "Config", job: DateJob, files: lis
                                          f"{'one task per tile' if fused else 'regrouped by tile'})")
     try:
         if fused:
-            tiles = _run_fused(spark, job, files, bc, pc.nthread)
+            tiles = _run_fused(spark, job, files, bc, pc.nthread, pc.keep_tile_memory, pc.min_files_per_task)
         else:
             bfiles = spark.sparkContext.broadcast(files)  # once per executor, not in every task's closure
             try:
-                tiles = _run_shuffled(spark, job, len(files), bfiles, bc, pc.nthread)
+                tiles = _run_shuffled(spark, job, len(files), bfiles, bc, pc.nthread, keep_memory=pc.keep_tile_memory,
+                                      min_files=pc.min_files_per_task)
             finally:
                 bfiles.destroy()
     except Exception as exc:  # an executor's PUT refused (its credentials, the endpoint): said as the store's error
