@@ -3,7 +3,11 @@
 Run by hand (not a test)::
 
     .venv/bin/python benchmarks/bench_produce.py [--models out/demo/models] [--stacks out/demo/sim/stacks]
-                                                 [--dates 2] [--repeats 3]
+                                                 [--dates 2] [--repeats 3] [--set K=V ...] [--before K=V ...]
+
+(``--before``: Spark local[1] and local[2] also run with these overrides, in the same rounds, e.g.
+``--before produce.min_files_per_task=1 --before produce.keep_tile_memory=false`` for the task
+split and worker heap of before 2026-12-02.)
 
 Every path does the same work per stack file (a 256 x 256 tile of the demo region): read the
 feature tile (rasterio), masks and environment, the cells' change-detection climatology when the
@@ -467,10 +471,10 @@ def child(a: argparse.Namespace) -> None:
     runs.close()
 
 
-def _cmd(a: argparse.Namespace, *extra: str) -> list[str]:
+def _cmd(a: argparse.Namespace, *extra: str, sets: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, __file__, "--child", "--models", a.models, "--stacks", a.stacks, "--dates", str(a.dates),
             "--repeats", str(a.repeats), *(["--clim-dir", a.clim_dir] if a.clim_dir else []),
-            *(["--clim", a.clim] if a.clim else []), *(f"--set={kv}" for kv in a.set), *extra]
+            *(["--clim", a.clim] if a.clim else []), *(f"--set={kv}" for kv in (*a.set, *sets)), *extra]
 
 
 def _spawn(a: argparse.Namespace, *extra: str) -> dict:
@@ -487,10 +491,10 @@ def _spawn(a: argparse.Namespace, *extra: str) -> dict:
 class Served:
     """A timed mode's child process, set up once and kept: :meth:`run` times one repeat in it."""
 
-    def __init__(self, a: argparse.Namespace, *extra: str) -> None:
-        self.what = " ".join(extra)
+    def __init__(self, a: argparse.Namespace, *extra: str, sets: tuple[str, ...] = ()) -> None:
+        self.what = " ".join((*extra, *(f"--set {kv}" for kv in sets)))
         self._err = tempfile.TemporaryFile("w+")
-        self.p = subprocess.Popen(_cmd(a, *extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
+        self.p = subprocess.Popen(_cmd(a, *extra, sets=sets), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
                                   text=True, cwd=ROOT)
         self.info = self._read("READY ")
         self.runs: list[dict] = []
@@ -535,6 +539,9 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a configuration override for every run (e.g. the region of other stacks); repeatable")
+    ap.add_argument("--before", action="append", default=[], metavar="KEY=VALUE",
+                    help="also run Spark local[1] and local[2] with these overrides (e.g. a setting's old value), "
+                         "in the same interleaved rounds, and print each against the runs without; repeatable")
     a = ap.parse_args()
     if a.child:
         child(a)
@@ -556,10 +563,12 @@ def main() -> None:
     modes = {"ref": ("--mode", "ref"), "pool": ("--mode", "pool", "--cores", "2"), "limit": ("--mode", "limit"),
              "s1": ("--mode", "spark", "--cores", "1"), "s2": ("--mode", "spark", "--cores", "2"),
              "full": ("--mode", "spark", "--cores", "2", "--full")}
+    if a.before:  # the same Spark runs with other settings, for a side-by-side A/B
+        modes.update({"s1b": modes["s1"], "s2b": modes["s2"]})
     res: dict[str, Served] = {}
     try:
         for k, extra in modes.items():  # set up one after the other (JVM starts, warm-up dates), then kept
-            res[k] = Served(a, *extra)
+            res[k] = Served(a, *extra, sets=tuple(a.before) if k.endswith("b") else ())
         keys = list(modes)
         for r in range(a.repeats):  # interleaved rounds, each in another order: a slow spell of the host
             for k in keys[r % len(keys):] + keys[:r % len(keys)]:  # falls on every mode, not on one
@@ -576,7 +585,8 @@ def main() -> None:
           f"{a.repeats} interleaved rounds (one repeat of every run a round); CPU s: the run's process tree "
           "(JVM and Python workers included), median of the repeats")
     names = {"ref": "reference loop, 1 process", "pool": "pool of 2 processes", "limit": "bare inplace_predict, 1 core",
-             "s1": "spark local[1]", "s2": "spark local[2]", "full": "spark local[2] + COG/VRT/PNG"}
+             "s1": "spark local[1]", "s2": "spark local[2]", "full": "spark local[2] + COG/VRT/PNG",
+             "s1b": "spark local[1], --before", "s2b": "spark local[2], --before"}
     for k, v in res.items():
         cpu = f"; {statistics.median(v.rates('cpu_rate')):,.0f} px per CPU-s" if "cpu_rate" in v.runs[0] else ""
         print(f"{names[k]:<31} {med[k]:>9,.0f} px/s  (runs {', '.join(f'{r:,.0f}' for r in v.rates())}{cpu})  "
@@ -597,6 +607,10 @@ def main() -> None:
           f"{per_round('s2', 'pool')} (>= 1.0)")
     print(f"goal 2: loop time / bare model time = {per_round('limit', 'ref')} wall, "
           f"{per_round('limit', 'ref', 'cpu_rate')} CPU (<= 1.3)")
+    if a.before:
+        print(f"against --before {' '.join(a.before)}: local[1] {per_round('s1', 's1b')}, local[2] "
+              f"{per_round('s2', 's2b')} (px/s; > 1: faster without); with it, goal 1 would read "
+              f"{per_round('s1b', 'ref')} and {per_round('s2b', 'pool')}")
     print(f"scaling local[2] / local[1]: {per_round('s2', 's1')}; pool of 2 / loop: {per_round('pool', 'ref')}; "
           f"COG + VRT + quicklook: {med['full'] / med['s2'] - 1:+.0%} px/s vs Parquet only")
     prof = _spawn(one, "--mode", "profile")
