@@ -66,6 +66,35 @@ def _transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 
+#: Map projections whose inverse gives longitude from x alone and latitude from y alone (PROJ's
+#: method names, as pyproj reports them).
+_CYLINDRICAL = ("Lambert Cylindrical Equal Area", "Lambert Cylindrical Equal Area (Spherical)",
+                "Equidistant Cylindrical", "Equidistant Cylindrical (Spherical)", "Mercator (variant A)",
+                "Mercator (variant B)", "Popular Visualisation Pseudo Mercator")
+
+
+@functools.lru_cache(maxsize=32)
+def _separable(crs: str) -> bool:
+    """Whether lon/lat of a point of ``crs`` depend on x and on y apart: a geographic CRS or one of
+    :data:`_CYLINDRICAL`, and checked on a 3 x 3 spread of points (each longitude the same down its
+    column, each latitude along its row, to the bit) so that a CRS of such a name with anything
+    else in its path to WGS 84 (a datum shift) is projected point by point."""
+    c = CRS.from_user_input(crs)
+    op = c.coordinate_operation
+    if not (c.is_geographic or (op is not None and op.method_name in _CYLINDRICAL)):
+        return False
+    try:
+        x0, y0, x1, y1 = c.area_of_use.bounds if c.area_of_use else (-180.0, -80.0, 180.0, 80.0)
+        bx, by = _transformer("EPSG:4326", crs).transform([x0 * 0.9, x1 * 0.9], [y0 * 0.9, y1 * 0.9])
+        xs, ys = np.linspace(bx[0], bx[1], 3), np.linspace(by[0], by[1], 3)
+        gx, gy = np.meshgrid(xs, ys)
+        lon, lat = _transformer(crs, "EPSG:4326").transform(gx.ravel(), gy.ravel())
+        lon, lat = np.asarray(lon).reshape(3, 3), np.asarray(lat).reshape(3, 3)
+    except Exception:  # noqa: BLE001 - no check possible: project point by point
+        return False
+    return bool(np.isfinite(lon).all() and (lon == lon[:1]).all() and (lat == lat[:, :1]).all())
+
+
 def _as_int(a: np.ndarray | float) -> np.ndarray | int:
     out = np.asarray(a).astype(np.int64)
     return int(out) if out.ndim == 0 else out
@@ -262,6 +291,27 @@ class Grid:
         x = self.x0 + (col + 0.5) * self.cell
         y = self.y0 - (row + 0.5) * self.cell
         return (float(x), float(y)) if x.ndim == 0 and y.ndim == 0 else (x, y)
+
+    def window_lonlat(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """lon/lat (degrees) of every cell centre of a window: flat float64 arrays, row-major; the
+        values of :meth:`to_lonlat` on those cells.
+
+        On a grid whose longitude is a function of x alone and latitude of y alone (a cylindrical
+        projection such as EASE-Grid 2.0 Global, or a geographic CRS: :func:`_separable`), one row
+        and one column of cells are projected and broadcast: ``width + height`` points instead of
+        ``width x height``, bit-identical (tests/test_grid.py); any other CRS is projected cell by cell.
+        """
+        rows = np.arange(row_off, row_off + height, dtype="f8")
+        cols = np.arange(col_off, col_off + width, dtype="f8")
+        if height * width > 0 and _separable(self.crs):
+            x = self.x0 + (cols + 0.5) * self.cell   # as cell_to_xy computes them
+            y = self.y0 - (rows + 0.5) * self.cell
+            lon, _ = self.to_lonlat_xy(x, np.full(width, y[0]))
+            _, lat = self.to_lonlat_xy(np.full(height, x[0]), y)
+            return np.tile(np.asarray(lon, dtype="f8"), height), np.repeat(np.asarray(lat, dtype="f8"), width)
+        rr, cc = np.divmod(np.arange(height * width, dtype=np.int64), width)
+        lon, lat = self.to_lonlat(rr + row_off, cc + col_off)
+        return np.asarray(lon, dtype="f8").ravel(), np.asarray(lat, dtype="f8").ravel()
 
     def to_lonlat(self, row, col):
         """lon/lat (degrees) of cell centres."""

@@ -215,3 +215,23 @@ def test_aggregate_min_count_and_shape_check():
     assert np.isnan(mean[0, 0]) and count[0, 0] == 1 and mean[0, 1] == 2.0 and count[0, 1] == 9
     with pytest.raises(GridError, match="shape"):
         fine.aggregate(vals, Window(0, 0, 5, 3), coarse)
+
+
+@pytest.mark.parametrize("grid", [Grid.ease2(1), Grid.ease2(36), Grid.geographic(0.1),
+                                  # not cylindrical: projected cell by cell (ETRS89-LAEA Europe, 1 km)
+                                  Grid("laea_1km", "EPSG:3035", 2_000_000.0, 5_500_000.0, 1000.0, 4000, 4000)],
+                         ids=["ease2_1km", "ease2_36km", "geo_0.1deg", "laea_1km"])
+def test_window_lonlat_is_the_cells_own_projection(grid):
+    from ssm_spark.grid import _separable
+
+    assert _separable(grid.crs) == (grid.crs != "EPSG:3035")
+    rng = np.random.default_rng(7)
+    windows = [(0, 0, 64, 48), (grid.n_rows - 5, grid.n_cols - 7, 5, 7)]  # the corners, the edge cells
+    windows += [(int(rng.integers(0, grid.n_rows - 40)), int(rng.integers(0, grid.n_cols - 40)), 40, 33) for _ in range(4)]
+    for r0, c0, h, w in windows:
+        lon, lat = grid.window_lonlat(r0, c0, h, w)
+        rr, cc = np.divmod(np.arange(h * w), w)
+        want_lon, want_lat = grid.to_lonlat(rr + r0, cc + c0)
+        np.testing.assert_array_equal(lon, want_lon)   # bit for bit, not to a tolerance
+        np.testing.assert_array_equal(lat, want_lat)
+        assert lon.dtype == lat.dtype == np.float64 and lon.shape == (h * w,)

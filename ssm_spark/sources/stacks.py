@@ -396,14 +396,12 @@ def _read_bands(src, indexes: list[int]) -> np.ndarray:
 
 def _lonlat(grid: Grid, row_off: int, col_off: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """lon/lat of every cell of a window (row-major, flat), kept for the last few windows: a tile's
-    cells are the same on every date, and the projection is computed point by point (the same values
-    as projecting only the cells wanted)."""
+    cells are the same on every date (:meth:`Grid.window_lonlat`: the same values as projecting only
+    the cells wanted; one row and one column projected on a cylindrical grid)."""
     key = (grid, row_off, col_off, h, w)
     hit = _LONLAT.get(key)
     if hit is None:
-        rr, cc = np.divmod(np.arange(h * w, dtype=np.int64), w)
-        lon, lat = grid.to_lonlat(rr + row_off, cc + col_off)
-        hit = (np.asarray(lon, dtype="f8").ravel(), np.asarray(lat, dtype="f8").ravel())
+        hit = grid.window_lonlat(row_off, col_off, h, w)
         if len(_LONLAT) >= _LONLAT_MAX:  # bounded: memory does not grow with the region
             _LONLAT.pop(next(iter(_LONLAT)))
         _LONLAT[key] = hit
