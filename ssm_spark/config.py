@@ -342,10 +342,9 @@ class ProduceConfig(_Strict):
         "auto", description="auto: when every stack file lies in one grid tile (one file per tile and date), "
         "read, predict and write a tile in one task; shuffle: always regroup the rows by tile")
     nthread: int = Field(0, ge=0, description="XGBoost threads per task; 0: the task's cores (spark.task.cpus)")
-    min_files_per_task: int = Field(4, ge=1, le=64, description="stack files a Spark task takes at least, while "
-                                    "every core still gets a task (at most 4 tasks a core): fewer, longer tasks "
-                                    "on dates of few tiles (each task costs Spark ~13 ms); 1: one file a task "
-                                    "where the date has up to 4 per core")
+    min_files_per_task: int = Field(4, ge=1, le=64, description="stack files a Spark task takes (fewer where a "
+                                    "core would get no task): each task costs Spark ~13 ms, and smaller tasks "
+                                    "balance uneven tiles at the end of a date; 1: one file a task")
     keep_tile_memory: bool = Field(True, description="the Python workers' C heap (glibc malloc) kept between "
                                    "tiles instead of faulted in again for each (ssm_spark.allocator): ~5-14 "
                                    "CPU-ms less a 256 x 256 tile; false: the allocator's defaults")

@@ -47,10 +47,10 @@ def test_kept_heap_does_not_fault_its_tiles_memory_in_again():
     (4, 1, 4, 1),       # a 4-tile date on local[1]: one task (was 4)
     (4, 2, 4, 2),       # on local[2]: one a core
     (16, 2, 4, 4),
-    (156, 2, 4, 8),     # a national date: 4 a core, as before
+    (156, 2, 4, 39),    # a national date: 4 tiles a task (was 8 tasks of ~20)
+    (156, 64, 4, 64),   # many cores: every one gets a task
     (3, 8, 4, 3),       # fewer files than cores: one a task
-    (4, 1, 1, 4),       # min_files_per_task=1: the old rule, up to 4 a core
-    (100, 2, 1, 8),
+    (4, 1, 1, 4),       # min_files_per_task=1: one file a task
     (0, 2, 4, 1),
 ])
 def test_task_count(n, slots, min_files, tasks):

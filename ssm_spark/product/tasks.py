@@ -5,8 +5,8 @@
     stack files of the date touching the region's tiles
       -> Spark tasks over the files (an RDD of the files in contiguous slices when each file is a
          tile, else mapInPandas over the file indices with the list broadcast; neighbouring files
-         share a task: at most 4 tasks per core, at least 4 files a task while every core still
-         gets one, :func:`task_count`): read a file -> masks and environment -> clip to the
+         share a task: 4 files a task, fewer where a core would have none, :func:`task_count`):
+         read a file -> masks and environment -> clip to the
          region -> Registry.predict_columns (Boosters built once per Python worker from the
          manifest + UBJ bytes broadcast once per run, nthread = the task's cores) -> product rows
          (column arrays in the fused path: read_tile_columns -> predict_tile -> write_tile)
@@ -130,16 +130,16 @@ def _fusable(files: Sequence["StackFile"], grid: Grid) -> bool:
 
 
 def task_count(n: int, slots: int, min_files: int = 4) -> int:
-    """How many tasks a date's ``n`` stack files are split into (contiguous slices): at most 4 per
-    task slot (``slots``: Spark's default parallelism), so that uneven tiles (sea, the region's
-    edge) balance; at least ``min_files`` a task where that still leaves every slot one
-    (``produce.min_files_per_task``): a task costs Spark ~13 ms of scheduling and launch on this
-    project's machine (docs/performance.md), against ~0.2-0.3 CPU-s a tile, and the other date in
-    flight fills a slot a short date leaves idle. 4 files on 1 slot: 1 task; on 2 slots: 2; 156 on
-    2: 8."""
+    """How many tasks a date's ``n`` stack files are split into (contiguous slices): ``min_files``
+    files a task (``produce.min_files_per_task``), or fewer where that would leave a task slot
+    (``slots``: Spark's default parallelism) without one. A task costs Spark ~13 ms of scheduling
+    and launch on this project's machine (docs/performance.md) against ~0.2-0.3 CPU-s a tile, so a
+    few files a task keep that small, while many small tasks balance uneven tiles (sea, the region's
+    edge) to within a task's length at the end of a date, and the other date in flight fills a slot
+    a short date leaves idle. 4 files on 1 slot: 1 task; on 2 slots: 2; 156 on 2: 39."""
     if n <= 0:
         return 1
-    return max(1, min(n, 4 * slots, max(slots, -(-n // max(1, min_files)))))
+    return max(1, min(n, max(slots, -(-n // max(1, min_files)))))
 
 
 def _file_ids(spark: "SparkSession", n: int, min_files: int = 4):
