@@ -17,13 +17,14 @@ less than on a national date; this script measures the national date itself:
 2. The climatology of those dates, built once (``bench_produce.py``'s ``clim`` child): every run
    attaches it, as ``produce`` does (``produce.climatology_dir``).
 3. ``produce`` of the first date with every output, ``force``, on local[1] and on local[2], each in
-   its own process set up once (the JVM started, a warm-up date produced), the repeats in
-   interleaved rounds (``bench_produce.Served``). Printed per run: wall, pixels/s, the date's tile
+   its own process set up once (the JVM started, a warm-up date produced, its Python workers
+   kept alive between repeats unless ``--cold-workers``), the repeats in interleaved rounds
+   (``bench_produce.Served``). Printed per run: wall, pixels/s, the date's tile
    phase (the Spark job) and finish phase (the driver: reduce, VRT, quicklook, STAC, commit), CPU
    of the process tree and its peak memory.
 4. Beside them (``--runs``, default all four), on the same date with Parquet only: the loop and the
    pool of 2 of ``bench_produce.py`` and ``produce`` on local[1] and local[2]: goal 1 at the scale
-   where a task holds many tiles (156 tiles over 4 x cores tasks) rather than one.
+   where a task holds many tiles (156 tiles over 39 tasks of 4) rather than one.
 
 From the two core counts: the measured 1 -> 2 core speed-up of the tile phase, and a model of n cores
 built only from measured parts (the finish phase and the run's setup are serial: one driver; the tile
@@ -70,10 +71,12 @@ def simulate(sim: Path, region: list[str], extra: list[str]) -> dict:
             raise SystemExit(f"bench_national: {sim} holds a simulation of other settings ({got or 'not recorded'}) "
                              f"than asked ({wanted}): give another --work, or remove {sim}")
         return json.loads(manifest.read_text())
-    cmd = [sys.executable, "-m", "ssm_spark.cli", "simulate", "--output", str(sim), "-q",
+    cmd = [sys.executable, "-m", "ssm_spark", "simulate", "--output", str(sim), "-q",
            *(x for kv in wanted for x in ("--set", kv))]
     print("simulating:", " ".join(cmd[3:]), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
+    if not manifest.exists():
+        raise SystemExit(f"bench_national: the simulator exited 0 without writing {manifest}")
     recorded.write_text(json.dumps(wanted))
     return json.loads(manifest.read_text())
 
@@ -89,6 +92,8 @@ def main() -> None:
     ap.add_argument("--runs", default="ref,pool,p1,p2", help="also time, on the same date and Parquet only, the "
                     "loop, the pool of 2 (bench_produce's) and Spark local[1], local[2] (goal 1 at this scale; '' for "
                     "none)")
+    ap.add_argument("--cold-workers", action="store_true", help="bench_produce's: Spark's idle Python workers "
+                    "stopped between a child's repeats (each timed date forks new ones); default: kept warm")
     a = ap.parse_args()
     work = Path(a.work).resolve()
     region, extra = overrides(tuple(a.size_km), a.dates)
@@ -100,7 +105,8 @@ def main() -> None:
           f"{len(sim['dates'])} dates; {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     # the served children of bench_produce: its own arguments, one date timed (the first), the next as warm-up
     ns = argparse.Namespace(models=str(Path(a.models).resolve()), stacks=str(stacks), dates=1, repeats=a.repeats,
-                            clim_dir=str(work / "climatology"), clim="", set=region)
+                            clim_dir=str(work / "climatology"), clim="", set=region,
+                            cold_workers=a.cold_workers)
     built = bp._spawn(ns, "--mode", "clim")
     if built["summary"] is not None:
         ns.clim = str(work / "climatology.json")

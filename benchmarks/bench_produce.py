@@ -34,7 +34,8 @@ a profile of the loop by stage; the 10-million-cell date at the 4-tile local[2] 
 output (a real one is measured by ``benchmarks/bench_national.py``).
 
 Each timed run is a child process, set up once (the JVM started, one warm-up date produced, the
-pool's registries built) and kept; the repeats run in interleaved rounds (one repeat of every run
+pool's registries built) and kept, the Spark children's Python workers too (Spark stops a worker
+idle for a minute; ``--cold-workers`` lets it, so that each timed date forks new ones); the repeats run in interleaved rounds (one repeat of every run
 per round, each round in another order), so a slow spell of the shared host falls on every run
 instead of on one, and each goal's ratio is also given per round (the two figures measured within
 a minute or two of each other), with the median of the rounds first. pixels/s is the median over
@@ -47,6 +48,7 @@ seconds over a repeat (the tree's, JVM and workers included; setup and JVM start
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -405,6 +407,41 @@ def run_profile(a: argparse.Namespace) -> dict:
     return {"stage_seconds": t, "pixels": pixels, "cpu_s": cpu, "rates": [0.0]}
 
 
+class _WorkerKeeper:
+    """Keeps a served Spark child's Python workers alive between its timed repeats.
+
+    PySpark's worker factory stops a Python worker that has been idle for a minute (hard-coded in
+    Spark 4.0's ``PythonWorkerFactory``; measured here: the same PIDs after 45 s idle, new ones after
+    75 s), and in interleaved rounds a child waits longer than that for its turn. Its next date
+    would then fork new workers and build their registries again (~1.3 CPU-s a worker) while the
+    pool's processes are kept: not the steady state of a run of many dates, where a worker is never
+    idle that long. So a job of one short task per core runs every ``every`` seconds while the
+    child waits, never during a timed repeat (``--cold-workers``: off)."""
+
+    def __init__(self, spark, cores: int, every: float = 20.0) -> None:
+        self.sc, self.cores, self.every = spark.sparkContext, cores, every
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+        self.pings = 0
+        self.thread = threading.Thread(target=self._loop, name="worker-keeper", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(self.every):
+            with self.lock:
+                if self.stopped.is_set():
+                    return
+                self.sc.setJobDescription("bench: keep the Python workers")
+                # one task per core, each long enough that every idle worker is taken
+                self.sc.parallelize(range(self.cores), self.cores).foreach(lambda _: time.sleep(0.2))
+                self.pings += 1
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with self.lock:
+            pass
+        self.thread.join(timeout=30)
+
+
 def run_spark(a: argparse.Namespace) -> Iterator[dict]:
     import logging
 
@@ -426,12 +463,15 @@ def run_spark(a: argparse.Namespace) -> Iterator[dict]:
     spark = session(cfg.spark)
     with tempfile.TemporaryDirectory() as tmp:
         produce(spark, cfg, a.models, stacks, None, dates[-1], dates[-1], Path(tmp) / "warm")  # warm the workers
+        keeper = None if a.cold_workers else _WorkerKeeper(spark, a.cores)
         try:
-            yield {"dates": dates[:-1]}
+            yield {"dates": dates[:-1], "workers_kept": keeper is not None}
             while True:
-                t0 = time.perf_counter()
-                s = produce(spark, cfg, a.models, stacks, None, dates[0], dates[-2], Path(tmp) / "out", force=True)
-                wall = time.perf_counter() - t0
+                with keeper.lock if keeper else contextlib.nullcontext():
+                    t0 = time.perf_counter()
+                    s = produce(spark, cfg, a.models, stacks, None, dates[0], dates[-2], Path(tmp) / "out",
+                                force=True)
+                    wall = time.perf_counter() - t0
                 per = list(s["dates"].values())
                 phases = {k: sum(v[k] for v in per) for k in ("tiles_seconds", "finish_seconds")}
                 # the run's own setup (discovery, the region, the climatology check, the broadcast): the wall
@@ -440,6 +480,8 @@ def run_spark(a: argparse.Namespace) -> Iterator[dict]:
                 yield {"rate": s["pixels"] / wall, "pixels": s["pixels"], "wall": wall, "phases": phases,
                        "date_seconds": [v["seconds"] for v in per]}
         finally:
+            if keeper:
+                keeper.stop()
             spark.stop()
 
 
@@ -474,7 +516,8 @@ def child(a: argparse.Namespace) -> None:
 def _cmd(a: argparse.Namespace, *extra: str, sets: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, __file__, "--child", "--models", a.models, "--stacks", a.stacks, "--dates", str(a.dates),
             "--repeats", str(a.repeats), *(["--clim-dir", a.clim_dir] if a.clim_dir else []),
-            *(["--clim", a.clim] if a.clim else []), *(f"--set={kv}" for kv in (*a.set, *sets)), *extra]
+            *(["--clim", a.clim] if a.clim else []), *(f"--set={kv}" for kv in (*a.set, *sets)),
+            *(["--cold-workers"] if getattr(a, "cold_workers", False) else []), *extra]
 
 
 def _spawn(a: argparse.Namespace, *extra: str) -> dict:
@@ -542,6 +585,9 @@ def main() -> None:
     ap.add_argument("--before", action="append", default=[], metavar="KEY=VALUE",
                     help="also run Spark local[1] and local[2] with these overrides (e.g. a setting's old value), "
                          "in the same interleaved rounds, and print each against the runs without; repeatable")
+    ap.add_argument("--cold-workers", action="store_true",
+                    help="let Spark stop its idle Python workers between a child's repeats (after a minute idle, "
+                         "so each timed date forks and warms new ones); default: kept, as in a run of many dates")
     a = ap.parse_args()
     if a.child:
         child(a)
