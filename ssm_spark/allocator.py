@@ -40,7 +40,7 @@ _DONE: bool | None = None
 def keep_tile_memory() -> bool:
     """Set :data:`SETTINGS` with glibc's ``mallopt`` once per process; True when they are in force.
 
-    False (and a debug log line) where the C library is not glibc or refuses a value: the process
+    False where the C library is not glibc (a debug line) or refuses a value (a warning): the process
     runs with its allocator's defaults, which changes its speed, not its results.
     """
     global _DONE
@@ -59,7 +59,8 @@ def keep_tile_memory() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     for name, param, value in SETTINGS:
         if mallopt(param, value) != 1:
-            log.debug("allocator: mallopt(%s, %d) refused; the rest of the defaults kept", name, value)
+            log.warning("allocator: glibc refused mallopt(%s, %d); its defaults kept for the rest (slower "
+                        "tiles, the same results)", name, value)
             return False
     _DONE = True
     return True

@@ -70,8 +70,8 @@ def render_quicklook(vrt_path: str | os.PathLike, png_path: str | os.PathLike, *
     # the image 5.1 in wide (7.2 in less the margins) and as high as its ratio makes it, 2.2-11.2 in
     fig = Figure(figsize=(7.2, min(max((7.2 - _LEFT - _RIGHT) * ratio, 2.2), 11.2) + _BOTTOM + _TOP), dpi=100)
     FigureCanvasAgg(fig)
-    ax, cax = fig.add_axes(_image_box(fig, ratio)), fig.add_axes((0, 0, 1, 1))
-    cax.set_position(_bar_box(fig, ax.get_position().bounds))
+    box = _image_box(fig, ratio)
+    ax, cax = fig.add_axes(box), fig.add_axes(_bar_box(fig, box))
     im = ax.imshow(np.ma.masked_invalid(ssm), cmap=cmap, vmin=vrange[0], vmax=vrange[1], interpolation="nearest",
                    extent=(left * scale, right * scale, bottom * scale, top * scale), origin="upper")
     for ring in outline_xy:
