@@ -345,7 +345,7 @@ def run_loop_child(a: argparse.Namespace) -> dict:
     from ssm_spark.product import tiles as P
     from ssm_spark.product.tasks import _tile_of_file
 
-    ns = argparse.Namespace(models=a.models, stacks=a.stacks, dates=a.dates, clim=a.clim)
+    ns = argparse.Namespace(models=a.models, stacks=a.stacks, dates=a.dates, clim=a.clim, set=list(a.override))
     cfg, grid, dates, reg, region, inv, clim = B._reference_setup(ns)
     fn = {"read_tile_columns": 0.0, "predict_tile": 0.0, "write_tile": 0.0}
     runs = []
