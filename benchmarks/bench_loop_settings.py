@@ -8,10 +8,10 @@ Each round runs, in a fresh process each, the one-process loop over the demo's f
 tiles) ``--repeats`` times after a warm-up pass, with: nothing changed (``plain``); glibc's heap
 kept between tiles (``alloc``: :func:`ssm_spark.allocator.keep_tile_memory`, as the workers do with
 ``produce.keep_tile_memory``); the objects at start frozen out of the collector's reach (``freeze``:
-``gc.freeze()``, as ``product.tasks._freeze``); and both. Printed: the CPU and wall milliseconds a
-tile, median and every repeat. Session 10 (docs/performance.md): the four medians 225-236 ms with
-every variant spanning ~200-246, so the spread between runs minutes apart is the host's, not these
-settings'. ``--clim``: the climatology summary ``bench_produce.py``'s ``clim`` child builds (e.g.
+``gc.freeze()``, as ``product.tasks._freeze``); and both. Printed: pixels per CPU-second and per
+second of each variant, median and every repeat. Session 10 (docs/performance.md): the four medians
+225-236 CPU-ms a tile (278,000-291,000 px per CPU-s), every variant spanning ~200-246 ms, so the
+spread between runs minutes apart is the host's, not these settings'. ``--clim``: the climatology summary ``bench_produce.py``'s ``clim`` child builds (e.g.
 ``/tmp/spark-acct-climatology/climatology.json`` after ``spark_cpu_account.py``); without it the loop
 attaches none.
 """
@@ -23,8 +23,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,14 +30,12 @@ VARIANTS = ("plain", "alloc", "freeze", "alloc+freeze")
 
 
 def child(a: argparse.Namespace) -> None:
+    """One variant: ``bench_produce.run_reference``'s loop (its setup first, then one pass a ``next``)."""
     sys.path.insert(0, str(HERE))
     import bench_produce as B
 
-    from ssm_spark.product import tiles as P
-    from ssm_spark.product.tasks import _tile_of_file
-
-    ns = argparse.Namespace(models=a.models, stacks=a.stacks, dates=a.dates, clim=a.clim, set=[])
-    cfg, grid, dates, reg, region, inv, clim = B._reference_setup(ns)
+    loop = B.run_reference(argparse.Namespace(models=a.models, stacks=a.stacks, dates=a.dates, clim=a.clim, set=[]))
+    next(loop)  # the setup: config, registry, files
     if "alloc" in a.variant:
         from ssm_spark.allocator import keep_tile_memory
 
@@ -49,20 +45,8 @@ def child(a: argparse.Namespace) -> None:
 
         gc.collect()
         gc.freeze()
-    out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(a.repeats + 1):  # the first pass warms the caches
-            c0, t0, n = time.process_time(), time.perf_counter(), 0
-            for d in dates:
-                job = B._job(cfg, grid, region, d, tmp, clim)
-                (Path(tmp) / "parquet" / f"date={d}").mkdir(parents=True, exist_ok=True)
-                for f in (f for f in inv.files if f.date == d):
-                    px, _ = P.read_tile_columns(f, job)
-                    P.write_tile(P.predict_tile(px, reg), *_tile_of_file(f, grid), job)
-                    n += 1
-            if rep:
-                out.append([(time.process_time() - c0) / n * 1e3, (time.perf_counter() - t0) / n * 1e3])
-    print(json.dumps(out))
+    next(loop)  # the first pass warms the caches
+    print(json.dumps([next(loop) for _ in range(a.repeats)]))
 
 
 def main() -> None:
@@ -73,7 +57,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clim", default="", help="a climatology summary (climatology.json) to attach")
-    ap.add_argument("--variant", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--variant", default="", choices=("", *VARIANTS), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.variant:
         return child(a)
@@ -87,9 +71,9 @@ def main() -> None:
                 sys.exit(f"bench_loop_settings: the {v} child failed:\n{p.stderr[-3000:]}")
             res[v].extend(json.loads(p.stdout.strip().splitlines()[-1]))
     for v, xs in res.items():
-        print(f"{v:13s} CPU ms a tile {statistics.median(x[0] for x in xs):6.1f}, wall "
-              f"{statistics.median(x[1] for x in xs):6.1f}  (CPU of every repeat: {[round(x[0]) for x in xs]})")
-
+        cpu = [x["cpu_rate"] for x in xs]
+        print(f"{v:13s} px per CPU-s {statistics.median(cpu):9,.0f}, px/s {statistics.median(x['rate'] for x in xs):9,.0f}"
+              f"  (px per CPU-s of every repeat: {', '.join(f'{c:,.0f}' for c in cpu)})")
 
 if __name__ == "__main__":
     main()
